@@ -1,0 +1,40 @@
+//! hookgate's built-in auth plugins: `none` (the template's custom headers only) and
+//! `basic` (`Authorization: Basic base64(username:password)`).
+
+mod basic;
+mod none;
+
+use std::sync::Arc;
+
+use hookgate_core::plugin::PluginRegistry;
+
+pub use basic::{BasicAuth, BasicPlugin};
+pub use none::NonePlugin;
+
+/// Registers every built-in auth plugin.
+pub fn register_builtins(registry: &mut PluginRegistry) {
+    registry.register_auth(Arc::new(NonePlugin));
+    registry.register_auth(Arc::new(BasicPlugin));
+}
+
+/// Deserializes a plugin's config, turning serde's message into one that names the key
+/// but never repeats a value (values can be secrets).
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::Object(config.clone())).map_err(|e| {
+        let message = e.to_string();
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let key = rest.split('`').next().unwrap_or_default();
+            format!("`{key}` is not a key of this plugin; {}", rest.split_once(", ").map(|x| x.1).unwrap_or("see the README"))
+        } else if let Some(rest) = message.strip_prefix("missing field `") {
+            let key = rest.split('`').next().unwrap_or_default();
+            format!("`{key}` is required")
+        } else if message.starts_with("invalid type") {
+            let expected = message.split(", expected ").nth(1).unwrap_or("another type");
+            format!("a value has the wrong type: expected {expected}")
+        } else {
+            message
+        }
+    })
+}

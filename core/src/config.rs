@@ -1,0 +1,326 @@
+//! `hookgate.yaml`: the server settings, overridable by `HOOKGATE_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use serde::{Deserialize, Serialize};
+
+use crate::duration;
+use crate::network::NetworkPolicy;
+use crate::secret::Secret;
+
+/// The top-level keys, for the environment-variable filter (`HOOKGATE_LISTEN`, ...).
+const KEYS: &[&str] = &[
+    "listen", "admin_token", "data_dir", "queue", "workers", "log", "defaults", "backoff",
+    "network", "reload", "limits",
+];
+
+/// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The address of the HTTP API. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for every `/v1` route. Required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// Where the gateway keeps its state, relative to the config folder. Default `data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The delivery queue backend. `memory` (the only backend so far).
+    #[serde(default)]
+    pub queue: QueueBackend,
+    /// How many deliveries run at once. Default 64.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Log filter (`info`, `debug`, `hookgate_core=debug`...). `RUST_LOG` wins when set.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Defaults for templates that do not set a value themselves.
+    #[serde(default)]
+    pub defaults: TemplateDefaults,
+    /// The wait between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Which destination addresses are allowed.
+    #[serde(default)]
+    pub network: NetworkPolicy,
+    /// How template changes are picked up.
+    #[serde(default)]
+    pub reload: Reload,
+    /// Bounds that protect the gateway's memory.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// In-process queue: fast, lost on restart.
+    #[default]
+    Memory,
+}
+
+/// `defaults`: what a template gets for a key it does not set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDefaults {
+    /// Per-attempt timeout. Default 5s (the reference document's FAQ).
+    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    pub timeout: Duration,
+    /// Retries after the first attempt. Default 2 (the reference document's FAQ).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Profiles per outgoing request. Default 100.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Send the test payload on load and activate only on a 2xx answer. Default true.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+}
+
+/// `backoff`: attempt n waits about `base * 2^(n-1)`, at most `max`, with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Default 1s.
+    #[serde(default = "default_backoff_base", deserialize_with = "duration::deserialize")]
+    pub base: Duration,
+    /// Default 5m.
+    #[serde(default = "default_backoff_max", deserialize_with = "duration::deserialize")]
+    pub max: Duration,
+    /// The longest `Retry-After` that is honoured as given; longer ones are cut to this. Default 1h.
+    #[serde(default = "default_max_retry_after", deserialize_with = "duration::deserialize")]
+    pub max_retry_after: Duration,
+}
+
+/// `reload`: how template file changes are picked up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Changes within this window are one reload (an editor's save is several events). Default 200ms.
+    #[serde(default = "default_debounce", deserialize_with = "duration::deserialize")]
+    pub debounce: Duration,
+    /// A full rescan runs this often even without file events, and templates that failed
+    /// verification are verified again. Default 30s.
+    #[serde(default = "default_rescan", deserialize_with = "duration::deserialize")]
+    pub rescan: Duration,
+}
+
+/// `limits`: bounds that protect memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted dispatch payload, in bytes. Default 64 MiB.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Finished dispatch records kept for `GET /v1/dispatches/{id}`. Default 10000.
+    #[serde(default = "default_max_records")]
+    pub dispatch_records: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_workers() -> usize {
+    64
+}
+fn default_log() -> String {
+    "info".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_batch_size() -> usize {
+    100
+}
+fn default_true() -> bool {
+    true
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_debounce() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_rescan() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_payload() -> usize {
+    64 << 20
+}
+fn default_max_records() -> usize {
+    10_000
+}
+
+impl Default for TemplateDefaults {
+    fn default() -> Self {
+        Self {
+            timeout: default_timeout(),
+            retries: default_retries(),
+            batch_size: default_batch_size(),
+            verify: default_true(),
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: default_backoff_base(),
+            max: default_backoff_max(),
+            max_retry_after: default_max_retry_after(),
+        }
+    }
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Self { debounce: default_debounce(), rescan: default_rescan() }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_payload_bytes: default_max_payload(), dispatch_records: default_max_records() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_token: None,
+            data_dir: default_data_dir(),
+            queue: QueueBackend::default(),
+            workers: default_workers(),
+            log: default_log(),
+            defaults: TemplateDefaults::default(),
+            backoff: Backoff::default(),
+            network: NetworkPolicy::default(),
+            reload: Reload::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// A loaded config together with where it came from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config folder (`--config`).
+    pub dir: PathBuf,
+    pub config: Config,
+}
+
+impl Settings {
+    /// Loads `DIR/hookgate.yaml` (absent means all defaults), then `HOOKGATE_*` variables on top
+    /// (`HOOKGATE_LISTEN`, `HOOKGATE_DEFAULTS__TIMEOUT`: `__` separates nested keys).
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let file = dir.join("hookgate.yaml");
+        let env = Env::prefixed("HOOKGATE_")
+            .split("__")
+            .filter(|key| KEYS.iter().any(|k| key.as_str().split('.').next() == Some(k)));
+        let config: Config = Figment::new()
+            .merge(Yaml::file(&file))
+            .merge(env)
+            .extract()
+            .map_err(|e| {
+                let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, e)).collect();
+                ConfigError(errors.join("\n"))
+            })?;
+        if config.workers == 0 {
+            return Err(ConfigError(format!("{}: `workers` must be at least 1", file.display())));
+        }
+        if config.defaults.batch_size == 0 {
+            return Err(ConfigError(format!(
+                "{}: `defaults.batch_size` must be at least 1",
+                file.display()
+            )));
+        }
+        Ok(Self { dir: dir.to_path_buf(), config })
+    }
+
+    /// Settings with every default, rooted at `dir` (tests, `hookgate catch`).
+    pub fn defaults(dir: &Path) -> Self {
+        Self { dir: dir.to_path_buf(), config: Config::default() }
+    }
+
+    pub fn templates_dir(&self) -> PathBuf {
+        self.dir.join("templates")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(&self.config.data_dir)
+    }
+}
+
+fn describe_figment_error(file: &Path, e: figment::Error) -> String {
+    let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
+    let source = match &e.metadata {
+        Some(m) if m.name.contains("environment") => "environment (HOOKGATE_*)".to_string(),
+        _ => file.display().to_string(),
+    };
+    // figment prints the failing value for some errors; config values can be secrets
+    // (admin_token), so only the kind of error is shown.
+    let kind = match &e.kind {
+        figment::error::Kind::InvalidType(actual, expected) => {
+            format!("expected {expected}, found {}", actual)
+        }
+        figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        other => other.to_string(),
+    };
+    format!("{source}: {key}{kind}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_folder_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.config.listen, default_listen());
+        assert_eq!(s.config.defaults.timeout, Duration::from_secs(5));
+        assert_eq!(s.config.defaults.retries, 2);
+        assert!(s.config.defaults.verify);
+    }
+
+    #[test]
+    fn file_values_and_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("hookgate.yaml"),
+            "listen: 127.0.0.1:9999\ndefaults:\n  timeout: 300ms\nnetwork:\n  allow: [loopback]\n",
+        )
+        .unwrap();
+        let s = Settings::load(dir.path()).unwrap();
+        assert_eq!(s.config.listen.port(), 9999);
+        assert_eq!(s.config.defaults.timeout, Duration::from_millis(300));
+        assert!(s.config.network.check("127.0.0.1".parse().unwrap()).is_ok());
+
+        std::fs::write(dir.path().join("hookgate.yaml"), "listn: 1\n").unwrap();
+        let err = Settings::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+}

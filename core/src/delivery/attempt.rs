@@ -1,0 +1,78 @@
+//! One attempt: authorize with the template's plugin, send, and on a 401 let the plugin
+//! drop the credential and resend once.
+
+use std::fmt;
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+
+use super::client::{HttpClient, Response, SendError, SendRequest};
+use crate::plugin::{AuthError, OutgoingRequest, Unauthorized};
+use crate::template::Template;
+
+/// Why an attempt got no answer to classify.
+#[derive(Debug, Clone)]
+pub enum AttemptError {
+    /// The auth plugin could not produce headers (a token endpoint refused or timed out).
+    Auth { plugin: String, error: AuthError },
+    Send(SendError),
+}
+
+impl AttemptError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Auth { error, .. } => error.retryable,
+            Self::Send(e) => e.is_retryable(),
+        }
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auth { plugin, error } => write!(f, "auth plugin `{plugin}`: {error}"),
+            Self::Send(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Sends `body` with the template's method, URL, headers and auth.
+pub async fn attempt(client: &HttpClient, template: &Template, body: &Bytes) -> Result<Response, AttemptError> {
+    let mut resent = false;
+    loop {
+        let request = OutgoingRequest {
+            template: &template.name,
+            method: &template.method,
+            url: &template.url,
+            headers: &template.headers,
+            body,
+        };
+        let auth = template
+            .auth
+            .authorize(&request)
+            .await
+            .map_err(|error| AttemptError::Auth { plugin: template.auth_type.clone(), error })?;
+        let mut headers = template.headers.clone();
+        for (name, value) in auth.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
+        let response = client
+            .send(SendRequest {
+                method: &template.method,
+                url: &template.url,
+                headers,
+                body: body.clone(),
+                timeout: template.timeout,
+            })
+            .await
+            .map_err(AttemptError::Send)?;
+        if response.status == StatusCode::UNAUTHORIZED
+            && !resent
+            && template.auth.unauthorized(&auth).await == Unauthorized::ResendOnce
+        {
+            resent = true;
+            continue;
+        }
+        return Ok(response);
+    }
+}

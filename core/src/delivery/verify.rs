@@ -1,0 +1,30 @@
+//! Verify on load: send the test payload and accept the template only on a 2xx answer
+//! (the reference document: "saves the template if your endpoint responds with 200 OK").
+
+use bytes::Bytes;
+
+use super::attempt::{attempt, AttemptError};
+use super::client::{HttpClient, Response};
+use super::retry::status_reason;
+use crate::payload::test_payload;
+use crate::template::Template;
+
+/// Sends the test payload once and returns the answer.
+pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Response, AttemptError> {
+    let body = Bytes::from(serde_json::to_vec(&test_payload()).unwrap_or_default());
+    attempt(client, template, &body).await
+}
+
+/// `Ok` when the destination accepts the test payload with a 2xx; otherwise why not.
+pub async fn verify(client: &HttpClient, template: &Template) -> Result<(), String> {
+    match send_test(client, template).await {
+        Ok(response) if response.status.is_success() => Ok(()),
+        Ok(response) => Err(format!(
+            "verification failed: the endpoint answered the test payload with {}; the template becomes active on a 2xx answer",
+            status_reason(response.status)
+        )),
+        Err(error) => Err(format!(
+            "verification failed: {error}; the template becomes active when the endpoint answers the test payload with 2xx"
+        )),
+    }
+}

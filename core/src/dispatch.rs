@@ -1,0 +1,104 @@
+//! Accepting a dispatch: snapshot the template, split the profiles into requests, record
+//! them, and queue one job per request.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::payload::{Payload, PayloadError};
+use crate::queue::{Job, Queue, QueueError};
+use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord, RequestStatus};
+use crate::stats::Stats;
+use crate::template::registry::{Lookup, Registry};
+
+/// A dispatch that was accepted (or found again by its idempotency key).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub dispatch_id: DispatchId,
+    pub requests: usize,
+    pub profiles: usize,
+    /// False when an `Idempotency-Key` matched an earlier dispatch, which is returned instead.
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no template named `{0}`")]
+    UnknownTemplate(String),
+    #[error("template `{name}` is not active: {reason}")]
+    Inactive { name: String, reason: String },
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub registry: Arc<Registry>,
+    pub queue: Arc<dyn Queue>,
+    pub records: Arc<Records>,
+    pub stats: Arc<Stats>,
+}
+
+impl Dispatcher {
+    pub async fn dispatch(
+        &self,
+        template: &str,
+        payload: Payload,
+        idempotency_key: Option<String>,
+    ) -> Result<Accepted, DispatchError> {
+        if let Some(key) = &idempotency_key {
+            if let Some(accepted) = self.replay(template, key) {
+                return Ok(accepted);
+            }
+        }
+        let template = match self.registry.lookup(template) {
+            Lookup::Active(t) => t,
+            Lookup::Inactive(reason) => return Err(DispatchError::Inactive { name: template.to_string(), reason }),
+            Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
+        };
+        let batches = payload.batches(template.batch_size);
+        let profiles = payload.profiles.len();
+        let record = DispatchRecord {
+            id: DispatchId::new(),
+            template: template.clone(),
+            campaign: payload.campaign.clone(),
+            created_at: SystemTime::now(),
+            requests: batches
+                .iter()
+                .map(|b| RequestRecord {
+                    profiles: b.profiles,
+                    body: Some(b.body.clone()),
+                    status: RequestStatus::Pending,
+                    attempts: Vec::new(),
+                })
+                .collect(),
+        };
+        let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone());
+        if !created {
+            // A concurrent request with the same key won the race.
+            return Ok(self
+                .replay(&template.name, idempotency_key.as_deref().unwrap_or_default())
+                .unwrap_or(Accepted { dispatch_id, requests: batches.len(), profiles, created: false }));
+        }
+        self.stats.accepted(&payload.campaign, &template.name, batches.len() as u64, profiles as u64);
+        let now = SystemTime::now();
+        let jobs = (0..batches.len() as u32)
+            .map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now })
+            .collect();
+        self.queue.push(jobs).await?;
+        Ok(Accepted { dispatch_id, requests: batches.len(), profiles, created: true })
+    }
+
+    fn replay(&self, template: &str, key: &str) -> Option<Accepted> {
+        let id = self.records.by_idempotency_key(template, key)?;
+        let record = self.records.get(id)?;
+        let record = record.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Accepted {
+            dispatch_id: id,
+            requests: record.requests.len(),
+            profiles: record.requests.iter().map(|r| r.profiles).sum(),
+            created: false,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The engine: the registry, the dispatcher, the queue and its workers, wired together.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{QueueBackend, Settings};
+use crate::delivery::client::HttpClient;
+use crate::delivery::worker::{self, WorkerContext};
+use crate::dispatch::Dispatcher;
+use crate::plugin::PluginRegistry;
+use crate::queue::memory::MemoryQueue;
+use crate::queue::Queue;
+use crate::records::Records;
+use crate::stats::Stats;
+use crate::template::registry::ReloadReport;
+use crate::template::{Loader, Registry};
+
+/// How the engine runs.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Watch the templates folder for changes (`serve`); otherwise load it once.
+    pub watch: bool,
+    /// Verify templates that ask for it before activating them (`serve`); `send` and `test`
+    /// act on the template as it is.
+    pub verify: bool,
+}
+
+pub struct Engine {
+    pub settings: Settings,
+    pub client: HttpClient,
+    pub registry: Arc<Registry>,
+    pub dispatcher: Dispatcher,
+    pub queue: Arc<dyn Queue>,
+    pub records: Arc<Records>,
+    pub stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(String);
+
+impl Engine {
+    /// Loads the templates, starts the workers and (with `watch`) the folder watcher.
+    pub async fn start(
+        settings: Settings,
+        plugins: PluginRegistry,
+        options: EngineOptions,
+    ) -> Result<(Self, ReloadReport), EngineError> {
+        let config = &settings.config;
+        let client = HttpClient::new(config.network.clone()).map_err(EngineError)?;
+        let loader = Loader {
+            config_dir: settings.dir.clone(),
+            defaults: config.defaults.clone(),
+            plugins: Arc::new(plugins),
+            client: client.clone(),
+        };
+        let templates_dir = settings.templates_dir();
+        if options.watch {
+            std::fs::create_dir_all(&templates_dir)
+                .map_err(|e| EngineError(format!("cannot create {}: {e}", templates_dir.display())))?;
+        }
+        let registry = Registry::new(loader, templates_dir.clone(), options.verify, config.reload.rescan);
+        let queue: Arc<dyn Queue> = match config.queue {
+            QueueBackend::Memory => Arc::new(MemoryQueue::new()),
+        };
+        let records = Arc::new(Records::new(config.limits.dispatch_records));
+        let stats = Arc::new(Stats::new());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let report = registry.rescan().await;
+        let mut tasks = Vec::new();
+        if options.watch {
+            let handle = crate::template::watcher::spawn(
+                registry.clone(),
+                config.reload.debounce,
+                config.reload.rescan,
+                shutdown_rx.clone(),
+            )
+            .map_err(|e| EngineError(format!("cannot watch {}: {e}", templates_dir.display())))?;
+            tasks.push(handle);
+        }
+        let ctx = Arc::new(WorkerContext {
+            client: client.clone(),
+            queue: queue.clone(),
+            records: records.clone(),
+            stats: stats.clone(),
+            backoff: config.backoff.clone(),
+        });
+        for _ in 0..config.workers {
+            tasks.push(tokio::spawn(worker::run(ctx.clone(), shutdown_rx.clone())));
+        }
+        info!(templates = report.loaded.len(), errors = report.errors.len(), workers = config.workers, "engine started");
+        let dispatcher = Dispatcher {
+            registry: registry.clone(),
+            queue: queue.clone(),
+            records: records.clone(),
+            stats: stats.clone(),
+        };
+        Ok((Self { settings, client, registry, dispatcher, queue, records, stats, shutdown, tasks }, report))
+    }
+
+    /// Stops taking jobs; deliveries in progress finish first.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

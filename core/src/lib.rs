@@ -1,0 +1,24 @@
+//! hookgate's engine: templates and their hot reload, the dispatch pipeline, the queue,
+//! the outgoing HTTP client, delivery stats, and the auth plugin contract.
+//!
+//! The way a delivery travels:
+//! `template` (registry snapshot) → `dispatch` (split into requests, record, enqueue) →
+//! `queue` → `delivery::worker` (authorize → send → classify) → `records` + `stats`.
+
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod dispatch;
+pub mod duration;
+pub mod engine;
+pub mod network;
+pub mod payload;
+pub mod plugin;
+pub mod queue;
+pub mod records;
+pub mod secret;
+pub mod stats;
+pub mod template;
+
+pub use engine::{Engine, EngineOptions};
+pub use secret::Secret;

@@ -1,0 +1,11 @@
+//! The plugin contract: how a template's request gets its headers and auth.
+//!
+//! `core` knows only these traits. Built-in plugins (`hookgate-auth`) and WASM plugins
+//! (`plugins/host`) implement them and are registered by name in a [`PluginRegistry`];
+//! a template names one with `auth: {type: NAME, ...}`.
+
+pub mod auth;
+pub mod registry;
+
+pub use auth::{AuthError, AuthHeaders, AuthPlugin, Authorizer, OutgoingRequest, Unauthorized};
+pub use registry::PluginRegistry;

@@ -1,0 +1,316 @@
+//! Dispatch records: each dispatch's requests and their attempts, for
+//! `GET /v1/dispatches/{id}`, plus the idempotency keys that map a resend to its first
+//! dispatch. Records hold the template version the dispatch started with.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::rfc3339;
+use crate::payload::CampaignId;
+use crate::template::Template;
+
+/// The campaign-stats error of a request that exhausted its attempts.
+pub const DISPATCH_FAILED: &str = "Webhook Dispatch Failed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DispatchId(Uuid);
+
+impl DispatchId {
+    /// A new, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for DispatchId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for DispatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for DispatchId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| format!("`{s}` is not a dispatch id"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestStatus {
+    Pending,
+    Delivered,
+    /// Exhausted its attempts or got a final answer; `reason` is the last one.
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub at: SystemTime,
+    pub latency: Duration,
+    /// The HTTP status, when the destination answered.
+    pub status: Option<u16>,
+    /// Why it did not succeed (never a secret: built from statuses and error kinds).
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct RequestRecord {
+    pub profiles: usize,
+    /// The body to send; dropped once the request is finished.
+    pub body: Option<Bytes>,
+    pub status: RequestStatus,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Debug)]
+pub struct DispatchRecord {
+    pub id: DispatchId,
+    pub template: Arc<Template>,
+    pub campaign: CampaignId,
+    pub created_at: SystemTime,
+    pub requests: Vec<RequestRecord>,
+}
+
+impl DispatchRecord {
+    pub fn is_finished(&self) -> bool {
+        self.requests.iter().all(|r| r.status != RequestStatus::Pending)
+    }
+}
+
+/// The dispatch records, bounded: past `limit` finished dispatches the oldest are dropped
+/// (with their idempotency keys).
+pub struct Records {
+    inner: Mutex<Inner>,
+    limit: usize,
+    /// Woken whenever a request finishes.
+    finished: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<DispatchId, Arc<Mutex<DispatchRecord>>>,
+    idempotency: HashMap<(String, String), DispatchId>,
+    keys_of: HashMap<DispatchId, (String, String)>,
+    finished: VecDeque<DispatchId>,
+}
+
+/// What a worker needs to send one request.
+pub struct Work {
+    pub template: Arc<Template>,
+    pub campaign: CampaignId,
+    pub body: Bytes,
+    pub profiles: usize,
+}
+
+impl Records {
+    pub fn new(limit: usize) -> Self {
+        Self { inner: Mutex::new(Inner::default()), limit: limit.max(1), finished: tokio::sync::Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores a new dispatch, unless `idempotency_key` was seen for this template: then
+    /// returns the first dispatch's id and `false`.
+    pub fn insert(&self, record: DispatchRecord, idempotency_key: Option<String>) -> (DispatchId, bool) {
+        let mut inner = self.lock();
+        if let Some(key) = &idempotency_key {
+            let k = (record.template.name.clone(), key.clone());
+            if let Some(existing) = inner.idempotency.get(&k) {
+                return (*existing, false);
+            }
+            inner.idempotency.insert(k.clone(), record.id);
+            inner.keys_of.insert(record.id, k);
+        }
+        let id = record.id;
+        inner.by_id.insert(id, Arc::new(Mutex::new(record)));
+        (id, true)
+    }
+
+    /// The dispatch an idempotency key maps to.
+    pub fn by_idempotency_key(&self, template: &str, key: &str) -> Option<DispatchId> {
+        self.lock().idempotency.get(&(template.to_string(), key.to_string())).copied()
+    }
+
+    pub fn get(&self, id: DispatchId) -> Option<Arc<Mutex<DispatchRecord>>> {
+        self.lock().by_id.get(&id).cloned()
+    }
+
+    /// The template version, body and campaign of a pending request.
+    pub fn work(&self, id: DispatchId, request: u32) -> Option<Work> {
+        let record = self.get(id)?;
+        let record = record.lock().unwrap_or_else(|e| e.into_inner());
+        let req = record.requests.get(request as usize)?;
+        Some(Work {
+            template: record.template.clone(),
+            campaign: record.campaign.clone(),
+            body: req.body.clone()?,
+            profiles: req.profiles,
+        })
+    }
+
+    /// Waits until every request of the dispatch is finished (or the record is gone), and
+    /// calls `progress` with (finished, total) requests whenever that changes.
+    pub async fn wait_finished(&self, id: DispatchId, mut progress: impl FnMut(usize, usize)) {
+        let mut last = usize::MAX;
+        loop {
+            let notified = self.finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let Some(record) = self.get(id) else { return };
+            let (done, total) = {
+                let record = record.lock().unwrap_or_else(|e| e.into_inner());
+                let done = record.requests.iter().filter(|r| r.status != RequestStatus::Pending).count();
+                (done, record.requests.len())
+            };
+            if done != last {
+                progress(done, total);
+                last = done;
+            }
+            if done == total {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn record_attempt(&self, id: DispatchId, request: u32, attempt: AttemptRecord) {
+        if let Some(record) = self.get(id) {
+            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(req) = record.requests.get_mut(request as usize) {
+                req.attempts.push(attempt);
+            }
+        }
+    }
+
+    /// Marks a request delivered or failed; evicts old finished dispatches past the limit.
+    pub fn finish(&self, id: DispatchId, request: u32, status: RequestStatus) {
+        let Some(record) = self.get(id) else { return };
+        let dispatch_finished = {
+            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(req) = record.requests.get_mut(request as usize) {
+                req.status = status;
+                req.body = None;
+            }
+            record.is_finished()
+        };
+        self.finished.notify_waiters();
+        if dispatch_finished {
+            let mut inner = self.lock();
+            inner.finished.push_back(id);
+            while inner.finished.len() > self.limit {
+                if let Some(old) = inner.finished.pop_front() {
+                    inner.by_id.remove(&old);
+                    if let Some(k) = inner.keys_of.remove(&old) {
+                        inner.idempotency.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The API's view of a dispatch.
+#[derive(Debug, Serialize)]
+pub struct DispatchView {
+    pub dispatch_id: String,
+    pub template: String,
+    pub template_version: u64,
+    pub campaign: String,
+    pub created_at: String,
+    /// `pending` while any request is; then `delivered`, `failed`, or `partial`.
+    pub state: &'static str,
+    pub requests: Vec<RequestView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    pub index: usize,
+    pub profiles: usize,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub at: String,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DispatchRecord {
+    pub fn view(&self) -> DispatchView {
+        let requests: Vec<RequestView> = self
+            .requests
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let (status, error, reason) = match &r.status {
+                    RequestStatus::Pending => ("pending", None, None),
+                    RequestStatus::Delivered => ("delivered", None, None),
+                    RequestStatus::Failed { reason } => ("failed", Some(DISPATCH_FAILED), Some(reason.clone())),
+                };
+                RequestView {
+                    index,
+                    profiles: r.profiles,
+                    status,
+                    error,
+                    reason,
+                    attempts: r
+                        .attempts
+                        .iter()
+                        .map(|a| AttemptView {
+                            attempt: a.attempt,
+                            at: rfc3339(a.at),
+                            latency_ms: (a.latency.as_secs_f64() * 1e6).round() / 1e3,
+                            status: a.status,
+                            error: a.error.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let count = |s: &str| requests.iter().filter(|r| r.status == s).count();
+        let state = if count("pending") > 0 {
+            "pending"
+        } else if count("failed") == 0 {
+            "delivered"
+        } else if count("delivered") == 0 {
+            "failed"
+        } else {
+            "partial"
+        };
+        DispatchView {
+            dispatch_id: self.id.to_string(),
+            template: self.template.name.clone(),
+            template_version: self.template.version,
+            campaign: self.campaign.clone(),
+            created_at: rfc3339(self.created_at),
+            state,
+            requests,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Delivery stats per campaign (`targetId`) and per template: requests and profiles
+//! delivered, failed and pending; final errors grouped by reason; attempt latency.
+//! Every update is a short critical section; nothing here waits on the network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::payload::CampaignId;
+use crate::records::DISPATCH_FAILED;
+
+/// Upper bounds of the latency histogram's buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub delivered: u64,
+    pub failed: u64,
+    pub pending: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    max: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len() - 1);
+        self.counts[i] += 1;
+        self.sum += s;
+        self.max = self.max.max(s);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (capped at the largest value seen).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let total = self.count();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return BUCKETS[i].min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// Attempt outcomes, for the attempt counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttemptResult {
+    Success,
+    Retry,
+    Failure,
+}
+
+impl AttemptResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Retry => "retry",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// Stats of one campaign, one template, or one campaign through one template.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryStats {
+    pub requests: Counts,
+    pub profiles: Counts,
+    /// Final failures by last reason.
+    pub errors: BTreeMap<String, u64>,
+    pub attempts: BTreeMap<AttemptResult, u64>,
+    pub latency: Histogram,
+}
+
+impl DeliveryStats {
+    fn accepted(&mut self, requests: u64, profiles: u64) {
+        self.requests.pending += requests;
+        self.profiles.pending += profiles;
+    }
+
+    fn attempt(&mut self, latency: Duration, result: AttemptResult) {
+        self.latency.observe(latency);
+        *self.attempts.entry(result).or_default() += 1;
+    }
+
+    fn delivered(&mut self, profiles: u64) {
+        self.requests.pending = self.requests.pending.saturating_sub(1);
+        self.profiles.pending = self.profiles.pending.saturating_sub(profiles);
+        self.requests.delivered += 1;
+        self.profiles.delivered += profiles;
+    }
+
+    fn failed(&mut self, profiles: u64, reason: &str) {
+        self.requests.pending = self.requests.pending.saturating_sub(1);
+        self.profiles.pending = self.profiles.pending.saturating_sub(profiles);
+        self.requests.failed += 1;
+        self.profiles.failed += profiles;
+        *self.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    pub fn view(&self) -> StatsView {
+        let mut errors: Vec<ErrorView> = self
+            .errors
+            .iter()
+            .map(|(reason, count)| ErrorView { error: DISPATCH_FAILED, reason: reason.clone(), count: *count })
+            .collect();
+        errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+        let ms = |s: f64| (s * 1e6).round() / 1e3;
+        let n = self.latency.count();
+        StatsView {
+            requests: self.requests,
+            profiles: self.profiles,
+            errors,
+            attempts: self.attempts.iter().map(|(k, v)| (k.label(), *v)).collect(),
+            latency_ms: LatencyView {
+                count: n,
+                mean: if n == 0 { 0.0 } else { ms(self.latency.sum / n as f64) },
+                p50: ms(self.latency.quantile(0.5)),
+                p99: ms(self.latency.quantile(0.99)),
+                max: ms(self.latency.max),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsView {
+    pub requests: Counts,
+    pub profiles: Counts,
+    pub errors: Vec<ErrorView>,
+    pub attempts: BTreeMap<&'static str, u64>,
+    pub latency_ms: LatencyView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    pub error: &'static str,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// Attempt latency; `p50` and `p99` are the upper bounds of histogram buckets.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyView {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    pub target_id: String,
+    #[serde(flatten)]
+    pub total: StatsView,
+    pub templates: BTreeMap<String, StatsView>,
+}
+
+#[derive(Default)]
+struct Inner {
+    campaigns: HashMap<CampaignId, (DeliveryStats, BTreeMap<String, DeliveryStats>)>,
+    templates: BTreeMap<String, DeliveryStats>,
+}
+
+#[derive(Default)]
+pub struct Stats {
+    inner: Mutex<Inner>,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn update(&self, campaign: &str, template: &str, f: impl Fn(&mut DeliveryStats)) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_template) = inner.campaigns.entry(campaign.to_string()).or_default();
+        f(total);
+        f(by_template.entry(template.to_string()).or_default());
+        f(inner.templates.entry(template.to_string()).or_default());
+    }
+
+    pub fn accepted(&self, campaign: &str, template: &str, requests: u64, profiles: u64) {
+        self.update(campaign, template, |s| s.accepted(requests, profiles));
+    }
+
+    pub fn attempt(&self, campaign: &str, template: &str, latency: Duration, result: AttemptResult) {
+        self.update(campaign, template, |s| s.attempt(latency, result));
+    }
+
+    pub fn delivered(&self, campaign: &str, template: &str, profiles: u64) {
+        self.update(campaign, template, |s| s.delivered(profiles));
+    }
+
+    pub fn failed(&self, campaign: &str, template: &str, profiles: u64, reason: &str) {
+        self.update(campaign, template, |s| s.failed(profiles, reason));
+    }
+
+    pub fn campaign(&self, campaign: &str) -> Option<CampaignView> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_template) = inner.campaigns.get(campaign)?;
+        Some(CampaignView {
+            target_id: campaign.to_string(),
+            total: total.view(),
+            templates: by_template.iter().map(|(k, v)| (k.clone(), v.view())).collect(),
+        })
+    }
+
+    pub fn template(&self, template: &str) -> Option<StatsView> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.templates.get(template).map(DeliveryStats::view)
+    }
+
+    /// The per-template counters and histograms in Prometheus text format.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let t = &inner.templates;
+        let _ = writeln!(out, "# HELP hookgate_requests_total Outgoing requests finished, by outcome.");
+        let _ = writeln!(out, "# TYPE hookgate_requests_total counter");
+        for (name, s) in t {
+            let _ = writeln!(out, "hookgate_requests_total{{template=\"{}\",outcome=\"delivered\"}} {}", esc(name), s.requests.delivered);
+            let _ = writeln!(out, "hookgate_requests_total{{template=\"{}\",outcome=\"failed\"}} {}", esc(name), s.requests.failed);
+        }
+        let _ = writeln!(out, "# HELP hookgate_profiles_total Profiles in finished requests, by outcome.");
+        let _ = writeln!(out, "# TYPE hookgate_profiles_total counter");
+        for (name, s) in t {
+            let _ = writeln!(out, "hookgate_profiles_total{{template=\"{}\",outcome=\"delivered\"}} {}", esc(name), s.profiles.delivered);
+            let _ = writeln!(out, "hookgate_profiles_total{{template=\"{}\",outcome=\"failed\"}} {}", esc(name), s.profiles.failed);
+        }
+        let _ = writeln!(out, "# HELP hookgate_requests_pending Outgoing requests not yet finished.");
+        let _ = writeln!(out, "# TYPE hookgate_requests_pending gauge");
+        for (name, s) in t {
+            let _ = writeln!(out, "hookgate_requests_pending{{template=\"{}\"}} {}", esc(name), s.requests.pending);
+        }
+        let _ = writeln!(out, "# HELP hookgate_attempts_total Attempts, by result (success, retry, failure).");
+        let _ = writeln!(out, "# TYPE hookgate_attempts_total counter");
+        for (name, s) in t {
+            for (result, n) in &s.attempts {
+                let _ = writeln!(out, "hookgate_attempts_total{{template=\"{}\",result=\"{}\"}} {n}", esc(name), result.label());
+            }
+        }
+        let _ = writeln!(out, "# HELP hookgate_attempt_duration_seconds Attempt latency.");
+        let _ = writeln!(out, "# TYPE hookgate_attempt_duration_seconds histogram");
+        for (name, s) in t {
+            let mut cumulative = 0;
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                cumulative += s.latency.counts[i];
+                let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
+                let _ = writeln!(out, "hookgate_attempt_duration_seconds_bucket{{template=\"{}\",le=\"{le}\"}} {cumulative}", esc(name));
+            }
+            let _ = writeln!(out, "hookgate_attempt_duration_seconds_sum{{template=\"{}\"}} {}", esc(name), s.latency.sum);
+            let _ = writeln!(out, "hookgate_attempt_duration_seconds_count{{template=\"{}\"}} {cumulative}", esc(name));
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn esc(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_move_from_pending_to_outcomes() {
+        let s = Stats::new();
+        s.accepted("42", "orders", 3, 250);
+        s.attempt("42", "orders", Duration::from_millis(20), AttemptResult::Success);
+        s.delivered("42", "orders", 100);
+        s.delivered("42", "orders", 100);
+        s.failed("42", "orders", 50, "HTTP 400 Bad Request");
+        let c = s.campaign("42").unwrap();
+        assert_eq!(c.total.requests, Counts { delivered: 2, failed: 1, pending: 0 });
+        assert_eq!(c.total.profiles, Counts { delivered: 200, failed: 50, pending: 0 });
+        assert_eq!(c.total.errors.len(), 1);
+        assert_eq!(c.total.errors[0].error, "Webhook Dispatch Failed");
+        assert_eq!(c.total.errors[0].reason, "HTTP 400 Bad Request");
+        assert_eq!(c.templates["orders"].requests.delivered, 2);
+        assert!(s.campaign("43").is_none());
+    }
+
+    #[test]
+    fn histogram_quantiles_are_bucket_bounds() {
+        let mut h = Histogram::default();
+        for _ in 0..99 {
+            h.observe(Duration::from_millis(3));
+        }
+        h.observe(Duration::from_millis(700));
+        assert_eq!(h.quantile(0.5), 0.005);
+        assert_eq!(h.quantile(0.99), 0.005);
+        assert_eq!(h.quantile(1.0), 0.7);
+    }
+
+    #[test]
+    fn prometheus_text_has_series_per_template() {
+        let s = Stats::new();
+        s.accepted("1", "a\"b", 1, 1);
+        s.attempt("1", "a\"b", Duration::from_millis(1), AttemptResult::Success);
+        s.delivered("1", "a\"b", 1);
+        let mut out = String::new();
+        s.render_prometheus(&mut out);
+        assert!(out.contains("hookgate_requests_total{template=\"a\\\"b\",outcome=\"delivered\"} 1"), "{out}");
+        assert!(out.contains("hookgate_attempt_duration_seconds_bucket{template=\"a\\\"b\",le=\"+Inf\"} 1"));
+    }
+}

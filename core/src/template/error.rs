@@ -1,0 +1,183 @@
+//! A problem in a template file, located as `file:line:col`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What is wrong with a template, and where. `line` and `column` are 1-based.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl TemplateError {
+    pub fn new(file: &Path, (line, column): (usize, usize), message: impl Into<String>) -> Self {
+        Self { file: file.to_path_buf(), line, column, message: message.into() }
+    }
+
+    /// From a serde_yaml error: its location, its message without the location suffix, and
+    /// for an unknown key, the nearest valid key.
+    pub fn from_yaml(file: &Path, error: &serde_yaml::Error) -> Self {
+        let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+        let mut message = error.to_string();
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        if let Some(hint) = unknown_field_hint(&message) {
+            message.push_str(&hint);
+        }
+        Self { file: file.to_path_buf(), line, column, message }
+    }
+}
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`", a "; did you mean `a`?".
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (unknown, expected) = rest.split_once('`')?;
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    nearest(unknown, &candidates).map(|best| format!("; did you mean `{best}`?"))
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word_lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&word_lower, &c.to_ascii_lowercase()), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(cur) };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Where `path` (keys from the top, e.g. `["auth", "password"]`) is written in a YAML text:
+/// the 1-based line and column of the innermost key found. Handles block mappings and
+/// one-line flow mappings (`auth: {type: basic, username: u}`), which is what templates use;
+/// falls back to the deepest ancestor it finds, then to 1:1.
+pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = (1, 1);
+    let mut start = 0;
+    let mut parent_indent: Option<usize> = None;
+    for key in path {
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(start) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            if let Some(p) = parent_indent {
+                if indent <= p && i > start {
+                    break;
+                }
+            }
+            if let Some(col) = key_column(line, key) {
+                hit = Some((i, indent, col));
+                break;
+            }
+        }
+        match hit {
+            Some((i, indent, col)) => {
+                found = (i + 1, col + 1);
+                start = i;
+                parent_indent = Some(indent);
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// The 0-based column of `key:` on this line, as a block key or inside a flow mapping.
+fn key_column(line: &str, key: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(pos) = line[from..].find(key) {
+        let at = from + pos;
+        let before = line[..at].trim_end();
+        let after = line[at + key.len()..].trim_start();
+        let boundary = before.is_empty() || before.ends_with('{') || before.ends_with(',') || before.ends_with("- ") || before == "-";
+        let quoted_ok = line[..at].ends_with('"') || line[..at].ends_with('\'');
+        if (boundary || quoted_ok) && (after.starts_with(':') || after.starts_with("\":") || after.starts_with("':")) {
+            return Some(if quoted_ok { at - 1 } else { at });
+        }
+        from = at + key.len();
+    }
+    None
+}
+
+/// The 1-based line and column of the first occurrence of `needle`.
+pub fn locate_text(text: &str, needle: &str) -> Option<(usize, usize)> {
+    let offset = text.find(needle)?;
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    Some((line, column))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_key_for_typos() {
+        let keys = ["name", "url", "method", "headers", "timeout", "retries", "batch_size", "verify", "auth"];
+        assert_eq!(nearest("methd", &keys), Some("method"));
+        assert_eq!(nearest("header", &keys), Some("headers"));
+        assert_eq!(nearest("batchsize", &keys), Some("batch_size"));
+        assert_eq!(nearest("zzzzzz", &keys), None);
+    }
+
+    #[test]
+    fn locates_block_and_flow_keys() {
+        let text = "url: http://x\nheaders:\n  X-A: 1\n  X-B: 2\nauth:\n  type: basic\n  password: p\n";
+        assert_eq!(locate(text, &["url"]), (1, 1));
+        assert_eq!(locate(text, &["headers", "X-B"]), (4, 3));
+        assert_eq!(locate(text, &["auth", "password"]), (7, 3));
+        assert_eq!(locate(text, &["auth", "missing"]), (5, 1));
+        let flow = "url: http://x\nauth: {type: basic, username: u}\n";
+        assert_eq!(locate(flow, &["auth", "username"]), (2, 21));
+        assert_eq!(locate_text(flow, "basic"), Some((2, 14)));
+    }
+
+    #[test]
+    fn yaml_errors_keep_location_and_get_a_hint() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            url: String,
+            method: Option<String>,
+        }
+        let err = serde_yaml::from_str::<T>("url: x\nmethd: PUT\n").unwrap_err();
+        let e = TemplateError::from_yaml(Path::new("t.yaml"), &err);
+        assert_eq!((e.line, e.column), (2, 1));
+        assert!(e.message.contains("unknown field `methd`"), "{}", e.message);
+        assert!(e.message.ends_with("did you mean `method`?"), "{}", e.message);
+        assert!(e.to_string().starts_with("t.yaml:2:1: "));
+    }
+}

@@ -1,0 +1,57 @@
+//! The runtime template: validated once at load, immutable, shared by `Arc`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Url};
+
+use crate::plugin::Authorizer;
+
+/// One version of a template, ready to send. Deliveries hold an `Arc` to the version they
+/// started with, so a reload never changes a delivery in flight.
+pub struct Template {
+    pub name: String,
+    /// The file it was loaded from.
+    pub file: PathBuf,
+    /// Increases with every load of any template; identifies this version.
+    pub version: u64,
+    /// A hash of the file's text and its resolved references: equal digests, same template.
+    pub digest: u64,
+    pub url: Url,
+    pub method: Method,
+    /// Custom headers plus `Content-Type`; values are marked sensitive.
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub batch_size: usize,
+    pub verify: bool,
+    /// The auth plugin's name (`none`, `basic`, ...).
+    pub auth_type: String,
+    pub auth: Arc<dyn Authorizer>,
+}
+
+impl Template {
+    /// `1 + retries`.
+    pub fn max_attempts(&self) -> u32 {
+        self.retries.saturating_add(1)
+    }
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Template")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("method", &self.method)
+            .field("url", &self.url.as_str())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("batch_size", &self.batch_size)
+            .field("auth", &self.auth_type)
+            .finish()
+    }
+}

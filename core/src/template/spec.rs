@@ -1,0 +1,123 @@
+//! The template file as written: strict, documented, parsed once.
+//!
+//! ```yaml
+//! name: orders                 # optional; defaults to the file stem
+//! url: https://partner.example.com/hooks
+//! method: POST                 # POST | PUT | GET | DELETE
+//! headers: {X-Team: growth, X-Api-Key: "${env:ORDERS_API_KEY}"}
+//! timeout: 5s
+//! retries: 2
+//! batch_size: 100
+//! verify: true
+//! auth: {type: basic, username: svc, password: "${env:SVC_PASSWORD}"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::duration;
+
+/// Every key a template may have. Unknown keys are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSpec {
+    /// The template's name; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The destination URL (`${env:..}` references allowed).
+    pub url: String,
+    /// The HTTP method; default POST.
+    #[serde(default)]
+    pub method: MethodSpec,
+    /// Custom headers (the reference document's "+ Key-Value Pair").
+    #[serde(default)]
+    pub headers: BTreeMap<String, Scalar>,
+    /// Per-attempt timeout; default `defaults.timeout` (5s).
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub timeout: Option<Duration>,
+    /// Retries after the first attempt; default `defaults.retries` (2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Profiles per outgoing request; default `defaults.batch_size` (100).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Send the test payload on load and activate only on a 2xx answer; default true.
+    #[serde(default)]
+    pub verify: Option<bool>,
+    /// The auth plugin and its config; default `{type: none}`.
+    #[serde(default)]
+    pub auth: Option<PluginSpec>,
+    /// A transform plugin that turns the payload into requests.
+    #[serde(default)]
+    pub transform: Option<PluginSpec>,
+}
+
+/// The four methods of the reference document.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum MethodSpec {
+    #[default]
+    #[serde(alias = "post")]
+    POST,
+    #[serde(alias = "put")]
+    PUT,
+    #[serde(alias = "get")]
+    GET,
+    #[serde(alias = "delete")]
+    DELETE,
+}
+
+impl From<MethodSpec> for reqwest::Method {
+    fn from(m: MethodSpec) -> Self {
+        match m {
+            MethodSpec::POST => Self::POST,
+            MethodSpec::PUT => Self::PUT,
+            MethodSpec::GET => Self::GET,
+            MethodSpec::DELETE => Self::DELETE,
+        }
+    }
+}
+
+/// `{type: NAME, ...config}`: a plugin reference with the plugin's own keys.
+#[derive(Debug, Deserialize)]
+pub struct PluginSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub config: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// A header value: any YAML scalar, kept as text (`X-Version: 2` is the string "2").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}

@@ -1,0 +1,74 @@
+//! Watches the templates folder and rescans it after changes settle.
+//!
+//! The folder is watched, not the files: editors that write a temp file and rename it over
+//! the original, and Kubernetes ConfigMap mounts (files are symlinks into a `..data`
+//! directory that is swapped atomically), both show up as events in the folder. Every
+//! event batch triggers a full rescan, which compares file contents with what is loaded,
+//! so the kind of event never matters. A periodic rescan catches what events miss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::registry::Registry;
+
+/// Longest a reload waits for events to stop.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
+
+/// Starts watching `registry`'s folder. The task ends when `shutdown` turns true.
+pub fn spawn(
+    registry: Arc<Registry>,
+    debounce: Duration,
+    rescan_every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+        Ok(_) => {
+            let _ = tx.send(());
+        }
+        Err(e) => warn!("template watcher: {e}"),
+    })?;
+    watcher.watch(registry.dir(), RecursiveMode::NonRecursive)?;
+
+    Ok(tokio::spawn(async move {
+        let _watcher = watcher; // dropped (and unwatched) when the task ends
+        let mut ticker = tokio::time::interval_at(Instant::now() + rescan_every, rescan_every);
+        loop {
+            tokio::select! {
+                event = rx.recv() => {
+                    if event.is_none() {
+                        return;
+                    }
+                    settle(&mut rx, debounce).await;
+                    registry.rescan().await;
+                }
+                _ = ticker.tick() => {
+                    registry.rescan().await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }))
+}
+
+/// Waits until no event has come for `debounce` (at most [`MAX_SETTLE`]), so an editor's
+/// save, which is several events, is one reload.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) {
+    let deadline = Instant::now() + MAX_SETTLE;
+    loop {
+        let wait = debounce.min(deadline.saturating_duration_since(Instant::now()));
+        if wait.is_zero() {
+            return;
+        }
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(())) => continue,
+            _ => return,
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The command line: `hookgate serve | validate | send | test | catch`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "A webhook dispatch gateway: YAML templates, hot reload, retries, auth plugins, per-campaign stats",
+    long_about = "hookgate sends campaign data to partners' servers as webhooks. Drop YAML templates \
+                  into CONFIG/templates/, run `hookgate serve`, and dispatch payloads through the HTTP API."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The config folder, shared by the commands that read it.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// The config folder: hookgate.yaml and templates/.
+    #[arg(long, short = 'c', value_name = "DIR", default_value = "config", env = "HOOKGATE_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: load and watch the templates, deliver dispatches, serve the HTTP API.
+    #[command(long_about = "Run the gateway on the config folder. Templates in DIR/templates/ are loaded, \
+        verified (the test payload must get a 2xx) and reloaded live when their files change. \
+        The HTTP API listens on `listen` from hookgate.yaml (default 127.0.0.1:8080). \
+        Stop with Ctrl-C or SIGTERM: deliveries in progress finish first.")]
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check hookgate.yaml and every template; print `file:line:col: message` per problem.
+    #[command(long_about = "Parse and check hookgate.yaml and every template in DIR/templates/. \
+        Each problem is printed as `file:line:col: message`; the exit code is 1 if there is any. \
+        With --verify, each valid template is also sent the test payload and must get a 2xx.")]
+    Validate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also send each template's test payload and require a 2xx answer.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Dispatch one payload through a template without a server, wait for the outcome, print the stats.
+    #[command(long_about = "Dispatch one payload (the reference format: targetId, key_values, profiles) \
+        through TEMPLATE, with its batching, auth, timeout and retries, and wait until every request is \
+        delivered or failed. The template is used as it is, without the on-load verification. \
+        Exit code 1 if any request failed.")]
+    Send {
+        /// The template's name.
+        template: String,
+        /// A JSON payload file, or `-` (the default) for standard input.
+        #[arg(default_value = "-", value_name = "PAYLOAD.json|-")]
+        payload: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Send a template's test payload (`is_test: true`) and show the answer.
+    Test {
+        /// The template's name.
+        template: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// A local request catcher: prints every request it gets and answers it (for trying templates).
+    Catch {
+        /// The address to listen on.
+        #[arg(long, short = 'l', default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The HTTP status to answer with (try 500 or 429 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}

@@ -1,0 +1,43 @@
+//! One module per subcommand.
+
+mod catch;
+mod send;
+mod serve;
+mod test;
+mod validate;
+
+pub use validate::redacted_url;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hookgate_core::config::Settings;
+use hookgate_core::engine::{Engine, EngineOptions};
+
+use crate::cli::Command;
+
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => serve::run(&config.config).await,
+        Command::Validate { config, verify } => validate::run(&config.config, verify).await,
+        Command::Send { template, payload, config } => send::run(&config.config, &template, &payload).await,
+        Command::Test { template, config } => test::run(&config.config, &template).await,
+        Command::Catch { listen, status } => catch::run(listen, status).await,
+    }
+}
+
+/// Loads the settings or says what is wrong with them.
+fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
+    Settings::load(dir).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// An engine for one-shot commands (`send`, `test`): no watcher, no on-load verification.
+async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
+    let settings = load_settings(dir)?;
+    crate::logging::init(&settings.config.log);
+    let (engine, _report) =
+        Engine::start(settings, crate::plugins::registry(), EngineOptions { watch: false, verify: false })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(engine)
+}
