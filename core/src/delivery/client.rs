@@ -84,9 +84,7 @@ impl fmt::Debug for HttpClient {
 
 impl HttpClient {
     pub fn new(policy: NetworkPolicy) -> Result<Self, String> {
-        // reqwest is built without a bundled crypto provider; ring is ours. Installing
-        // twice is harmless (the second call returns Err and changes nothing).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let policy = Arc::new(policy);
         let inner = reqwest::Client::builder()
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
@@ -158,6 +156,12 @@ impl HttpClient {
             Err(_) => Err(SendError::Timeout(timeout)),
         }
     }
+}
+
+/// reqwest is built without a bundled TLS crypto provider; ring is hookgate's. Every
+/// `reqwest::Client` in the process needs it installed first. Calling this twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 async fn read_bounded(mut response: reqwest::Response) -> Bytes {

@@ -1,0 +1,162 @@
+//! Dispatch end to end: batching, method, headers, Basic auth, timeouts, retries, stats.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Acceptance 1: PUT, two custom headers and basic auth; 250 profiles with batch_size 100
+/// arrive as exactly 3 PUT requests of 100, 100 and 50 profiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_with_headers_and_basic_auth_is_batched() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template(
+        "orders.yaml",
+        &format!(
+            "url: {}\nmethod: PUT\nheaders:\n  X-Team: growth\n  X-Version: 2\nbatch_size: 100\nverify: true\nauth:\n  type: basic\n  username: svc\n  password: ${{env:SVC_PASSWORD}}\n",
+            mock.url("/hooks/orders")
+        ),
+    );
+    let gw = Gateway::start(&config, &[("SVC_PASSWORD", "open sesame")]).await;
+    gw.wait_state("orders", "active", Duration::from_secs(10)).await;
+    // Verification sent the test payload, with the same method, headers and auth.
+    let test = &mock.requests()[0];
+    assert!(test.is_test());
+    assert_eq!(test.json()["targetId"], 1234);
+    assert_eq!(test.json()["profiles"].as_array().unwrap().len(), 5);
+
+    let id = gw.dispatch("orders", &payload(777, 250)).await;
+    let view = gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    assert_eq!(view["state"], "delivered");
+
+    let deliveries = mock.deliveries();
+    assert_eq!(deliveries.len(), 3, "exactly 3 requests");
+    let mut sizes: Vec<usize> = deliveries.iter().map(|r| r.json()["profiles"].as_array().unwrap().len()).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, vec![50, 100, 100]);
+    let mut identities: Vec<String> = deliveries
+        .iter()
+        .flat_map(|r| r.json()["profiles"].as_array().unwrap().iter().map(|p| p["Identity"].as_str().unwrap().to_string()).collect::<Vec<_>>())
+        .collect();
+    identities.sort();
+    identities.dedup();
+    assert_eq!(identities.len(), 250, "every profile exactly once");
+    for r in &deliveries {
+        assert_eq!(r.method, "PUT");
+        assert_eq!(r.path, "/hooks/orders");
+        assert_eq!(r.header("x-team").as_deref(), Some("growth"));
+        assert_eq!(r.header("x-version").as_deref(), Some("2"));
+        // base64("svc:open sesame")
+        assert_eq!(r.header("authorization").as_deref(), Some("Basic c3ZjOm9wZW4gc2VzYW1l"));
+        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+        assert_eq!(r.json()["targetId"], 777);
+        assert_eq!(r.json()["key_values"]["campaign"], "spring");
+    }
+
+    let (status, stats) = gw.get("/v1/campaigns/777").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["requests"], json!({"delivered": 3, "failed": 0, "pending": 0}));
+    assert_eq!(stats["profiles"], json!({"delivered": 250, "failed": 0, "pending": 0}));
+    assert_eq!(stats["templates"]["orders"]["requests"]["delivered"], 3);
+}
+
+/// Acceptance 2: an endpoint that never answers gets 1 + retries attempts, each cut at the
+/// timeout, and the campaign shows "Webhook Dispatch Failed" with a timeout reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_endpoint_times_out_each_attempt_and_fails() {
+    let mock = Mock::start(|_, _| Reply::Hang).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("slow.yaml", &format!("url: {}\ntimeout: 300ms\nretries: 2\nverify: false\n", mock.url("/")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("slow", "active", Duration::from_secs(10)).await;
+
+    let id = gw.dispatch("slow", &payload(9001, 1)).await;
+    let view = gw.wait_dispatch(&id, Duration::from_secs(20)).await;
+    assert_eq!(view["state"], "failed");
+    let request = &view["requests"][0];
+    assert_eq!(request["error"], "Webhook Dispatch Failed");
+    assert!(request["reason"].as_str().unwrap().contains("timeout"), "{request}");
+    let attempts = request["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    for a in attempts {
+        let ms = a["latency_ms"].as_f64().unwrap();
+        assert!((300.0..2000.0).contains(&ms), "each attempt is cut at the timeout: {ms} ms");
+        assert!(a["error"].as_str().unwrap().contains("timeout"));
+    }
+    assert_eq!(mock.requests().len(), 3, "three attempts reached the endpoint");
+
+    let (_, stats) = gw.get("/v1/campaigns/9001").await;
+    assert_eq!(stats["requests"]["failed"], 1);
+    assert_eq!(stats["profiles"]["failed"], 1);
+    assert_eq!(stats["errors"][0]["error"], "Webhook Dispatch Failed");
+    assert_eq!(stats["errors"][0]["reason"], "timeout: no answer within 300ms");
+    assert_eq!(stats["errors"][0]["count"], 1);
+}
+
+/// Acceptance 3: 503 then 200 is delivered on the second attempt; 429 with
+/// `Retry-After: 1` is retried no sooner than 1 s later; 400 is not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_follow_the_status() {
+    let flaky = Mock::start(|n, _| Reply::Status(if n == 0 { 503 } else { 200 })).await;
+    let limited = Mock::start(|n, _| if n == 0 { Reply::StatusWith(429, vec![("retry-after", "1".into())]) } else { Reply::Status(200) }).await;
+    let bad = Mock::answering(400).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    for (name, mock) in [("flaky", &flaky), ("limited", &limited), ("bad", &bad)] {
+        config.write_template(&format!("{name}.yaml"), &format!("url: {}\nverify: false\n", mock.url("/")));
+    }
+    let gw = Gateway::start(&config, &[]).await;
+    for name in ["flaky", "limited", "bad"] {
+        gw.wait_state(name, "active", Duration::from_secs(10)).await;
+    }
+
+    let flaky_id = gw.dispatch("flaky", &payload(1, 3)).await;
+    let limited_id = gw.dispatch("limited", &payload(2, 3)).await;
+    let bad_id = gw.dispatch("bad", &payload(3, 3)).await;
+
+    let v = gw.wait_dispatch(&flaky_id, Duration::from_secs(10)).await;
+    assert_eq!(v["state"], "delivered");
+    let attempts = v["requests"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[0]["error"], "HTTP 503 Service Unavailable");
+    assert_eq!(attempts[1]["status"], 200);
+
+    let v = gw.wait_dispatch(&limited_id, Duration::from_secs(10)).await;
+    assert_eq!(v["state"], "delivered");
+    let seen = limited.requests();
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(gap >= Duration::from_secs(1), "Retry-After: 1 honoured, retried after {gap:?}");
+
+    let v = gw.wait_dispatch(&bad_id, Duration::from_secs(10)).await;
+    assert_eq!(v["state"], "failed");
+    assert_eq!(v["requests"][0]["reason"], "HTTP 400 Bad Request");
+    assert_eq!(v["requests"][0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(bad.requests().len(), 1, "a 400 is final");
+    let (_, stats) = gw.get("/v1/campaigns/3").await;
+    assert_eq!(stats["errors"][0]["reason"], "HTTP 400 Bad Request");
+}
+
+/// `hookgate send` dispatches without a server, waits, and prints the stats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_command_delivers_and_prints_stats() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("orders.yaml", &format!("url: {}\nbatch_size: 40\n", mock.url("/in")));
+    let payload_file = config.path().join("payload.json");
+    std::fs::write(&payload_file, serde_json::to_vec(&payload(55, 100)).unwrap()).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin()).arg("send").arg("orders").arg(&payload_file).arg("--config").arg(payload_file.parent().unwrap()).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("requests: 3 delivered, 0 failed, 0 pending"), "{stdout}");
+    assert!(stdout.contains("profiles: 100 delivered"), "{stdout}");
+    // `send` does not verify: only the three batches arrive.
+    assert_eq!(mock.requests().len(), 3);
+}
