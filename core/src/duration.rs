@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => number * 3600.0,
             other => {
                 return Err(format!(
-                    "unknown unit `{other}` in `{text}`; use ms, s, m or h"
+                    "`{text}` is not a duration: unknown unit `{other}`; write it like `5s` or `300ms` (units: ms, s, m, h)"
                 ));
             }
         };
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit `d`"));
+        assert!(parse_duration("5d").unwrap_err().starts_with("`5d` is not a duration: unknown unit `d`"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
     }

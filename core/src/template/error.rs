@@ -18,13 +18,22 @@ impl TemplateError {
     }
 
     /// From a serde_yaml error: its location, its message without the location suffix, and
-    /// for an unknown key, the nearest valid key.
-    pub fn from_yaml(file: &Path, error: &serde_yaml::Error) -> Self {
-        let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+    /// for an unknown key, the nearest valid key. Errors raised by our own value parsers
+    /// (methods, durations) carry no location; they quote the offending value first, and
+    /// that value is looked up in `text`.
+    pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> Self {
         let mut message = error.to_string();
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
+        let (line, column) = match error.location() {
+            Some(l) if (l.line(), l.column()) != (1, 1) => (l.line(), l.column()),
+            _ => message
+                .split('`')
+                .nth(1)
+                .and_then(|quoted| locate_text(text, quoted))
+                .unwrap_or((1, 1)),
+        };
         if let Some(hint) = unknown_field_hint(&message) {
             message.push_str(&hint);
         }
@@ -59,19 +68,26 @@ pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
+/// Optimal string alignment distance: edits and adjacent transpositions count 1 each.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(row[j]).min(cur) };
-            prev = cur;
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// Where `path` (keys from the top, e.g. `["auth", "password"]`) is written in a YAML text:
@@ -150,6 +166,7 @@ mod tests {
         assert_eq!(nearest("header", &keys), Some("headers"));
         assert_eq!(nearest("batchsize", &keys), Some("batch_size"));
         assert_eq!(nearest("zzzzzz", &keys), None);
+        assert_eq!(nearest("basci", &["basic", "none"]), Some("basic"));
     }
 
     #[test]
@@ -173,8 +190,9 @@ mod tests {
             url: String,
             method: Option<String>,
         }
-        let err = serde_yaml::from_str::<T>("url: x\nmethd: PUT\n").unwrap_err();
-        let e = TemplateError::from_yaml(Path::new("t.yaml"), &err);
+        let text = "url: x\nmethd: PUT\n";
+        let err = serde_yaml::from_str::<T>(text).unwrap_err();
+        let e = TemplateError::from_yaml(Path::new("t.yaml"), text, &err);
         assert_eq!((e.line, e.column), (2, 1));
         assert!(e.message.contains("unknown field `methd`"), "{}", e.message);
         assert!(e.message.ends_with("did you mean `method`?"), "{}", e.message);

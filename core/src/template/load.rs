@@ -58,7 +58,7 @@ impl Loader {
         if text.trim().is_empty() {
             return Err(TemplateError::new(file, (1, 1), "the file is empty; a template needs at least `url`"));
         }
-        let spec: TemplateSpec = serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, &e))?;
+        let spec: TemplateSpec = serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
 
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let name = spec.name.clone().unwrap_or_else(|| stem.to_string());

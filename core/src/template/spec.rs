@@ -56,18 +56,27 @@ pub struct TemplateSpec {
     pub transform: Option<PluginSpec>,
 }
 
-/// The four methods of the reference document.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// The four methods of the reference document (written in any case).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MethodSpec {
     #[default]
-    #[serde(alias = "post")]
     POST,
-    #[serde(alias = "put")]
     PUT,
-    #[serde(alias = "get")]
     GET,
-    #[serde(alias = "delete")]
     DELETE,
+}
+
+impl<'de> Deserialize<'de> for MethodSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_uppercase().as_str() {
+            "POST" => Ok(Self::POST),
+            "PUT" => Ok(Self::PUT),
+            "GET" => Ok(Self::GET),
+            "DELETE" => Ok(Self::DELETE),
+            _ => Err(de::Error::custom(format!("unknown method `{text}`; use POST, PUT, GET or DELETE"))),
+        }
+    }
 }
 
 impl From<MethodSpec> for reqwest::Method {
