@@ -239,7 +239,10 @@ impl Settings {
         let file = dir.join("hookgate.yaml");
         let env = Env::prefixed("HOOKGATE_")
             .split("__")
-            .filter(|key| KEYS.iter().any(|k| key.as_str().split('.').next() == Some(k)));
+            .filter(|key| {
+                let top = key.as_str().split('.').next().unwrap_or_default();
+                KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            });
         let config: Config = Figment::new()
             .merge(Yaml::file(&file))
             .merge(env)
