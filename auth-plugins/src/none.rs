@@ -30,7 +30,9 @@ impl AuthPlugin for NonePlugin {
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Arc<dyn Authorizer>, String> {
         if let Some(key) = config.keys().next() {
-            return Err(format!("`{key}` is not a key of the `none` plugin, which takes no keys (put credentials in `headers`)"));
+            return Err(format!(
+                "`{key}` is not a key of the `none` plugin, which takes no keys (put credentials in `headers`)"
+            ));
         }
         Ok(Arc::new(NoAuth))
     }

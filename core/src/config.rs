@@ -14,8 +14,17 @@ use crate::secret::Secret;
 
 /// The top-level keys, for the environment-variable filter (`HOOKGATE_LISTEN`, ...).
 const KEYS: &[&str] = &[
-    "listen", "admin_token", "data_dir", "queue", "workers", "log", "defaults", "backoff",
-    "network", "reload", "limits",
+    "listen",
+    "admin_token",
+    "data_dir",
+    "queue",
+    "workers",
+    "log",
+    "defaults",
+    "backoff",
+    "network",
+    "reload",
+    "limits",
 ];
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
@@ -70,7 +79,10 @@ pub enum QueueBackend {
 #[serde(deny_unknown_fields)]
 pub struct TemplateDefaults {
     /// Per-attempt timeout. Default 5s (the reference document's FAQ).
-    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
     pub timeout: Duration,
     /// Retries after the first attempt. Default 2 (the reference document's FAQ).
     #[serde(default = "default_retries")]
@@ -88,13 +100,22 @@ pub struct TemplateDefaults {
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Default 1s.
-    #[serde(default = "default_backoff_base", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_backoff_base",
+        deserialize_with = "duration::deserialize"
+    )]
     pub base: Duration,
     /// Default 5m.
-    #[serde(default = "default_backoff_max", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_backoff_max",
+        deserialize_with = "duration::deserialize"
+    )]
     pub max: Duration,
     /// The longest `Retry-After` that is honoured as given; longer ones are cut to this. Default 1h.
-    #[serde(default = "default_max_retry_after", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_max_retry_after",
+        deserialize_with = "duration::deserialize"
+    )]
     pub max_retry_after: Duration,
 }
 
@@ -103,7 +124,10 @@ pub struct Backoff {
 #[serde(deny_unknown_fields)]
 pub struct Reload {
     /// Changes within this window are one reload (an editor's save is several events). Default 200ms.
-    #[serde(default = "default_debounce", deserialize_with = "duration::deserialize")]
+    #[serde(
+        default = "default_debounce",
+        deserialize_with = "duration::deserialize"
+    )]
     pub debounce: Duration,
     /// A full rescan runs this often even without file events, and templates that failed
     /// verification are verified again. Default 30s.
@@ -192,13 +216,19 @@ impl Default for Backoff {
 
 impl Default for Reload {
     fn default() -> Self {
-        Self { debounce: default_debounce(), rescan: default_rescan() }
+        Self {
+            debounce: default_debounce(),
+            rescan: default_rescan(),
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_payload_bytes: default_max_payload(), dispatch_records: default_max_records() }
+        Self {
+            max_payload_bytes: default_max_payload(),
+            dispatch_records: default_max_records(),
+        }
     }
 }
 
@@ -237,22 +267,26 @@ impl Settings {
     /// (`HOOKGATE_LISTEN`, `HOOKGATE_DEFAULTS__TIMEOUT`: `__` separates nested keys).
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let file = dir.join("hookgate.yaml");
-        let env = Env::prefixed("HOOKGATE_")
-            .split("__")
-            .filter(|key| {
-                let top = key.as_str().split('.').next().unwrap_or_default();
-                KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
-            });
+        let env = Env::prefixed("HOOKGATE_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or_default();
+            KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+        });
         let config: Config = Figment::new()
             .merge(Yaml::file(&file))
             .merge(env)
             .extract()
             .map_err(|e| {
-                let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, e)).collect();
+                let errors: Vec<String> = e
+                    .into_iter()
+                    .map(|e| describe_figment_error(&file, e))
+                    .collect();
                 ConfigError(errors.join("\n"))
             })?;
         if config.workers == 0 {
-            return Err(ConfigError(format!("{}: `workers` must be at least 1", file.display())));
+            return Err(ConfigError(format!(
+                "{}: `workers` must be at least 1",
+                file.display()
+            )));
         }
         if config.defaults.batch_size == 0 {
             return Err(ConfigError(format!(
@@ -260,12 +294,18 @@ impl Settings {
                 file.display()
             )));
         }
-        Ok(Self { dir: dir.to_path_buf(), config })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+        })
     }
 
     /// Settings with every default, rooted at `dir` (tests, `hookgate catch`).
     pub fn defaults(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf(), config: Config::default() }
+        Self {
+            dir: dir.to_path_buf(),
+            config: Config::default(),
+        }
     }
 
     pub fn templates_dir(&self) -> PathBuf {
@@ -278,7 +318,11 @@ impl Settings {
 }
 
 fn describe_figment_error(file: &Path, e: figment::Error) -> String {
-    let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!("`{}`: ", e.path.join("."))
+    };
     let source = match &e.metadata {
         Some(m) if m.name.contains("environment") => "environment (HOOKGATE_*)".to_string(),
         _ => file.display().to_string(),
@@ -289,7 +333,9 @@ fn describe_figment_error(file: &Path, e: figment::Error) -> String {
         figment::error::Kind::InvalidType(actual, expected) => {
             format!("expected {expected}, found {}", actual)
         }
-        figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        figment::error::Kind::InvalidValue(_, expected) => {
+            format!("invalid value, expected {expected}")
+        }
         other => other.to_string(),
     };
     format!("{source}: {key}{kind}")

@@ -47,14 +47,19 @@ impl Dispatcher {
         payload: Payload,
         idempotency_key: Option<String>,
     ) -> Result<Accepted, DispatchError> {
-        if let Some(key) = &idempotency_key {
-            if let Some(accepted) = self.replay(template, key) {
-                return Ok(accepted);
-            }
+        if let Some(key) = &idempotency_key
+            && let Some(accepted) = self.replay(template, key)
+        {
+            return Ok(accepted);
         }
         let template = match self.registry.lookup(template) {
             Lookup::Active(t) => t,
-            Lookup::Inactive(reason) => return Err(DispatchError::Inactive { name: template.to_string(), reason }),
+            Lookup::Inactive(reason) => {
+                return Err(DispatchError::Inactive {
+                    name: template.to_string(),
+                    reason,
+                });
+            }
             Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
         };
         let batches = payload.batches(template.batch_size);
@@ -78,16 +83,39 @@ impl Dispatcher {
         if !created {
             // A concurrent request with the same key won the race.
             return Ok(self
-                .replay(&template.name, idempotency_key.as_deref().unwrap_or_default())
-                .unwrap_or(Accepted { dispatch_id, requests: batches.len(), profiles, created: false }));
+                .replay(
+                    &template.name,
+                    idempotency_key.as_deref().unwrap_or_default(),
+                )
+                .unwrap_or(Accepted {
+                    dispatch_id,
+                    requests: batches.len(),
+                    profiles,
+                    created: false,
+                }));
         }
-        self.stats.accepted(&payload.campaign, &template.name, batches.len() as u64, profiles as u64);
+        self.stats.accepted(
+            &payload.campaign,
+            &template.name,
+            batches.len() as u64,
+            profiles as u64,
+        );
         let now = SystemTime::now();
         let jobs = (0..batches.len() as u32)
-            .map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now })
+            .map(|request| Job {
+                dispatch: dispatch_id,
+                request,
+                attempt: 1,
+                due: now,
+            })
             .collect();
         self.queue.push(jobs).await?;
-        Ok(Accepted { dispatch_id, requests: batches.len(), profiles, created: true })
+        Ok(Accepted {
+            dispatch_id,
+            requests: batches.len(),
+            profiles,
+            created: true,
+        })
     }
 
     fn replay(&self, template: &str, key: &str) -> Option<Accepted> {

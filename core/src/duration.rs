@@ -18,13 +18,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{text}` has no unit; write it like `5s` or `300ms`"))?;
         if number_len == 0 {
-            return Err(format!("`{text}` is not a duration; write it like `5s` or `300ms`"));
+            return Err(format!(
+                "`{text}` is not a duration; write it like `5s` or `300ms`"
+            ));
         }
         let number: f64 = rest[..number_len]
             .parse()
             .map_err(|_| format!("`{text}` is not a duration; write it like `5s` or `300ms`"))?;
         rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ms" => number / 1000.0,
             "s" => number,
@@ -45,11 +49,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 || ms == 0 {
+    if !ms.is_multiple_of(1000) || ms == 0 {
         format!("{ms}ms")
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
     } else {
         format!("{}s", ms / 1000)
@@ -88,7 +92,11 @@ mod tests {
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5d").unwrap_err().starts_with("`5d` is not a duration: unknown unit `d`"));
+        assert!(
+            parse_duration("5d")
+                .unwrap_err()
+                .starts_with("`5d` is not a duration: unknown unit `d`")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
     }

@@ -11,8 +11,8 @@ use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
 use crate::dispatch::Dispatcher;
 use crate::plugin::PluginRegistry;
-use crate::queue::memory::MemoryQueue;
 use crate::queue::Queue;
+use crate::queue::memory::MemoryQueue;
 use crate::records::Records;
 use crate::stats::Stats;
 use crate::template::registry::ReloadReport;
@@ -61,10 +61,16 @@ impl Engine {
         };
         let templates_dir = settings.templates_dir();
         if options.watch {
-            std::fs::create_dir_all(&templates_dir)
-                .map_err(|e| EngineError(format!("cannot create {}: {e}", templates_dir.display())))?;
+            std::fs::create_dir_all(&templates_dir).map_err(|e| {
+                EngineError(format!("cannot create {}: {e}", templates_dir.display()))
+            })?;
         }
-        let registry = Registry::new(loader, templates_dir.clone(), options.verify, config.reload.rescan);
+        let registry = Registry::new(
+            loader,
+            templates_dir.clone(),
+            options.verify,
+            config.reload.rescan,
+        );
         let queue: Arc<dyn Queue> = match config.queue {
             QueueBackend::Memory => Arc::new(MemoryQueue::new()),
         };
@@ -94,14 +100,32 @@ impl Engine {
         for _ in 0..config.workers {
             tasks.push(tokio::spawn(worker::run(ctx.clone(), shutdown_rx.clone())));
         }
-        info!(templates = report.loaded.len(), errors = report.errors.len(), workers = config.workers, "engine started");
+        info!(
+            templates = report.loaded.len(),
+            errors = report.errors.len(),
+            workers = config.workers,
+            "engine started"
+        );
         let dispatcher = Dispatcher {
             registry: registry.clone(),
             queue: queue.clone(),
             records: records.clone(),
             stats: stats.clone(),
         };
-        Ok((Self { settings, client, registry, dispatcher, queue, records, stats, shutdown, tasks }, report))
+        Ok((
+            Self {
+                settings,
+                client,
+                registry,
+                dispatcher,
+                queue,
+                records,
+                stats,
+                shutdown,
+                tasks,
+            },
+            report,
+        ))
     }
 
     /// Stops taking jobs; deliveries in progress finish first.

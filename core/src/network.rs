@@ -39,7 +39,9 @@ impl FromStr for AllowRule {
             None => (s, None),
         };
         let net: IpAddr = addr.trim().parse().map_err(|_| {
-            format!("`{s}` is not `loopback`, `private`, `link-local`, an IP address or a CIDR block")
+            format!(
+                "`{s}` is not `loopback`, `private`, `link-local`, an IP address or a CIDR block"
+            )
         })?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
@@ -57,7 +59,9 @@ impl FromStr for AllowRule {
 
 impl<'de> Deserialize<'de> for AllowRule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -132,7 +136,9 @@ pub struct NetworkPolicy {
 impl NetworkPolicy {
     /// A policy that also allows loopback destinations (tests, `hookgate catch`).
     pub fn allow_loopback() -> Self {
-        Self { allow: vec![AllowRule::Loopback] }
+        Self {
+            allow: vec![AllowRule::Loopback],
+        }
     }
 
     /// `Ok` when the gateway may connect to `ip`; otherwise why not.
@@ -164,11 +170,19 @@ fn cidr_contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - prefix)
+            };
             (u32::from(n) & mask) == (u32::from(a) & mask)
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - prefix)
+            };
             (u128::from(n) & mask) == (u128::from(a) & mask)
         }
         _ => false,
@@ -186,7 +200,18 @@ mod tests {
     #[test]
     fn default_policy_refuses_internal_addresses() {
         let p = NetworkPolicy::default();
-        for a in ["127.0.0.1", "10.1.2.3", "192.168.1.1", "172.20.0.1", "169.254.169.254", "::1", "fe80::1", "0.0.0.0", "::ffff:127.0.0.1", "100.64.0.1"] {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.20.0.1",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+        ] {
             assert!(p.check(ip(a)).is_err(), "{a} must be refused");
         }
         assert!(p.check(ip("93.184.216.34")).is_ok());
@@ -196,7 +221,9 @@ mod tests {
 
     #[test]
     fn allow_rules_open_what_they_name() {
-        let p = NetworkPolicy { allow: vec!["loopback".parse().unwrap(), "10.1.0.0/16".parse().unwrap()] };
+        let p = NetworkPolicy {
+            allow: vec!["loopback".parse().unwrap(), "10.1.0.0/16".parse().unwrap()],
+        };
         assert!(p.check(ip("127.0.0.1")).is_ok());
         assert!(p.check(ip("::1")).is_ok());
         assert!(p.check(ip("10.1.200.3")).is_ok());
@@ -206,7 +233,17 @@ mod tests {
 
     #[test]
     fn bad_rules_are_explained() {
-        assert!("10.0.0.0/33".parse::<AllowRule>().unwrap_err().contains("prefix"));
-        assert!("intranet".parse::<AllowRule>().unwrap_err().contains("CIDR"));
+        assert!(
+            "10.0.0.0/33"
+                .parse::<AllowRule>()
+                .unwrap_err()
+                .contains("prefix")
+        );
+        assert!(
+            "intranet"
+                .parse::<AllowRule>()
+                .unwrap_err()
+                .contains("CIDR")
+        );
     }
 }

@@ -44,7 +44,9 @@ impl fmt::Display for DispatchId {
 impl FromStr for DispatchId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self).map_err(|_| format!("`{s}` is not a dispatch id"))
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| format!("`{s}` is not a dispatch id"))
     }
 }
 
@@ -53,7 +55,9 @@ pub enum RequestStatus {
     Pending,
     Delivered,
     /// Exhausted its attempts or got a final answer; `reason` is the last one.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +91,9 @@ pub struct DispatchRecord {
 
 impl DispatchRecord {
     pub fn is_finished(&self) -> bool {
-        self.requests.iter().all(|r| r.status != RequestStatus::Pending)
+        self.requests
+            .iter()
+            .all(|r| r.status != RequestStatus::Pending)
     }
 }
 
@@ -118,7 +124,11 @@ pub struct Work {
 
 impl Records {
     pub fn new(limit: usize) -> Self {
-        Self { inner: Mutex::new(Inner::default()), limit: limit.max(1), finished: tokio::sync::Notify::new() }
+        Self {
+            inner: Mutex::new(Inner::default()),
+            limit: limit.max(1),
+            finished: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -127,7 +137,11 @@ impl Records {
 
     /// Stores a new dispatch, unless `idempotency_key` was seen for this template: then
     /// returns the first dispatch's id and `false`.
-    pub fn insert(&self, record: DispatchRecord, idempotency_key: Option<String>) -> (DispatchId, bool) {
+    pub fn insert(
+        &self,
+        record: DispatchRecord,
+        idempotency_key: Option<String>,
+    ) -> (DispatchId, bool) {
         let mut inner = self.lock();
         if let Some(key) = &idempotency_key {
             let k = (record.template.name.clone(), key.clone());
@@ -144,7 +158,10 @@ impl Records {
 
     /// The dispatch an idempotency key maps to.
     pub fn by_idempotency_key(&self, template: &str, key: &str) -> Option<DispatchId> {
-        self.lock().idempotency.get(&(template.to_string(), key.to_string())).copied()
+        self.lock()
+            .idempotency
+            .get(&(template.to_string(), key.to_string()))
+            .copied()
     }
 
     pub fn get(&self, id: DispatchId) -> Option<Arc<Mutex<DispatchRecord>>> {
@@ -175,7 +192,11 @@ impl Records {
             let Some(record) = self.get(id) else { return };
             let (done, total) = {
                 let record = record.lock().unwrap_or_else(|e| e.into_inner());
-                let done = record.requests.iter().filter(|r| r.status != RequestStatus::Pending).count();
+                let done = record
+                    .requests
+                    .iter()
+                    .filter(|r| r.status != RequestStatus::Pending)
+                    .count();
                 (done, record.requests.len())
             };
             if done != last {
@@ -271,7 +292,9 @@ impl DispatchRecord {
                 let (status, error, reason) = match &r.status {
                     RequestStatus::Pending => ("pending", None, None),
                     RequestStatus::Delivered => ("delivered", None, None),
-                    RequestStatus::Failed { reason } => ("failed", Some(DISPATCH_FAILED), Some(reason.clone())),
+                    RequestStatus::Failed { reason } => {
+                        ("failed", Some(DISPATCH_FAILED), Some(reason.clone()))
+                    }
                 };
                 RequestView {
                     index,

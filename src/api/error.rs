@@ -1,8 +1,8 @@
 //! JSON errors: `{"error": {"code": "...", "message": "..."}}` with a message a user can act on.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -15,7 +15,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), extra: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            extra: None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -31,7 +36,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, error.as_object_mut()) {
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, error.as_object_mut())
+        {
             obj.extend(extra);
         }
         (self.status, Json(json!({"error": error}))).into_response()

@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::AppState;
@@ -18,8 +18,15 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(engine): State<AppState>) -> impl IntoResponse {
     let loaded = engine.registry.snapshot().loaded;
     let queue = engine.queue.ready().await;
-    let status = if loaded && queue { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": loaded && queue, "templates_loaded": loaded, "queue": queue})))
+    let status = if loaded && queue {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"ready": loaded && queue, "templates_loaded": loaded, "queue": queue})),
+    )
 }
 
 pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
@@ -28,15 +35,33 @@ pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     let _ = writeln!(out, "# HELP hookgate_templates Templates by state.");
     let _ = writeln!(out, "# TYPE hookgate_templates gauge");
     for state in ["active", "unverified", "invalid"] {
-        let n = snapshot.entries.values().filter(|e| e.state.label() == state).count();
+        let n = snapshot
+            .entries
+            .values()
+            .filter(|e| e.state.label() == state)
+            .count();
         let _ = writeln!(out, "hookgate_templates{{state=\"{state}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP hookgate_template_reload_errors_total Template files that failed to load.");
+    let _ = writeln!(
+        out,
+        "# HELP hookgate_template_reload_errors_total Template files that failed to load."
+    );
     let _ = writeln!(out, "# TYPE hookgate_template_reload_errors_total counter");
-    let _ = writeln!(out, "hookgate_template_reload_errors_total {}", engine.registry.reload_errors());
-    let _ = writeln!(out, "# HELP hookgate_queue_jobs Jobs waiting or in progress.");
+    let _ = writeln!(
+        out,
+        "hookgate_template_reload_errors_total {}",
+        engine.registry.reload_errors()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hookgate_queue_jobs Jobs waiting or in progress."
+    );
     let _ = writeln!(out, "# TYPE hookgate_queue_jobs gauge");
-    let _ = writeln!(out, "hookgate_queue_jobs {}", engine.queue.len().await.unwrap_or(0));
+    let _ = writeln!(
+        out,
+        "hookgate_queue_jobs {}",
+        engine.queue.len().await.unwrap_or(0)
+    );
     engine.stats.render_prometheus(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

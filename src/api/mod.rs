@@ -9,9 +9,9 @@ mod templates;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::Router;
 use hookgate_core::Engine;
 
 pub use error::ApiError;
@@ -27,13 +27,18 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/templates/{name}/dispatch", post(dispatches::dispatch))
         .route("/dispatches/{id}", get(dispatches::get))
         .route("/campaigns/{target_id}", get(dispatches::campaign))
-        .route_layer(axum::middleware::from_fn_with_state(engine.clone(), admin::require_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            admin::require_token,
+        ));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .nest("/v1", v1)
-        .fallback(|| async { ApiError::not_found("no such route; see DESIGN.md or README.md for the API") })
+        .fallback(|| async {
+            ApiError::not_found("no such route; see DESIGN.md or README.md for the API")
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(engine)
 }

@@ -1,16 +1,16 @@
 //! `/v1/templates`: list, show, create or replace (the reference document's "Create"), test.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
 use hookgate_core::clock::rfc3339;
 use hookgate_core::delivery::retry::status_reason;
 use hookgate_core::duration::format_duration;
 use hookgate_core::template::registry::PutError;
 use hookgate_core::template::{Entry, State as TemplateState, Template};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::commands::redacted_url;
@@ -45,7 +45,10 @@ fn entry_json(entry: &Entry) -> Value {
         TemplateState::Active => {}
         TemplateState::Unverified { reason, .. } => {
             obj.insert("reason".into(), json!(reason));
-            obj.insert("pending".into(), json!(entry.candidate.as_deref().map(template_json)));
+            obj.insert(
+                "pending".into(),
+                json!(entry.candidate.as_deref().map(template_json)),
+            );
         }
         TemplateState::Invalid { error } => {
             obj.insert("error".into(), json!(error.to_string()));
@@ -63,9 +66,15 @@ pub async fn list(State(engine): State<AppState>) -> Json<Value> {
     Json(json!({"templates": snapshot.entries.values().map(entry_json).collect::<Vec<_>>()}))
 }
 
-pub async fn get(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let snapshot = engine.registry.snapshot();
-    let entry = snapshot.entries.get(&name).ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))?;
+    let entry = snapshot
+        .entries
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))?;
     let mut v = entry_json(entry);
     if let Some(stats) = engine.stats.template(&name) {
         v["stats"] = json!(stats);
@@ -80,33 +89,68 @@ pub async fn put(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the body must be UTF-8 YAML or JSON"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be UTF-8 YAML or JSON",
+        )
+    })?;
     let existed = engine.registry.snapshot().entries.contains_key(&name);
     match engine.registry.put(&name, text).await {
         Ok(_) => {
             let snapshot = engine.registry.snapshot();
-            let entry = snapshot.entries.get(&name).map(entry_json).unwrap_or(Value::Null);
-            Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, Json(entry)))
+            let entry = snapshot
+                .entries
+                .get(&name)
+                .map(entry_json)
+                .unwrap_or(Value::Null);
+            Ok((
+                if existed {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                },
+                Json(entry),
+            ))
         }
-        Err(PutError::Invalid(error)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", error.to_string())
-            .with(json!({"location": {"line": error.line, "column": error.column}}))),
-        Err(PutError::Verification(reason)) => {
-            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "verification_failed", reason))
+        Err(PutError::Invalid(error)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_template",
+            error.to_string(),
+        )
+        .with(json!({"location": {"line": error.line, "column": error.column}}))),
+        Err(PutError::Verification(reason)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "verification_failed",
+            reason,
+        )),
+        Err(PutError::Conflict(message)) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "conflict", message))
         }
-        Err(PutError::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", message)),
-        Err(PutError::Io(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", format!("cannot write the template file: {e}"))),
+        Err(PutError::Io(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "io",
+            format!("cannot write the template file: {e}"),
+        )),
     }
 }
 
 /// Sends the test payload now; a template waiting for verification becomes active on 2xx.
-pub async fn test(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let (template, outcome) = engine
+pub async fn test(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (template, outcome) = engine.registry.test(&name).await.ok_or_else(|| {
+        ApiError::not_found(format!("no loaded version of a template named `{name}`"))
+    })?;
+    let state = engine
         .registry
-        .test(&name)
-        .await
-        .ok_or_else(|| ApiError::not_found(format!("no loaded version of a template named `{name}`")))?;
-    let state = engine.registry.snapshot().entries.get(&name).map(|e| e.state.label()).unwrap_or("removed");
+        .snapshot()
+        .entries
+        .get(&name)
+        .map(|e| e.state.label())
+        .unwrap_or("removed");
     Ok(Json(match outcome {
         Ok(r) => json!({
             "template": name,

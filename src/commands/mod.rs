@@ -20,7 +20,11 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve::run(&config.config).await,
         Command::Validate { config, verify } => validate::run(&config.config, verify).await,
-        Command::Send { template, payload, config } => send::run(&config.config, &template, &payload).await,
+        Command::Send {
+            template,
+            payload,
+            config,
+        } => send::run(&config.config, &template, &payload).await,
         Command::Test { template, config } => test::run(&config.config, &template).await,
         Command::Catch { listen, status } => catch::run(listen, status).await,
     }
@@ -35,9 +39,15 @@ fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
 async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     let settings = load_settings(dir)?;
     crate::logging::init(&settings.config.log);
-    let (engine, _report) =
-        Engine::start(settings, crate::plugins::registry(), EngineOptions { watch: false, verify: false })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (engine, _report) = Engine::start(
+        settings,
+        crate::plugins::registry(),
+        EngineOptions {
+            watch: false,
+            verify: false,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(engine)
 }

@@ -12,7 +12,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(dir)?;
     crate::logging::init(&settings.config.log);
     let listen = settings.config.listen;
-    if !listen.ip().is_loopback() && settings.config.admin_token.as_ref().is_none_or(|t| t.is_empty()) {
+    if !listen.ip().is_loopback()
+        && settings
+            .config
+            .admin_token
+            .as_ref()
+            .is_none_or(|t| t.is_empty())
+    {
         anyhow::bail!(
             "refusing to listen on {listen} without an admin token: set `admin_token` in {} \
              (or HOOKGATE_ADMIN_TOKEN), or listen on a loopback address such as 127.0.0.1",
@@ -20,16 +26,28 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let data_dir = settings.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
 
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let (engine, _report) = Engine::start(settings, crate::plugins::registry(), EngineOptions { watch: true, verify: true })
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (engine, _report) = Engine::start(
+        settings,
+        crate::plugins::registry(),
+        EngineOptions {
+            watch: true,
+            verify: true,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Arc::new(engine);
     let app = crate::api::router(engine.clone());
     info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     info!("shutting down: finishing deliveries in progress");
     if let Ok(engine) = Arc::try_unwrap(engine) {
         engine.shutdown().await;
@@ -41,13 +59,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

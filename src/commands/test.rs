@@ -10,7 +10,10 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let engine = super::one_shot_engine(dir).await?;
     let snapshot = engine.registry.snapshot();
     let Some(entry) = snapshot.entries.get(name) else {
-        anyhow::bail!("no template named `{name}` in {}", engine.registry.dir().display());
+        anyhow::bail!(
+            "no template named `{name}` in {}",
+            engine.registry.dir().display()
+        );
     };
     if entry.active.is_none() && entry.candidate.is_none() {
         let reason = match &entry.state {
@@ -23,14 +26,28 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let Some((template, outcome)) = engine.registry.test(name).await else {
         anyhow::bail!("template `{name}` has no loaded version");
     };
-    println!("{} {} (template `{}`, version {})", template.method, super::validate::redacted_url(&template.url), template.name, template.version);
+    println!(
+        "{} {} (template `{}`, version {})",
+        template.method,
+        super::validate::redacted_url(&template.url),
+        template.name,
+        template.version
+    );
     match outcome {
         Ok(response) => {
-            println!("{} in {:.1} ms", status_reason(response.status), response.latency.as_secs_f64() * 1000.0);
+            println!(
+                "{} in {:.1} ms",
+                status_reason(response.status),
+                response.latency.as_secs_f64() * 1000.0
+            );
             if !response.body.is_empty() {
                 println!("{}", String::from_utf8_lossy(&response.body));
             }
-            Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if response.status.is_success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Err(error) => {
             println!("failed: {error}");

@@ -14,7 +14,10 @@ use crate::template::Template;
 #[derive(Debug, Clone)]
 pub enum AttemptError {
     /// The auth plugin could not produce headers (a token endpoint refused or timed out).
-    Auth { plugin: String, error: AuthError },
+    Auth {
+        plugin: String,
+        error: AuthError,
+    },
     Send(SendError),
 }
 
@@ -37,7 +40,11 @@ impl fmt::Display for AttemptError {
 }
 
 /// Sends `body` with the template's method, URL, headers and auth.
-pub async fn attempt(client: &HttpClient, template: &Template, body: &Bytes) -> Result<Response, AttemptError> {
+pub async fn attempt(
+    client: &HttpClient,
+    template: &Template,
+    body: &Bytes,
+) -> Result<Response, AttemptError> {
     let mut resent = false;
     loop {
         let request = OutgoingRequest {
@@ -51,7 +58,10 @@ pub async fn attempt(client: &HttpClient, template: &Template, body: &Bytes) -> 
             .auth
             .authorize(&request)
             .await
-            .map_err(|error| AttemptError::Auth { plugin: template.auth_type.clone(), error })?;
+            .map_err(|error| AttemptError::Auth {
+                plugin: template.auth_type.clone(),
+                error,
+            })?;
         let mut headers = template.headers.clone();
         for (name, value) in auth.iter() {
             headers.insert(name.clone(), value.clone());

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::attempt::{attempt, AttemptError};
+use super::attempt::{AttemptError, attempt};
 use super::client::{HttpClient, Response};
 use super::retry::status_reason;
 use crate::payload::test_payload;

@@ -31,6 +31,8 @@ impl PluginRegistry {
 
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRegistry").field("auth", &self.auth.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("PluginRegistry")
+            .field("auth", &self.auth.keys().collect::<Vec<_>>())
+            .finish()
     }
 }

@@ -46,6 +46,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Jobs waiting or being worked on.
     async fn len(&self) -> Result<usize, QueueError>;
 
+    async fn is_empty(&self) -> Result<bool, QueueError> {
+        Ok(self.len().await? == 0)
+    }
+
     /// Whether the backend can take work (for `/readyz`).
     async fn ready(&self) -> bool {
         true

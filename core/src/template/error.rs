@@ -14,7 +14,12 @@ pub struct TemplateError {
 
 impl TemplateError {
     pub fn new(file: &Path, (line, column): (usize, usize), message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), line, column, message: message.into() }
+        Self {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     /// From a serde_yaml error: its location, its message without the location suffix, and
@@ -37,13 +42,25 @@ impl TemplateError {
         if let Some(hint) = unknown_field_hint(&message) {
             message.push_str(&hint);
         }
-        Self { file: file.to_path_buf(), line, column, message }
+        Self {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message,
+        }
     }
 }
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -75,13 +92,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -107,10 +126,11 @@ pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
                 continue;
             }
             let indent = line.len() - trimmed.len();
-            if let Some(p) = parent_indent {
-                if indent <= p && i > start {
-                    break;
-                }
+            if let Some(p) = parent_indent
+                && indent <= p
+                && i > start
+            {
+                break;
             }
             if let Some(col) = key_column(line, key) {
                 hit = Some((i, indent, col));
@@ -136,9 +156,15 @@ fn key_column(line: &str, key: &str) -> Option<usize> {
         let at = from + pos;
         let before = line[..at].trim_end();
         let after = line[at + key.len()..].trim_start();
-        let boundary = before.is_empty() || before.ends_with('{') || before.ends_with(',') || before.ends_with("- ") || before == "-";
+        let boundary = before.is_empty()
+            || before.ends_with('{')
+            || before.ends_with(',')
+            || before.ends_with("- ")
+            || before == "-";
         let quoted_ok = line[..at].ends_with('"') || line[..at].ends_with('\'');
-        if (boundary || quoted_ok) && (after.starts_with(':') || after.starts_with("\":") || after.starts_with("':")) {
+        if (boundary || quoted_ok)
+            && (after.starts_with(':') || after.starts_with("\":") || after.starts_with("':"))
+        {
             return Some(if quoted_ok { at - 1 } else { at });
         }
         from = at + key.len();
@@ -161,7 +187,17 @@ mod tests {
 
     #[test]
     fn nearest_key_for_typos() {
-        let keys = ["name", "url", "method", "headers", "timeout", "retries", "batch_size", "verify", "auth"];
+        let keys = [
+            "name",
+            "url",
+            "method",
+            "headers",
+            "timeout",
+            "retries",
+            "batch_size",
+            "verify",
+            "auth",
+        ];
         assert_eq!(nearest("methd", &keys), Some("method"));
         assert_eq!(nearest("header", &keys), Some("headers"));
         assert_eq!(nearest("batchsize", &keys), Some("batch_size"));
@@ -171,7 +207,8 @@ mod tests {
 
     #[test]
     fn locates_block_and_flow_keys() {
-        let text = "url: http://x\nheaders:\n  X-A: 1\n  X-B: 2\nauth:\n  type: basic\n  password: p\n";
+        let text =
+            "url: http://x\nheaders:\n  X-A: 1\n  X-B: 2\nauth:\n  type: basic\n  password: p\n";
         assert_eq!(locate(text, &["url"]), (1, 1));
         assert_eq!(locate(text, &["headers", "X-B"]), (4, 3));
         assert_eq!(locate(text, &["auth", "password"]), (7, 3));
@@ -195,7 +232,11 @@ mod tests {
         let e = TemplateError::from_yaml(Path::new("t.yaml"), text, &err);
         assert_eq!((e.line, e.column), (2, 1));
         assert!(e.message.contains("unknown field `methd`"), "{}", e.message);
-        assert!(e.message.ends_with("did you mean `method`?"), "{}", e.message);
+        assert!(
+            e.message.ends_with("did you mean `method`?"),
+            "{}",
+            e.message
+        );
         assert!(e.to_string().starts_with("t.yaml:2:1: "));
     }
 }

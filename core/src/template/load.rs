@@ -6,20 +6,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::error::{locate, locate_text, TemplateError};
+use super::error::{TemplateError, locate, locate_text};
 use super::model::Template;
 use super::refs::{RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
 use crate::config::TemplateDefaults;
 use crate::delivery::client::HttpClient;
-use crate::plugin::auth::BuildContext;
 use crate::plugin::PluginRegistry;
+use crate::plugin::auth::BuildContext;
 
 /// Headers the gateway sets itself; a template may not.
-const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
 const MAX_RETRIES: u32 = 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_BATCH: usize = 100_000;
@@ -54,24 +62,41 @@ impl Loader {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Template, TemplateError> {
-        let at = |path: &[&str], message: String| TemplateError::new(file, locate(text, path), message);
+        let at =
+            |path: &[&str], message: String| TemplateError::new(file, locate(text, path), message);
         if text.trim().is_empty() {
-            return Err(TemplateError::new(file, (1, 1), "the file is empty; a template needs at least `url`"));
+            return Err(TemplateError::new(
+                file,
+                (1, 1),
+                "the file is empty; a template needs at least `url`",
+            ));
         }
-        let spec: TemplateSpec = serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
+        let spec: TemplateSpec =
+            serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
 
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
         validate_name(&name).map_err(|m| at(&["name"], m))?;
 
         let mut resolver = Resolver::new(&self.config_dir, env);
         let ref_error = |e: RefError| {
-            TemplateError::new(file, locate_text(text, &e.reference).unwrap_or((1, 1)), format!("template `{name}`: {}", e.message))
+            TemplateError::new(
+                file,
+                locate_text(text, &e.reference).unwrap_or((1, 1)),
+                format!("template `{name}`: {}", e.message),
+            )
         };
 
         let url_text = resolver.resolve(&spec.url).map_err(ref_error)?;
-        let url = Url::parse(&url_text)
-            .map_err(|e| at(&["url"], resolver.scrub(&format!("`url` is not a valid URL: {e}"))))?;
+        let url = Url::parse(&url_text).map_err(|e| {
+            at(
+                &["url"],
+                resolver.scrub(&format!("`url` is not a valid URL: {e}")),
+            )
+        })?;
         self.client
             .check_url(&url)
             .map_err(|e| at(&["url"], resolver.scrub(&format!("`url`: {e}"))))?;
@@ -82,7 +107,9 @@ impl Loader {
             let header_name = HeaderName::from_bytes(key.as_bytes())
                 .map_err(|_| header_at(format!("`{key}` is not a valid header name")))?;
             if RESERVED_HEADERS.contains(&header_name.as_str()) {
-                return Err(header_at(format!("`{key}` is set by the gateway and cannot be a template header")));
+                return Err(header_at(format!(
+                    "`{key}` is set by the gateway and cannot be a template header"
+                )));
             }
             let resolved = resolver.resolve(&value.0).map_err(ref_error)?;
             let mut header_value = HeaderValue::from_str(&resolved).map_err(|_| {
@@ -91,19 +118,30 @@ impl Loader {
             header_value.set_sensitive(true);
             headers.insert(header_name, header_value);
         }
-        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+        headers
+            .entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
 
         let timeout = spec.timeout.unwrap_or(self.defaults.timeout);
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
-            return Err(at(&["timeout"], "`timeout` must be more than 0 and at most 5m".into()));
+            return Err(at(
+                &["timeout"],
+                "`timeout` must be more than 0 and at most 5m".into(),
+            ));
         }
         let retries = spec.retries.unwrap_or(self.defaults.retries);
         if retries > MAX_RETRIES {
-            return Err(at(&["retries"], format!("`retries` must be at most {MAX_RETRIES}")));
+            return Err(at(
+                &["retries"],
+                format!("`retries` must be at most {MAX_RETRIES}"),
+            ));
         }
         let batch_size = spec.batch_size.unwrap_or(self.defaults.batch_size);
         if batch_size == 0 || batch_size > MAX_BATCH {
-            return Err(at(&["batch_size"], format!("`batch_size` must be between 1 and {MAX_BATCH}")));
+            return Err(at(
+                &["batch_size"],
+                format!("`batch_size` must be between 1 and {MAX_BATCH}"),
+            ));
         }
 
         if let Some(transform) = &spec.transform {
@@ -117,24 +155,43 @@ impl Loader {
         }
 
         let (auth_type, auth) = {
-            let default_auth = PluginSpec { kind: "none".into(), config: Default::default() };
+            let default_auth = PluginSpec {
+                kind: "none".into(),
+                config: Default::default(),
+            };
             let auth_spec = spec.auth.as_ref().unwrap_or(&default_auth);
             let plugin = self.plugins.auth(&auth_spec.kind).ok_or_else(|| {
                 let known: Vec<&str> = self.plugins.auth_names().collect();
                 let hint = super::error::nearest(&auth_spec.kind, &known)
                     .map(|n| format!("; did you mean `{n}`?"))
                     .unwrap_or_default();
-                at(&["auth", "type"], format!("unknown auth plugin `{}` (known: {}){hint}", auth_spec.kind, known.join(", ")))
+                at(
+                    &["auth", "type"],
+                    format!(
+                        "unknown auth plugin `{}` (known: {}){hint}",
+                        auth_spec.kind,
+                        known.join(", ")
+                    ),
+                )
             })?;
             let mut config = serde_json::Map::new();
             for (key, value) in &auth_spec.config {
                 let resolved = resolve_value(&mut resolver, value).map_err(ref_error)?;
                 config.insert(key.clone(), resolved);
             }
-            let ctx = BuildContext { template: &name, client: &self.client };
+            let ctx = BuildContext {
+                template: &name,
+                client: &self.client,
+            };
             let authorizer = plugin.build(&ctx, &config).map_err(|message| {
-                let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
-                at(&["auth", key], resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)))
+                let key = message
+                    .strip_prefix('`')
+                    .and_then(|m| m.split('`').next())
+                    .unwrap_or("type");
+                at(
+                    &["auth", key],
+                    resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)),
+                )
             })?;
             (auth_spec.kind.clone(), authorizer)
         };
@@ -166,7 +223,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -177,7 +236,10 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 /// A plugin config value with its string leaves resolved, as JSON.
-fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Result<serde_json::Value, RefError> {
+fn resolve_value(
+    resolver: &mut Resolver<'_>,
+    value: &serde_yaml::Value,
+) -> Result<serde_json::Value, RefError> {
     use serde_yaml::Value as Y;
     Ok(match value {
         Y::Null => serde_json::Value::Null,
@@ -188,19 +250,28 @@ fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Resu
             } else if let Some(u) = n.as_u64() {
                 u.into()
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number).unwrap_or_default()
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or_default()
             }
         }
         Y::String(s) => serde_json::Value::String(resolver.resolve(s)?),
-        Y::Sequence(items) => {
-            serde_json::Value::Array(items.iter().map(|v| resolve_value(resolver, v)).collect::<Result<_, _>>()?)
-        }
+        Y::Sequence(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|v| resolve_value(resolver, v))
+                .collect::<Result<_, _>>()?,
+        ),
         Y::Mapping(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
                 let key = match k {
                     Y::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
                 out.insert(key, resolve_value(resolver, v)?);
             }

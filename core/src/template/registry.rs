@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use super::error::{locate, TemplateError};
-use super::load::{validate_name, Loader};
+use super::error::{TemplateError, locate};
+use super::load::{Loader, validate_name};
 use super::model::Template;
 use crate::delivery::attempt::AttemptError;
 use crate::delivery::client::Response;
@@ -124,7 +124,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(loader: Loader, dir: PathBuf, verify_on_load: bool, reverify_after: Duration) -> Arc<Self> {
+    pub fn new(
+        loader: Loader,
+        dir: PathBuf,
+        verify_on_load: bool,
+        reverify_after: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             loader,
             dir,
@@ -147,7 +152,10 @@ impl Registry {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn publish(&self, snapshot: Snapshot) {
@@ -163,7 +171,9 @@ impl Registry {
         let snapshot = self.snapshot();
         match snapshot.entries.get(name) {
             None => Lookup::Unknown,
-            Some(Entry { active: Some(t), .. }) => Lookup::Active(t.clone()),
+            Some(Entry {
+                active: Some(t), ..
+            }) => Lookup::Active(t.clone()),
             Some(entry) => Lookup::Inactive(match &entry.state {
                 State::Unverified { reason, .. } => reason.clone(),
                 State::Invalid { error } => error.to_string(),
@@ -188,14 +198,21 @@ impl Registry {
         let now = SystemTime::now();
 
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
-        let gone: Vec<PathBuf> = known.keys().filter(|p| !present.contains(p)).cloned().collect();
+        let gone: Vec<PathBuf> = known
+            .keys()
+            .filter(|p| !present.contains(p))
+            .cloned()
+            .collect();
         for path in gone {
-            if let Some(state) = known.remove(&path) {
-                if snap.entries.get(&state.name).is_some_and(|e| e.file == path) {
-                    snap.entries.remove(&state.name);
-                    info!(template = %state.name, file = %path.display(), "template removed");
-                    report.removed.push(state.name);
-                }
+            if let Some(state) = known.remove(&path)
+                && snap
+                    .entries
+                    .get(&state.name)
+                    .is_some_and(|e| e.file == path)
+            {
+                snap.entries.remove(&state.name);
+                info!(template = %state.name, file = %path.display(), "template removed");
+                report.removed.push(state.name);
             }
         }
 
@@ -203,7 +220,8 @@ impl Registry {
             let text = match text {
                 Ok(text) => text,
                 Err(e) => {
-                    let error = TemplateError::new(path, (1, 1), format!("cannot read the file: {e}"));
+                    let error =
+                        TemplateError::new(path, (1, 1), format!("cannot read the file: {e}"));
                     self.record_error(&mut snap, &mut known, path, 0, error, &mut report);
                     continue;
                 }
@@ -212,33 +230,47 @@ impl Registry {
             if known.get(path).is_some_and(|f| f.text_hash == text_hash) {
                 continue;
             }
-            let loaded = self.loader.load(path, text).and_then(|t| {
-                match snap.entries.get(&t.name) {
-                    Some(other) if other.file != *path && present.contains(&other.file) => Err(TemplateError::new(
-                        path,
-                        locate(text, &["name"]),
-                        format!("template name `{}` is already used by {}", t.name, other.file.display()),
-                    )),
-                    _ => Ok(t),
-                }
-            });
+            let loaded =
+                self.loader
+                    .load(path, text)
+                    .and_then(|t| match snap.entries.get(&t.name) {
+                        Some(other) if other.file != *path && present.contains(&other.file) => {
+                            Err(TemplateError::new(
+                                path,
+                                locate(text, &["name"]),
+                                format!(
+                                    "template name `{}` is already used by {}",
+                                    t.name,
+                                    other.file.display()
+                                ),
+                            ))
+                        }
+                        _ => Ok(t),
+                    });
             match loaded {
                 Ok(mut template) => {
                     template.version = self.next_version();
                     let template = Arc::new(template);
                     let name = template.name.clone();
-                    if let Some(previous) = known.get(path).map(|f| f.name.clone()) {
-                        if previous != name && snap.entries.get(&previous).is_some_and(|e| e.file == *path) {
-                            snap.entries.remove(&previous);
-                            report.removed.push(previous);
-                        }
+                    if let Some(previous) = known.get(path).map(|f| f.name.clone())
+                        && previous != name
+                        && snap.entries.get(&previous).is_some_and(|e| e.file == *path)
+                    {
+                        snap.entries.remove(&previous);
+                        report.removed.push(previous);
                     }
-                    let entry = snap.entries.entry(name.clone()).or_insert_with(|| Entry::new(&name, path));
+                    let entry = snap
+                        .entries
+                        .entry(name.clone())
+                        .or_insert_with(|| Entry::new(&name, path));
                     entry.file = path.clone();
                     entry.updated_at = now;
                     if self.verify_on_load && template.verify {
                         entry.candidate = Some(template.clone());
-                        entry.state = State::Unverified { reason: "verification in progress".into(), since: now };
+                        entry.state = State::Unverified {
+                            reason: "verification in progress".into(),
+                            since: now,
+                        };
                         to_verify.push(template.clone());
                         info!(template = %name, version = template.version, "template loaded; verifying");
                     } else {
@@ -247,16 +279,28 @@ impl Registry {
                         entry.state = State::Active;
                         info!(template = %name, version = template.version, "template loaded and active");
                     }
-                    known.insert(path.clone(), FileState { text_hash, name: name.clone() });
+                    known.insert(
+                        path.clone(),
+                        FileState {
+                            text_hash,
+                            name: name.clone(),
+                        },
+                    );
                     report.loaded.push(name);
                 }
-                Err(error) => self.record_error(&mut snap, &mut known, path, text_hash, error, &mut report),
+                Err(error) => {
+                    self.record_error(&mut snap, &mut known, path, text_hash, error, &mut report)
+                }
             }
         }
 
         for entry in snap.entries.values() {
-            if let (Some(candidate), State::Unverified { since, .. }) = (&entry.candidate, &entry.state) {
-                let due = since.checked_add(self.reverify_after).is_some_and(|t| t <= now);
+            if let (Some(candidate), State::Unverified { since, .. }) =
+                (&entry.candidate, &entry.state)
+            {
+                let due = since
+                    .checked_add(self.reverify_after)
+                    .is_some_and(|t| t <= now);
                 if due && !to_verify.iter().any(|t| Arc::ptr_eq(t, candidate)) {
                     to_verify.push(candidate.clone());
                 }
@@ -285,15 +329,24 @@ impl Registry {
         error: TemplateError,
         report: &mut ReloadReport,
     ) {
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("template").to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("template")
+            .to_string();
         let name = known.get(path).map(|f| f.name.clone()).unwrap_or(stem);
         self.reload_errors.fetch_add(1, Ordering::Relaxed);
         warn!("{error}");
         if validate_name(&name).is_ok() {
-            let entry = snap.entries.entry(name.clone()).or_insert_with(|| Entry::new(&name, path));
+            let entry = snap
+                .entries
+                .entry(name.clone())
+                .or_insert_with(|| Entry::new(&name, path));
             if entry.file == path {
                 entry.candidate = None;
-                entry.state = State::Invalid { error: error.clone() };
+                entry.state = State::Invalid {
+                    error: error.clone(),
+                };
                 entry.updated_at = SystemTime::now();
             }
         }
@@ -305,8 +358,14 @@ impl Registry {
     async fn conclude_verification(&self, template: &Arc<Template>, result: Result<(), String>) {
         let _known = self.writer.lock().await;
         let mut snap = (*self.snapshot()).clone();
-        let Some(entry) = snap.entries.get_mut(&template.name) else { return };
-        if !entry.candidate.as_ref().is_some_and(|c| Arc::ptr_eq(c, template)) {
+        let Some(entry) = snap.entries.get_mut(&template.name) else {
+            return;
+        };
+        if !entry
+            .candidate
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, template))
+        {
             return;
         }
         entry.updated_at = SystemTime::now();
@@ -319,7 +378,10 @@ impl Registry {
             }
             Err(reason) => {
                 warn!(template = %template.name, version = template.version, "{reason}");
-                entry.state = State::Unverified { reason, since: SystemTime::now() };
+                entry.state = State::Unverified {
+                    reason,
+                    since: SystemTime::now(),
+                };
             }
         }
         self.publish(snap);
@@ -327,7 +389,10 @@ impl Registry {
 
     /// Sends the test payload to the template's newest version (the candidate if there is
     /// one). A candidate that gets a 2xx becomes active.
-    pub async fn test(&self, name: &str) -> Option<(Arc<Template>, Result<Response, AttemptError>)> {
+    pub async fn test(
+        &self,
+        name: &str,
+    ) -> Option<(Arc<Template>, Result<Response, AttemptError>)> {
         let entry = self.snapshot().entries.get(name).cloned()?;
         let template = entry.candidate.clone().or(entry.active.clone())?;
         let outcome = send_test(&self.loader.client, &template).await;
@@ -349,7 +414,8 @@ impl Registry {
     /// validates the text, verifies it when the template asks for it, then writes the file
     /// atomically and activates it. Nothing is written if any step fails.
     pub async fn put(&self, name: &str, text: &str) -> Result<Arc<Template>, PutError> {
-        validate_name(name).map_err(|m| PutError::Invalid(TemplateError::new(Path::new(name), (1, 1), m)))?;
+        validate_name(name)
+            .map_err(|m| PutError::Invalid(TemplateError::new(Path::new(name), (1, 1), m)))?;
         let path = self.dir.join(format!("{name}.yaml"));
         let mut template = self.loader.load(&path, text).map_err(PutError::Invalid)?;
         if template.name != name {
@@ -358,35 +424,54 @@ impl Registry {
                 template.name
             )));
         }
-        if let Some(existing) = self.snapshot().entries.get(name) {
-            if existing.file != path {
-                return Err(PutError::Conflict(format!(
-                    "template `{name}` is defined in {}; edit that file instead",
-                    existing.file.display()
-                )));
-            }
+        if let Some(existing) = self.snapshot().entries.get(name)
+            && existing.file != path
+        {
+            return Err(PutError::Conflict(format!(
+                "template `{name}` is defined in {}; edit that file instead",
+                existing.file.display()
+            )));
         }
         if self.verify_on_load && template.verify {
-            verify(&self.loader.client, &template).await.map_err(PutError::Verification)?;
+            verify(&self.loader.client, &template)
+                .await
+                .map_err(PutError::Verification)?;
         }
         let mut known = self.writer.lock().await;
         std::fs::create_dir_all(&self.dir).map_err(PutError::Io)?;
-        let tmp = self.dir.join(format!(".{name}.yaml.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            PutError::Io(e)
-        })?;
+        let tmp = self
+            .dir
+            .join(format!(".{name}.yaml.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                PutError::Io(e)
+            })?;
         template.version = self.next_version();
         let template = Arc::new(template);
         let mut snap = (*self.snapshot()).clone();
-        let entry = snap.entries.entry(name.to_string()).or_insert_with(|| Entry::new(name, &path));
+        let entry = snap
+            .entries
+            .entry(name.to_string())
+            .or_insert_with(|| Entry::new(name, &path));
         entry.active = Some(template.clone());
         entry.candidate = None;
         entry.state = State::Active;
         entry.updated_at = SystemTime::now();
-        known.insert(path, FileState { text_hash: hash_text(text), name: name.to_string() });
+        known.insert(
+            path,
+            FileState {
+                text_hash: hash_text(text),
+                name: name.to_string(),
+            },
+        );
         self.publish(snap);
-        info!(template = name, version = template.version, "template created through the API and active");
+        info!(
+            template = name,
+            version = template.version,
+            "template created through the API and active"
+        );
         Ok(template)
     }
 }
@@ -400,19 +485,26 @@ fn hash_text(text: &str) -> u64 {
 /// The template files of a folder: `*.yaml` and `*.yml`, not hidden (editors' temp files
 /// and a ConfigMap's `..data` entries start with `.`), following symlinks, sorted by path.
 pub fn scan_dir(dir: &Path) -> Vec<(PathBuf, std::io::Result<String>)> {
-    let Ok(read) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = read
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            !name.starts_with('.') && matches!(ext, "yaml" | "yml") && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+            !name.starts_with('.')
+                && matches!(ext, "yaml" | "yml")
+                && std::fs::metadata(p).is_ok_and(|m| m.is_file())
         })
         .collect();
     files.sort();
-    files.into_iter().map(|p| {
-        let text = std::fs::read_to_string(&p);
-        (p, text)
-    }).collect()
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p);
+            (p, text)
+        })
+        .collect()
 }

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use crate::duration;
 
@@ -74,7 +74,9 @@ impl<'de> Deserialize<'de> for MethodSpec {
             "PUT" => Ok(Self::PUT),
             "GET" => Ok(Self::GET),
             "DELETE" => Ok(Self::DELETE),
-            _ => Err(de::Error::custom(format!("unknown method `{text}`; use POST, PUT, GET or DELETE"))),
+            _ => Err(de::Error::custom(format!(
+                "unknown method `{text}`; use POST, PUT, GET or DELETE"
+            ))),
         }
     }
 }

@@ -27,13 +27,14 @@ pub fn spawn(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-        Ok(_) => {
-            let _ = tx.send(());
-        }
-        Err(e) => warn!("template watcher: {e}"),
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(e) => warn!("template watcher: {e}"),
+        })?;
     watcher.watch(registry.dir(), RecursiveMode::NonRecursive)?;
 
     Ok(tokio::spawn(async move {
