@@ -13,14 +13,13 @@ use hookgate_core::template::{Entry, State as TemplateState, Template};
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::commands::redacted_url;
 
 /// A template version as the API shows it: no header values, no auth config, and the URL
 /// without user info or query (any of them can carry a credential).
 fn template_json(t: &Template) -> Value {
     json!({
         "version": t.version,
-        "url": redacted_url(&t.url),
+        "url": t.display_url(),
         "method": t.method.as_str(),
         "headers": t.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
         "timeout": format_duration(t.timeout),

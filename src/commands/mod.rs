@@ -6,8 +6,6 @@ mod serve;
 mod test;
 mod validate;
 
-pub use validate::redacted_url;
-
 use std::path::Path;
 use std::process::ExitCode;
 

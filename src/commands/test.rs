@@ -29,7 +29,7 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     println!(
         "{} {} (template `{}`, version {})",
         template.method,
-        super::validate::redacted_url(&template.url),
+        template.display_url(),
         template.name,
         template.version
     );

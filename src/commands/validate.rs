@@ -53,7 +53,7 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
                     "{}: verified ({} {})",
                     template.file.display(),
                     template.method,
-                    redacted_url(&template.url)
+                    template.display_url()
                 ),
                 Err(reason) => {
                     problems += 1;
@@ -69,15 +69,4 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
         println!("{problems} problem(s) found");
         Ok(ExitCode::FAILURE)
     }
-}
-
-/// A URL without its user info and query (either can carry a credential).
-pub fn redacted_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    if shown.query().is_some() {
-        shown.set_query(Some("…"));
-    }
-    shown.to_string()
 }

@@ -280,3 +280,122 @@ fn resolve_value(
         Y::Tagged(tagged) => resolve_value(resolver, &tagged.value)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::NetworkPolicy;
+    use crate::plugin::auth::{AuthPlugin, Authorizer, BuildContext};
+    use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest};
+
+    /// A plugin that needs a `secret` key of at least 8 characters.
+    struct Needy;
+    #[derive(Debug)]
+    struct Nothing;
+    #[async_trait::async_trait]
+    impl Authorizer for Nothing {
+        async fn authorize(&self, _: &OutgoingRequest<'_>) -> Result<AuthHeaders, AuthError> {
+            Ok(AuthHeaders::new())
+        }
+    }
+    impl AuthPlugin for Needy {
+        fn name(&self) -> &str {
+            "none"
+        }
+        fn build(&self, _: &BuildContext<'_>, config: &serde_json::Map<String, serde_json::Value>) -> Result<Arc<dyn Authorizer>, String> {
+            match config.get("secret").and_then(|v| v.as_str()) {
+                None => Ok(Arc::new(Nothing)),
+                // A careless plugin that quotes the value: the loader must scrub it.
+                Some(s) if s.len() < 20 => Err(format!("`secret` is too short: {s}")),
+                Some(_) => Ok(Arc::new(Nothing)),
+            }
+        }
+    }
+
+    fn loader(dir: &Path) -> Loader {
+        let mut plugins = PluginRegistry::new();
+        plugins.register_auth(Arc::new(Needy));
+        Loader {
+            config_dir: dir.to_path_buf(),
+            defaults: TemplateDefaults::default(),
+            plugins: Arc::new(plugins),
+            client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),
+        }
+    }
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SECRET").then(|| "s3cret-value".to_string())
+    }
+
+    fn load(dir: &Path, text: &str) -> Result<Template, TemplateError> {
+        loader(dir).load_with_env(&dir.join("t.yaml"), text, &env)
+    }
+
+    #[test]
+    fn defaults_and_resolved_values() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), "from-file\n").unwrap();
+        let t = load(dir.path(), "url: http://127.0.0.1:9/x\nheaders:\n  X-A: ${env:SECRET}\n  X-B: ${file:key}\n  X-N: 3\n").unwrap();
+        assert_eq!(t.name, "t");
+        assert_eq!(t.method, reqwest::Method::POST);
+        assert_eq!(t.timeout, Duration::from_secs(5));
+        assert_eq!(t.retries, 2);
+        assert_eq!(t.max_attempts(), 3);
+        assert_eq!(t.batch_size, 100);
+        assert!(t.verify);
+        assert_eq!(t.headers["x-a"], "s3cret-value");
+        assert!(t.headers["x-a"].is_sensitive());
+        assert_eq!(t.headers["x-b"], "from-file");
+        assert_eq!(t.headers["x-n"], "3");
+        assert_eq!(t.headers["content-type"], "application/json");
+        assert!(!format!("{t:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_changed_secret_is_a_new_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "url: http://127.0.0.1:9/\nheaders: {X-A: \"${env:SECRET}\"}\n";
+        let a = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &env).unwrap();
+        let b = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &|_| Some("other".into())).unwrap();
+        assert_ne!(a.digest, b.digest);
+    }
+
+    #[test]
+    fn errors_are_located_and_scrubbed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\nauth:\n  type: none\n  secret: ${env:SECRET}\n").unwrap_err();
+        assert_eq!((e.line, e.column), (4, 3), "{e}");
+        assert!(e.message.contains("`secret` is too short: [redacted]"), "{e}");
+        assert!(!e.to_string().contains("s3cret-value"));
+
+        let e = load(dir.path(), "url: not a url\n").unwrap_err();
+        assert_eq!((e.line, e.column), (1, 1));
+        assert!(e.message.contains("`url` is not a valid URL"), "{e}");
+
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\nheaders:\n  Host: x\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 3));
+        assert!(e.message.contains("set by the gateway"), "{e}");
+
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\nretries: 99\n").unwrap_err();
+        assert_eq!(e.line, 2);
+
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\nbatch_size: 0\n").unwrap_err();
+        assert!(e.message.contains("`batch_size`"), "{e}");
+
+        let e = load(dir.path(), "name: ../evil\nurl: http://127.0.0.1:9/\n").unwrap_err();
+        assert!(e.message.contains("not a valid template name"), "{e}");
+
+        let e = load(dir.path(), "   \n").unwrap_err();
+        assert!(e.message.contains("empty"), "{e}");
+
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\ntransform: {type: zendesk}\n").unwrap_err();
+        assert!(e.message.contains("no transform plugin named `zendesk`"), "{e}");
+    }
+
+    #[test]
+    fn display_url_hides_user_info_and_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = load(dir.path(), "url: \"http://user:${env:SECRET}@127.0.0.1:9/hook?token=${env:SECRET}\"\n").unwrap();
+        assert_eq!(t.display_url(), "http://127.0.0.1:9/hook?[redacted]");
+    }
+}

@@ -38,6 +38,22 @@ impl Template {
     pub fn max_attempts(&self) -> u32 {
         self.retries.saturating_add(1)
     }
+
+    /// The URL without user info and with its query masked: either can carry a credential
+    /// (`${env:..}` in a query string), so this is the only form shown in answers and logs.
+    pub fn display_url(&self) -> String {
+        let mut shown = self.url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        let had_query = shown.query().is_some();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        if had_query {
+            format!("{shown}?[redacted]")
+        } else {
+            shown.to_string()
+        }
+    }
 }
 
 impl fmt::Debug for Template {
@@ -46,7 +62,7 @@ impl fmt::Debug for Template {
             .field("name", &self.name)
             .field("version", &self.version)
             .field("method", &self.method)
-            .field("url", &self.url.as_str())
+            .field("url", &self.display_url())
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
