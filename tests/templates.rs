@@ -390,3 +390,49 @@ fn shipped_config_folder_is_valid() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("ok: 1 template(s) valid"), "{stdout}");
 }
+
+/// A delivery in flight finishes with the template version it started with: its retry
+/// goes to the old URL even after the file was edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_deliveries_keep_their_version() {
+    let old = Mock::start(|n, _| {
+        if n == 0 {
+            Reply::StatusWith(503, vec![("retry-after", "1".into())])
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let new = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template(
+        "moving.yaml",
+        &template(&old.url("/old"), "verify: false\n"),
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let v1 = gw
+        .wait_state("moving", "active", Duration::from_secs(10))
+        .await["version"]
+        .as_u64()
+        .unwrap();
+
+    let id = gw.dispatch("moving", &payload(40, 1)).await;
+    old.wait_deliveries(1, Duration::from_secs(5)).await;
+    config.write_template(
+        "moving.yaml",
+        &template(&new.url("/new"), "verify: false\n"),
+    );
+    wait_for("the edit to load", Duration::from_secs(5), async || {
+        (gw.get("/v1/templates/moving").await.1["version"].as_u64() > Some(v1)).then_some(())
+    })
+    .await;
+    let view = gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    assert_eq!(view["state"], "delivered");
+    assert_eq!(view["template_version"], v1);
+    assert_eq!(
+        old.requests().len(),
+        2,
+        "the retry went to the URL the dispatch started with"
+    );
+    assert!(new.requests().is_empty());
+}

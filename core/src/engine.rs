@@ -37,7 +37,7 @@ pub struct Engine {
     pub records: Arc<Records>,
     pub stats: Arc<Stats>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,16 +122,18 @@ impl Engine {
                 records,
                 stats,
                 shutdown,
-                tasks,
+                tasks: std::sync::Mutex::new(tasks),
             },
             report,
         ))
     }
 
-    /// Stops taking jobs; deliveries in progress finish first.
-    pub async fn shutdown(self) {
+    /// Stops taking jobs and watching files; returns when the deliveries in progress have
+    /// finished. Jobs still queued stay in the queue.
+    pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
             let _ = task.await;
         }
     }

@@ -49,9 +49,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     info!("shutting down: finishing deliveries in progress");
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        engine.shutdown().await;
-    }
+    engine.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -149,6 +149,14 @@ impl Gateway {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
@@ -281,6 +289,8 @@ impl Recorded {
 pub enum Reply {
     Status(u16),
     StatusWith(u16, Vec<(&'static str, String)>),
+    /// Answer `status` after waiting (without blocking a thread).
+    After(Duration, u16),
     /// Never answer.
     Hang,
 }
@@ -388,6 +398,10 @@ async fn handle(
                 r.headers_mut().insert(k, v.parse().unwrap());
             }
             r
+        }
+        Reply::After(wait, s) => {
+            tokio::time::sleep(wait).await;
+            StatusCode::from_u16(s).unwrap().into_response()
         }
         Reply::Hang => std::future::pending().await,
     }

@@ -302,7 +302,11 @@ mod tests {
         fn name(&self) -> &str {
             "none"
         }
-        fn build(&self, _: &BuildContext<'_>, config: &serde_json::Map<String, serde_json::Value>) -> Result<Arc<dyn Authorizer>, String> {
+        fn build(
+            &self,
+            _: &BuildContext<'_>,
+            config: &serde_json::Map<String, serde_json::Value>,
+        ) -> Result<Arc<dyn Authorizer>, String> {
             match config.get("secret").and_then(|v| v.as_str()) {
                 None => Ok(Arc::new(Nothing)),
                 // A careless plugin that quotes the value: the loader must scrub it.
@@ -355,24 +359,39 @@ mod tests {
     fn a_changed_secret_is_a_new_digest() {
         let dir = tempfile::tempdir().unwrap();
         let text = "url: http://127.0.0.1:9/\nheaders: {X-A: \"${env:SECRET}\"}\n";
-        let a = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &env).unwrap();
-        let b = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &|_| Some("other".into())).unwrap();
+        let a = loader(dir.path())
+            .load_with_env(&dir.path().join("t.yaml"), text, &env)
+            .unwrap();
+        let b = loader(dir.path())
+            .load_with_env(&dir.path().join("t.yaml"), text, &|_| Some("other".into()))
+            .unwrap();
         assert_ne!(a.digest, b.digest);
     }
 
     #[test]
     fn errors_are_located_and_scrubbed() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(dir.path(), "url: http://127.0.0.1:9/\nauth:\n  type: none\n  secret: ${env:SECRET}\n").unwrap_err();
+        let e = load(
+            dir.path(),
+            "url: http://127.0.0.1:9/\nauth:\n  type: none\n  secret: ${env:SECRET}\n",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (4, 3), "{e}");
-        assert!(e.message.contains("`secret` is too short: [redacted]"), "{e}");
+        assert!(
+            e.message.contains("`secret` is too short: [redacted]"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("s3cret-value"));
 
         let e = load(dir.path(), "url: not a url\n").unwrap_err();
         assert_eq!((e.line, e.column), (1, 1));
         assert!(e.message.contains("`url` is not a valid URL"), "{e}");
 
-        let e = load(dir.path(), "url: http://127.0.0.1:9/\nheaders:\n  Host: x\n").unwrap_err();
+        let e = load(
+            dir.path(),
+            "url: http://127.0.0.1:9/\nheaders:\n  Host: x\n",
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (3, 3));
         assert!(e.message.contains("set by the gateway"), "{e}");
 
@@ -388,14 +407,25 @@ mod tests {
         let e = load(dir.path(), "   \n").unwrap_err();
         assert!(e.message.contains("empty"), "{e}");
 
-        let e = load(dir.path(), "url: http://127.0.0.1:9/\ntransform: {type: zendesk}\n").unwrap_err();
-        assert!(e.message.contains("no transform plugin named `zendesk`"), "{e}");
+        let e = load(
+            dir.path(),
+            "url: http://127.0.0.1:9/\ntransform: {type: zendesk}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("no transform plugin named `zendesk`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn display_url_hides_user_info_and_query() {
         let dir = tempfile::tempdir().unwrap();
-        let t = load(dir.path(), "url: \"http://user:${env:SECRET}@127.0.0.1:9/hook?token=${env:SECRET}\"\n").unwrap();
+        let t = load(
+            dir.path(),
+            "url: \"http://user:${env:SECRET}@127.0.0.1:9/hook?token=${env:SECRET}\"\n",
+        )
+        .unwrap();
         assert_eq!(t.display_url(), "http://127.0.0.1:9/hook?[redacted]");
     }
 }
