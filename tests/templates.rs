@@ -436,3 +436,32 @@ async fn in_flight_deliveries_keep_their_version() {
     );
     assert!(new.requests().is_empty());
 }
+
+/// Renaming a verified template's file keeps it active: same content, no new verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_file_keeps_the_template_active() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("a.yaml", &template(&mock.url("/"), "name: partner\n"));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("partner", "active", Duration::from_secs(10))
+        .await;
+    assert_eq!(mock.requests().len(), 1, "verified once");
+    std::fs::rename(
+        config.template_path("a.yaml"),
+        config.template_path("b.yaml"),
+    )
+    .unwrap();
+    wait_for(
+        "the rename to be seen",
+        Duration::from_secs(5),
+        async || {
+            let (_, body) = gw.get("/v1/templates/partner").await;
+            (body["state"] == "active"
+                && body["file"].as_str().is_some_and(|f| f.ends_with("b.yaml")))
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(mock.requests().len(), 1, "not verified again");
+}

@@ -197,6 +197,13 @@ impl Registry {
         let mut snap = (*self.snapshot()).clone();
         let now = SystemTime::now();
 
+        // Versions live before this scan, by name: a file renamed (or a ConfigMap swapped)
+        // with the same content and secrets stays active without a new verification.
+        let was_live: HashMap<String, Arc<Template>> = snap
+            .entries
+            .values()
+            .filter_map(|e| e.active.clone().map(|t| (e.name.clone(), t)))
+            .collect();
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
         let gone: Vec<PathBuf> = known
             .keys()
@@ -265,7 +272,15 @@ impl Registry {
                         .or_insert_with(|| Entry::new(&name, path));
                     entry.file = path.clone();
                     entry.updated_at = now;
-                    if self.verify_on_load && template.verify {
+                    let unchanged = was_live
+                        .get(&name)
+                        .is_some_and(|live| live.digest == template.digest);
+                    if unchanged {
+                        entry.active = Some(template.clone());
+                        entry.candidate = None;
+                        entry.state = State::Active;
+                        info!(template = %name, version = template.version, "template moved; same content, stays active");
+                    } else if self.verify_on_load && template.verify {
                         entry.candidate = Some(template.clone());
                         entry.state = State::Unverified {
                             reason: "verification in progress".into(),
