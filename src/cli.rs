@@ -74,6 +74,24 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Obtain an OAuth access token for a template now (the reference document's "Generate").
+    #[command(
+        long_about = "Run the template's OAuth grant now and show the token's expiry, scopes and a \
+        masked token (never the token itself). Useful to check credentials before dispatching."
+    )]
+    Token {
+        /// The template's name.
+        template: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Manage the RSA signing keys of JWT client assertions (in DATA_DIR/keys/).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Send a template's test payload (`is_test: true`) and show the answer.
     Test {
         /// The template's name.
@@ -90,4 +108,41 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key; it becomes the active key if there is none yet.
+    Generate {
+        #[command(flatten)]
+        key: NewKey,
+    },
+    /// Create a key and make it active; the previous key stays in the JWKS (and may still
+    /// sign) for `keys.grace` so partners can switch.
+    Rotate {
+        #[command(flatten)]
+        key: NewKey,
+    },
+    /// List the keys and their status (active, standby, retired, expired).
+    List,
+    /// Print the JWK Set served at /.well-known/jwks.json.
+    Jwks,
+    /// Print a public key as PEM, to paste into the partner's auth server.
+    Public {
+        /// The key id; default the active key.
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NewKey {
+    /// The key id (`kid`); default a generated one.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The RSA modulus size: 2048, 3072 or 4096.
+    #[arg(long, default_value_t = 2048)]
+    pub bits: usize,
+    /// The algorithm the key is published for (its JWK `alg`).
+    #[arg(long, default_value = "RS256", value_parser = ["RS256", "RS384", "RS512"])]
+    pub alg: String,
 }

@@ -83,6 +83,8 @@ mod tests {
         let ctx = BuildContext {
             template: "t",
             client: &client,
+            timeout: std::time::Duration::from_secs(5),
+            keys: None,
         };
         BasicPlugin.build(&ctx, config.as_object().unwrap())
     }

@@ -1,8 +1,11 @@
-//! hookgate's built-in auth plugins: `none` (the template's custom headers only) and
-//! `basic` (`Authorization: Basic base64(username:password)`).
+//! hookgate's built-in auth plugins: `none` (the template's custom headers only), `basic`
+//! (`Authorization: Basic base64(username:password)`) and `oauth2` (password, client
+//! credentials and JWT-assertion grants, with a token cache), and the RSA key store.
 
 mod basic;
+pub mod keys;
 mod none;
+pub mod oauth2;
 
 use std::sync::Arc;
 
@@ -10,11 +13,13 @@ use hookgate_core::plugin::PluginRegistry;
 
 pub use basic::{BasicAuth, BasicPlugin};
 pub use none::NonePlugin;
+pub use oauth2::OAuth2Plugin;
 
 /// Registers every built-in auth plugin.
 pub fn register_builtins(registry: &mut PluginRegistry) {
     registry.register_auth(Arc::new(NonePlugin));
     registry.register_auth(Arc::new(BasicPlugin));
+    registry.register_auth(Arc::new(OAuth2Plugin::new()));
 }
 
 /// Deserializes a plugin's config, turning serde's message into one that names the key

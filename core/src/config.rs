@@ -64,6 +64,31 @@ pub struct Config {
     /// Bounds that protect the gateway's memory.
     #[serde(default)]
     pub limits: Limits,
+    /// The signing-key store (`hookgate keys`).
+    #[serde(default)]
+    pub keys: Keys,
+}
+
+/// `keys`: the RSA key store for JWT client assertions, in `data_dir/keys/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// How long a key replaced by `hookgate keys rotate` stays in the JWKS (and may still
+    /// sign), so partners can switch. Default 7d.
+    #[serde(default = "default_grace", deserialize_with = "duration::deserialize")]
+    pub grace: Duration,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            grace: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -246,6 +271,7 @@ impl Default for Config {
             network: NetworkPolicy::default(),
             reload: Reload::default(),
             limits: Limits::default(),
+            keys: Keys::default(),
         }
     }
 }
@@ -314,6 +340,11 @@ impl Settings {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join(&self.config.data_dir)
+    }
+
+    /// Where the signing keys live.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir().join("keys")
     }
 }
 

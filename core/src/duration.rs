@@ -1,4 +1,4 @@
-//! Human durations in config and templates: `300ms`, `5s`, `2m`, `1h`, or combined (`1m30s`).
+//! Human durations in config and templates: `300ms`, `5s`, `2m`, `1h`, `7d`, or combined (`1m30s`).
 
 use std::time::Duration;
 
@@ -34,9 +34,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => number,
             "m" => number * 60.0,
             "h" => number * 3600.0,
+            "d" => number * 86_400.0,
             other => {
                 return Err(format!(
-                    "`{text}` is not a duration: unknown unit `{other}`; write it like `5s` or `300ms` (units: ms, s, m, h)"
+                    "`{text}` is not a duration: unknown unit `{other}`; write it like `5s` or `300ms` (units: ms, s, m, h, d)"
                 ));
             }
         };

@@ -10,7 +10,7 @@ use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
 use crate::dispatch::Dispatcher;
-use crate::plugin::PluginRegistry;
+use crate::plugin::{KeyStore, PluginRegistry};
 use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
 use crate::records::Records;
@@ -36,6 +36,8 @@ pub struct Engine {
     pub queue: Arc<dyn Queue>,
     pub records: Arc<Records>,
     pub stats: Arc<Stats>,
+    /// The signing keys (`/.well-known/jwks.json`), when the gateway has a key store.
+    pub keys: Option<Arc<dyn KeyStore>>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -49,6 +51,7 @@ impl Engine {
     pub async fn start(
         settings: Settings,
         plugins: PluginRegistry,
+        keys: Option<Arc<dyn KeyStore>>,
         options: EngineOptions,
     ) -> Result<(Self, ReloadReport), EngineError> {
         let config = &settings.config;
@@ -58,6 +61,7 @@ impl Engine {
             defaults: config.defaults.clone(),
             plugins: Arc::new(plugins),
             client: client.clone(),
+            keys: keys.clone(),
         };
         let templates_dir = settings.templates_dir();
         if options.watch {
@@ -121,6 +125,7 @@ impl Engine {
                 queue,
                 records,
                 stats,
+                keys,
                 shutdown,
                 tasks: std::sync::Mutex::new(tasks),
             },

@@ -65,3 +65,13 @@ pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     engine.stats.render_prometheus(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
+
+/// The public keys of the key store (RFC 7517 JWK Set), for partners' auth servers.
+pub async fn jwks(State(engine): State<AppState>) -> impl IntoResponse {
+    let jwks = engine
+        .keys
+        .as_ref()
+        .map(|k| k.jwks())
+        .unwrap_or_else(|| json!({"keys": []}));
+    ([(header::CACHE_CONTROL, "max-age=60")], Json(jwks))
+}

@@ -24,6 +24,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/templates", get(templates::list))
         .route("/templates/{name}", get(templates::get).put(templates::put))
         .route("/templates/{name}/test", post(templates::test))
+        .route("/templates/{name}/token", post(templates::token))
         .route("/templates/{name}/dispatch", post(dispatches::dispatch))
         .route("/dispatches/{id}", get(dispatches::get))
         .route("/campaigns/{target_id}", get(dispatches::campaign))
@@ -35,6 +36,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/.well-known/jwks.json", get(health::jwks))
         .nest("/v1", v1)
         .fallback(|| async {
             ApiError::not_found("no such route; see DESIGN.md or README.md for the API")

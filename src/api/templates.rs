@@ -170,3 +170,47 @@ pub async fn test(
         }),
     }))
 }
+
+/// Obtains a token now (the reference document's "Generate"): expiry, scopes and a masked
+/// token, never the token.
+pub async fn token(
+    State(engine): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshot = engine.registry.snapshot();
+    let entry = snapshot
+        .entries
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))?;
+    let template = entry
+        .active
+        .clone()
+        .or_else(|| entry.candidate.clone())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "template_inactive",
+                format!("template `{name}` has no loaded version"),
+            )
+        })?;
+    let result = template.auth.fetch_token().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_tokens",
+            format!(
+                "template `{name}` uses auth `{}`, which has no tokens",
+                template.auth_type
+            ),
+        )
+    })?;
+    match result {
+        Ok(info) => Ok(Json(
+            json!({"template": name, "version": template.version, "token": info}),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "token_request_failed",
+            format!("auth plugin `{}`: {error}", template.auth_type),
+        )),
+    }
+}

@@ -1,16 +1,22 @@
 //! One module per subcommand.
 
 mod catch;
+mod keys;
 mod send;
 mod serve;
 mod test;
+mod token;
 mod validate;
 
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use hookgate_auth::keys::FileKeyStore;
 use hookgate_core::config::Settings;
 use hookgate_core::engine::{Engine, EngineOptions};
+use hookgate_core::plugin::KeyStore;
 
 use crate::cli::Command;
 
@@ -24,6 +30,8 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
             config,
         } => send::run(&config.config, &template, &payload).await,
         Command::Test { template, config } => test::run(&config.config, &template).await,
+        Command::Token { template, config } => token::run(&config.config, &template).await,
+        Command::Keys { action, config } => keys::run(&config.config, action),
         Command::Catch { listen, status } => catch::run(listen, status).await,
     }
 }
@@ -37,9 +45,11 @@ fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
 async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     let settings = load_settings(dir)?;
     crate::logging::init(&settings.config.log);
+    let key_store = key_store(&settings);
     let (engine, _report) = Engine::start(
         settings,
         crate::plugins::registry(),
+        Some(key_store),
         EngineOptions {
             watch: false,
             verify: false,
@@ -48,4 +58,12 @@ async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(engine)
+}
+
+/// The key store in `data_dir/keys/`.
+fn key_store(settings: &Settings) -> Arc<dyn KeyStore> {
+    Arc::new(FileKeyStore::open(
+        &settings.keys_dir(),
+        settings.config.keys.grace,
+    ))
 }

@@ -32,9 +32,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let key_store = super::key_store(&settings);
     let (engine, _report) = Engine::start(
         settings,
         crate::plugins::registry(),
+        Some(key_store),
         EngineOptions {
             watch: true,
             verify: true,

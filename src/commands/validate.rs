@@ -31,6 +31,7 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
         defaults: settings.config.defaults.clone(),
         plugins: std::sync::Arc::new(crate::plugins::registry()),
         client: client.clone(),
+        keys: Some(super::key_store(&settings)),
     };
     // The same registry `serve` uses, without verification, so validate reports exactly
     // what serve would refuse (including two files claiming one name).

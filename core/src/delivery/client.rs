@@ -181,7 +181,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Bytes {
+/// Reads at most 64 KiB of a response body.
+pub async fn read_bounded(mut response: reqwest::Response) -> Bytes {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         let room = MAX_BODY - body.len();
@@ -193,8 +194,9 @@ async fn read_bounded(mut response: reqwest::Response) -> Bytes {
     Bytes::from(body)
 }
 
-/// A reason that names what failed without the URL (URLs can carry credentials).
-fn describe(error: reqwest::Error) -> SendError {
+/// A reason that names what failed without the URL (URLs can carry credentials). For
+/// plugins that send their own requests through [`HttpClient::reqwest`].
+pub fn describe(error: reqwest::Error) -> SendError {
     let error = error.without_url();
     let mut source: Option<&(dyn StdError + 'static)> = Some(&error);
     while let Some(e) = source {

@@ -44,6 +44,10 @@ impl AuthHeaders {
         self.0.push((name, value));
     }
 
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.0.iter().map(|(n, v)| (n, v))
     }
@@ -107,6 +111,36 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
         let _ = sent;
         Unauthorized::Final
     }
+
+    /// Obtains a new token now (the reference document's "Generate"), for plugins that
+    /// use tokens; `None` for those that do not.
+    async fn fetch_token(&self) -> Option<Result<TokenInfo, AuthError>> {
+        None
+    }
+}
+
+/// What "Generate" shows of a token: never the token itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    /// The first and last characters only (`eyJh…x9Qk`), or `****` for short tokens.
+    pub masked: String,
+    pub token_type: Option<String>,
+    pub scopes: Option<String>,
+    pub expires_in_secs: u64,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub has_refresh_token: bool,
+}
+
+/// `eyJh…x9Qk`: enough to tell tokens apart, not enough to use one.
+pub fn mask_token(token: &str) -> String {
+    let chars: Vec<char> = token.chars().collect();
+    if chars.len() < 16 {
+        return "****".into();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail} ({} characters)", chars.len())
 }
 
 /// Everything a plugin gets besides its own config when a template is built.
@@ -115,8 +149,12 @@ pub struct BuildContext<'a> {
     /// The template's name.
     pub template: &'a str,
     /// The shared outgoing HTTP client (token requests go through it, so the network policy
-    /// applies to them too).
+    /// applies to them too; it follows no redirects).
     pub client: &'a crate::delivery::client::HttpClient,
+    /// The template's per-attempt timeout; a plugin's own requests obey it too.
+    pub timeout: std::time::Duration,
+    /// The signing-key store, when the gateway has one.
+    pub keys: Option<&'a Arc<dyn super::keys::KeyStore>>,
 }
 
 /// A named auth plugin: builds an [`Authorizer`] from the template's `auth` section

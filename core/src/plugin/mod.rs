@@ -5,7 +5,12 @@
 //! a template names one with `auth: {type: NAME, ...}`.
 
 pub mod auth;
+pub mod keys;
 pub mod registry;
 
-pub use auth::{AuthError, AuthHeaders, AuthPlugin, Authorizer, OutgoingRequest, Unauthorized};
+pub use auth::{
+    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo,
+    Unauthorized,
+};
+pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
 pub use registry::PluginRegistry;

@@ -15,8 +15,8 @@ use super::refs::{RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
 use crate::config::TemplateDefaults;
 use crate::delivery::client::HttpClient;
-use crate::plugin::PluginRegistry;
 use crate::plugin::auth::BuildContext;
+use crate::plugin::{KeyStore, PluginRegistry};
 
 /// Headers the gateway sets itself; a template may not.
 const RESERVED_HEADERS: &[&str] = &[
@@ -40,6 +40,8 @@ pub struct Loader {
     pub defaults: TemplateDefaults,
     pub plugins: Arc<PluginRegistry>,
     pub client: HttpClient,
+    /// Signing keys for plugins that sign (JWT client assertions).
+    pub keys: Option<Arc<dyn KeyStore>>,
 }
 
 impl Loader {
@@ -182,6 +184,8 @@ impl Loader {
             let ctx = BuildContext {
                 template: &name,
                 client: &self.client,
+                timeout,
+                keys: self.keys.as_ref(),
             };
             let authorizer = plugin.build(&ctx, &config).map_err(|message| {
                 let key = message
@@ -324,6 +328,7 @@ mod tests {
             defaults: TemplateDefaults::default(),
             plugins: Arc::new(plugins),
             client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),
+            keys: None,
         }
     }
 
