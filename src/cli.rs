@@ -27,7 +27,8 @@ pub struct ConfigArg {
         short = 'c',
         value_name = "DIR",
         default_value = "config",
-        env = "HOOKGATE_CONFIG"
+        env = "HOOKGATE_CONFIG",
+        global = true
     )]
     pub config: PathBuf,
 }

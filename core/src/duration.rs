@@ -93,8 +93,15 @@ mod tests {
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5w").unwrap_err().starts_with("`5w` is not a duration: unknown unit `w`"));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(
+            parse_duration("5w")
+                .unwrap_err()
+                .starts_with("`5w` is not a duration: unknown unit `w`")
+        );
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
     }

@@ -2,6 +2,8 @@
 //! 127.0.0.1, and waiting on conditions with deadlines.
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

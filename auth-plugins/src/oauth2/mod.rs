@@ -27,7 +27,7 @@ use reqwest::header::HeaderName;
 
 use self::assertion::AssertionSigner;
 use self::cache::TokenCache;
-use self::config::{AssertionConfig, Grant, OAuth2Config};
+use self::config::{Grant, OAuth2Config};
 use self::endpoint::Endpoint;
 
 /// The `oauth2` plugin. Token caches are shared by the versions of a template that have
