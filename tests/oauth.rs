@@ -818,3 +818,114 @@ fn oauth_config_errors_are_located() {
     assert!(!stdout.contains("s3cr3t-value"));
     let _ = Value::Null;
 }
+
+/// Token mapping: dotted paths into a nested response; `expiry` overrides; a response
+/// without an expiry uses the documented default (1h). Token requests follow no redirects
+/// and obey the template's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_mapping_expiry_redirects_and_timeouts() {
+    let nested = OAuthMock::start(OAuthSettings {
+        client_secret: CLIENT_SECRET.into(),
+        nested: true,
+        ..Default::default()
+    })
+    .await;
+    let no_expiry = OAuthMock::start(OAuthSettings {
+        client_secret: CLIENT_SECRET.into(),
+        expires_in: None,
+        ..Default::default()
+    })
+    .await;
+    let slow = OAuthMock::start(OAuthSettings {
+        client_secret: CLIENT_SECRET.into(),
+        delay: Some(Duration::from_secs(3)),
+        ..Default::default()
+    })
+    .await;
+    let redirecting = Mock::start(|_, _| {
+        Reply::StatusWith(
+            302,
+            vec![("location", "http://127.0.0.1:9/elsewhere".into())],
+        )
+    })
+    .await;
+    let webhook = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    let cc = |url: String, extra: &str| {
+        template(
+            &webhook.url("/"),
+            &format!(
+                "  type: oauth2\n  grant: client_credentials\n  token_url: {url}\n  client_id: hookgate\n  client_secret: {CLIENT_SECRET}\n  client_auth: body\n{extra}"
+            ),
+        )
+    };
+    config.write_template(
+        "nested.yaml",
+        &cc(nested.token_url(), "  token_field: data.token\n  refresh_token_field: data.refresh\n  expires_in_field: data.ttl\n"),
+    );
+    config.write_template(
+        "fixed.yaml",
+        &cc(
+            nested.token_url(),
+            "  token_field: data.token\n  expiry: 30m\n",
+        ),
+    );
+    config.write_template("default.yaml", &cc(no_expiry.token_url(), ""));
+    config.write_template(
+        "slow.yaml",
+        &cc(slow.token_url(), "").replace("verify: false\n", "verify: false\ntimeout: 500ms\n"),
+    );
+    config.write_template("redirect.yaml", &cc(redirecting.url("/token"), ""));
+    let gw = Gateway::start(&config, &[]).await;
+    let generate = async |name: &str| {
+        gw.wait_state(name, "active", Duration::from_secs(10)).await;
+        gw.post_json(&format!("/v1/templates/{name}/token"), &json!({}), &[])
+            .await
+    };
+
+    let (status, body) = generate("nested").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token"]["expires_in_secs"], 3600, "from data.ttl");
+    assert_eq!(
+        body["token"]["has_refresh_token"], true,
+        "from data.refresh"
+    );
+    let id = gw.dispatch("nested", &payload(800, 1)).await;
+    gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    let sent = webhook.requests()[0].header("authorization").unwrap();
+    assert!(
+        nested
+            .issued()
+            .iter()
+            .any(|t| sent == format!("Bearer {t}")),
+        "the token from data.token is sent"
+    );
+
+    assert_eq!(generate("fixed").await.1["token"]["expires_in_secs"], 1800);
+    assert_eq!(
+        generate("default").await.1["token"]["expires_in_secs"],
+        3600
+    );
+
+    let (status, body) = generate("slow").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "auth plugin `oauth2`: token endpoint: timeout: no answer within 500ms"
+    );
+
+    let (status, body) = generate("redirect").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token endpoint answered HTTP 302 Found"),
+        "{body}"
+    );
+    assert_eq!(
+        redirecting.requests().len(),
+        1,
+        "the redirect is not followed"
+    );
+}
