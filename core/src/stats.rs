@@ -268,49 +268,37 @@ impl Stats {
     pub fn render_prometheus(&self, out: &mut String) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let t = &inner.templates;
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_requests_total Outgoing requests finished, by outcome."
-        );
-        let _ = writeln!(out, "# TYPE hookgate_requests_total counter");
-        for (name, s) in t {
-            let _ = writeln!(
-                out,
-                "hookgate_requests_total{{template=\"{}\",outcome=\"delivered\"}} {}",
-                esc(name),
-                s.requests.delivered
-            );
-            let _ = writeln!(
-                out,
-                "hookgate_requests_total{{template=\"{}\",outcome=\"failed\"}} {}",
-                esc(name),
-                s.requests.failed
-            );
+        let outcomes: [(&str, &str, CountsOf); 2] = [
+            (
+                "hookgate_requests_total",
+                "Outgoing requests finished, by outcome.",
+                |s| s.requests,
+            ),
+            (
+                "hookgate_profiles_total",
+                "Profiles in finished requests, by outcome.",
+                |s| s.profiles,
+            ),
+        ];
+        for (metric, help, counts) in outcomes {
+            family(out, metric, "counter", help);
+            for (name, s) in t {
+                let c = counts(s);
+                for (outcome, n) in [("delivered", c.delivered), ("failed", c.failed)] {
+                    let _ = writeln!(
+                        out,
+                        "{metric}{{template=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        esc(name)
+                    );
+                }
+            }
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP hookgate_profiles_total Profiles in finished requests, by outcome."
+            "hookgate_requests_pending",
+            "gauge",
+            "Outgoing requests not yet finished.",
         );
-        let _ = writeln!(out, "# TYPE hookgate_profiles_total counter");
-        for (name, s) in t {
-            let _ = writeln!(
-                out,
-                "hookgate_profiles_total{{template=\"{}\",outcome=\"delivered\"}} {}",
-                esc(name),
-                s.profiles.delivered
-            );
-            let _ = writeln!(
-                out,
-                "hookgate_profiles_total{{template=\"{}\",outcome=\"failed\"}} {}",
-                esc(name),
-                s.profiles.failed
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP hookgate_requests_pending Outgoing requests not yet finished."
-        );
-        let _ = writeln!(out, "# TYPE hookgate_requests_pending gauge");
         for (name, s) in t {
             let _ = writeln!(
                 out,
@@ -319,11 +307,12 @@ impl Stats {
                 s.requests.pending
             );
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP hookgate_attempts_total Attempts, by result (success, retry, failure)."
+            "hookgate_attempts_total",
+            "counter",
+            "Attempts, by result (success, retry, failure).",
         );
-        let _ = writeln!(out, "# TYPE hookgate_attempts_total counter");
         for (name, s) in t {
             for (result, n) in &s.attempts {
                 let _ = writeln!(
@@ -334,12 +323,14 @@ impl Stats {
                 );
             }
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP hookgate_attempt_duration_seconds Attempt latency."
+            "hookgate_attempt_duration_seconds",
+            "histogram",
+            "Attempt latency.",
         );
-        let _ = writeln!(out, "# TYPE hookgate_attempt_duration_seconds histogram");
         for (name, s) in t {
+            let name = esc(name);
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
                 cumulative += s.latency.counts[i];
@@ -350,23 +341,29 @@ impl Stats {
                 };
                 let _ = writeln!(
                     out,
-                    "hookgate_attempt_duration_seconds_bucket{{template=\"{}\",le=\"{le}\"}} {cumulative}",
-                    esc(name)
+                    "hookgate_attempt_duration_seconds_bucket{{template=\"{name}\",le=\"{le}\"}} {cumulative}"
                 );
             }
             let _ = writeln!(
                 out,
-                "hookgate_attempt_duration_seconds_sum{{template=\"{}\"}} {}",
-                esc(name),
+                "hookgate_attempt_duration_seconds_sum{{template=\"{name}\"}} {}",
                 s.latency.sum
             );
             let _ = writeln!(
                 out,
-                "hookgate_attempt_duration_seconds_count{{template=\"{}\"}} {cumulative}",
-                esc(name)
+                "hookgate_attempt_duration_seconds_count{{template=\"{name}\"}} {cumulative}"
             );
         }
     }
+}
+
+/// Picks one kind of counts out of a template's stats.
+type CountsOf = fn(&DeliveryStats) -> Counts;
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+pub fn family(out: &mut String, metric: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {metric} {help}");
+    let _ = writeln!(out, "# TYPE {metric} {kind}");
 }
 
 /// Escapes a Prometheus label value.

@@ -8,6 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use hookgate_core::stats::family;
+
 use super::AppState;
 
 pub async fn healthz() -> &'static str {
@@ -32,8 +34,12 @@ pub async fn readyz(State(engine): State<AppState>) -> impl IntoResponse {
 pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let snapshot = engine.registry.snapshot();
-    let _ = writeln!(out, "# HELP hookgate_templates Templates by state.");
-    let _ = writeln!(out, "# TYPE hookgate_templates gauge");
+    family(
+        &mut out,
+        "hookgate_templates",
+        "gauge",
+        "Templates by state.",
+    );
     for state in ["active", "unverified", "invalid"] {
         let n = snapshot
             .entries
@@ -42,21 +48,23 @@ pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
             .count();
         let _ = writeln!(out, "hookgate_templates{{state=\"{state}\"}} {n}");
     }
-    let _ = writeln!(
-        out,
-        "# HELP hookgate_template_reload_errors_total Template files that failed to load."
+    family(
+        &mut out,
+        "hookgate_template_reload_errors_total",
+        "counter",
+        "Template files that failed to load.",
     );
-    let _ = writeln!(out, "# TYPE hookgate_template_reload_errors_total counter");
     let _ = writeln!(
         out,
         "hookgate_template_reload_errors_total {}",
         engine.registry.reload_errors()
     );
-    let _ = writeln!(
-        out,
-        "# HELP hookgate_queue_jobs Jobs waiting or in progress."
+    family(
+        &mut out,
+        "hookgate_queue_jobs",
+        "gauge",
+        "Jobs waiting or in progress.",
     );
-    let _ = writeln!(out, "# TYPE hookgate_queue_jobs gauge");
     let _ = writeln!(
         out,
         "hookgate_queue_jobs {}",

@@ -60,6 +60,17 @@ fn entry_json(entry: &Entry) -> Value {
     v
 }
 
+/// The template `name` in the current snapshot.
+fn find(engine: &AppState, name: &str) -> Result<Entry, ApiError> {
+    engine
+        .registry
+        .snapshot()
+        .entries
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))
+}
+
 pub async fn list(State(engine): State<AppState>) -> Json<Value> {
     let snapshot = engine.registry.snapshot();
     Json(json!({"templates": snapshot.entries.values().map(entry_json).collect::<Vec<_>>()}))
@@ -69,12 +80,8 @@ pub async fn get(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let snapshot = engine.registry.snapshot();
-    let entry = snapshot
-        .entries
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))?;
-    let mut v = entry_json(entry);
+    let entry = find(&engine, &name)?;
+    let mut v = entry_json(&entry);
     if let Some(stats) = engine.stats.template(&name) {
         v["stats"] = json!(stats);
     }
@@ -177,11 +184,7 @@ pub async fn token(
     State(engine): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let snapshot = engine.registry.snapshot();
-    let entry = snapshot
-        .entries
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(format!("no template named `{name}`")))?;
+    let entry = find(&engine, &name)?;
     let template = entry
         .active
         .clone()
