@@ -93,6 +93,11 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// WASM plugins: check one against the contract.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Send a template's test payload (`is_test: true`) and show the answer.
     Test {
         /// The template's name.
@@ -146,4 +151,19 @@ pub struct NewKey {
     /// The algorithm the key is published for (its JWK `alg`).
     #[arg(long, default_value = "RS256", value_parser = ["RS256", "RS384", "RS512"])]
     pub alg: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Load a plugin against the WIT contract (hookgate:plugin@0.1.0), report its version
+    /// and exports, and run it on a sample request, within the configured limits.
+    Check {
+        /// The plugin file.
+        file: PathBuf,
+        /// The plugin config to run with, as JSON (what a template's `auth` keys would be).
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        with: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }

@@ -67,6 +67,63 @@ pub struct Config {
     /// The signing-key store (`hookgate keys`).
     #[serde(default)]
     pub keys: Keys,
+    /// Limits of WASM plugin calls.
+    #[serde(default)]
+    pub plugins: PluginLimits,
+}
+
+/// `plugins`: what one WASM plugin call may use. A call past a limit fails that delivery
+/// (with the plugin's name and the limit), and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Wall-clock time a call may run (time waiting on the host's `fetch` not counted).
+    /// Default 100ms.
+    #[serde(
+        default = "default_plugin_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub timeout: Duration,
+    /// Linear memory of one instance, in bytes. Default 16 MiB.
+    #[serde(default = "default_plugin_memory")]
+    pub memory_bytes: usize,
+    /// Fuel (roughly, WebAssembly instructions) of one call. Default 500 million.
+    #[serde(default = "default_plugin_fuel")]
+    pub fuel: u64,
+    /// Plugin instances alive at once; more calls wait. Default 64.
+    #[serde(default = "default_plugin_instances")]
+    pub max_instances: u32,
+    /// Bytes a call may return (headers, or requests with their bodies). Default 4 MiB.
+    #[serde(default = "default_plugin_output")]
+    pub max_output_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            timeout: default_plugin_timeout(),
+            memory_bytes: default_plugin_memory(),
+            fuel: default_plugin_fuel(),
+            max_instances: default_plugin_instances(),
+            max_output_bytes: default_plugin_output(),
+        }
+    }
+}
+
+fn default_plugin_timeout() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_plugin_memory() -> usize {
+    16 << 20
+}
+fn default_plugin_fuel() -> u64 {
+    500_000_000
+}
+fn default_plugin_instances() -> u32 {
+    64
+}
+fn default_plugin_output() -> usize {
+    4 << 20
 }
 
 /// `keys`: the RSA key store for JWT client assertions, in `data_dir/keys/`.
@@ -272,6 +329,7 @@ impl Default for Config {
             reload: Reload::default(),
             limits: Limits::default(),
             keys: Keys::default(),
+            plugins: PluginLimits::default(),
         }
     }
 }
@@ -340,6 +398,15 @@ impl Settings {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join(&self.config.data_dir)
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
+    }
+
+    /// Where compiled plugins are cached.
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.data_dir().join("plugin-cache")
     }
 
     /// Where the signing keys live.

@@ -85,11 +85,19 @@ impl Engine {
         let report = registry.rescan().await;
         let mut tasks = Vec::new();
         if options.watch {
-            let handle = crate::template::watcher::spawn(
-                registry.clone(),
+            let watched = registry.clone();
+            let rescan: crate::watch::Rescan = Arc::new(move || {
+                let registry = watched.clone();
+                Box::pin(async move {
+                    registry.rescan().await;
+                })
+            });
+            let handle = crate::watch::spawn(
+                &templates_dir,
                 config.reload.debounce,
                 config.reload.rescan,
                 shutdown_rx.clone(),
+                rescan,
             )
             .map_err(|e| EngineError(format!("cannot watch {}: {e}", templates_dir.display())))?;
             tasks.push(handle);
@@ -131,6 +139,29 @@ impl Engine {
             },
             report,
         ))
+    }
+
+    /// Watches another folder (WASM plugins) like the templates folder, with the same
+    /// debounce and rescan period, until shutdown.
+    pub fn watch_folder(
+        &self,
+        dir: &std::path::Path,
+        rescan: crate::watch::Rescan,
+    ) -> Result<(), EngineError> {
+        let reload = &self.settings.config.reload;
+        let handle = crate::watch::spawn(
+            dir,
+            reload.debounce,
+            reload.rescan,
+            self.shutdown.subscribe(),
+            rescan,
+        )
+        .map_err(|e| EngineError(format!("cannot watch {}: {e}", dir.display())))?;
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        Ok(())
     }
 
     /// Stops taking jobs and watching files; returns when the deliveries in progress have

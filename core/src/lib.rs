@@ -19,6 +19,7 @@ pub mod records;
 pub mod secret;
 pub mod stats;
 pub mod template;
+pub mod watch;
 
 pub use engine::{Engine, EngineOptions};
 pub use secret::Secret;

@@ -2,6 +2,7 @@
 
 mod catch;
 mod keys;
+mod plugin;
 mod send;
 mod serve;
 mod test;
@@ -32,6 +33,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Test { template, config } => test::run(&config.config, &template).await,
         Command::Token { template, config } => token::run(&config.config, &template).await,
         Command::Keys { action, config } => keys::run(&config.config, action),
+        Command::Plugin { action } => plugin::run(action).await,
         Command::Catch { listen, status } => catch::run(listen, status).await,
     }
 }
@@ -46,9 +48,10 @@ async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     let settings = load_settings(dir)?;
     crate::logging::init(&settings.config.log);
     let key_store = key_store(&settings);
+    let (plugins, _wasm) = crate::plugins::load(&settings).await?;
     let (engine, _report) = Engine::start(
         settings,
-        crate::plugins::registry(),
+        plugins,
         Some(key_store),
         EngineOptions {
             watch: false,

@@ -33,9 +33,13 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let key_store = super::key_store(&settings);
+    let plugins_dir = settings.plugins_dir();
+    std::fs::create_dir_all(&plugins_dir)
+        .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
+    let (plugins, wasm) = crate::plugins::load(&settings).await?;
     let (engine, _report) = Engine::start(
         settings,
-        crate::plugins::registry(),
+        plugins,
         Some(key_store),
         EngineOptions {
             watch: true,
@@ -44,6 +48,21 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A plugin file that changes is reloaded; templates that did not load (perhaps for a
+    // plugin that was missing) are tried again.
+    let registry = engine.registry.clone();
+    engine
+        .watch_folder(
+            &plugins_dir,
+            Arc::new(move || {
+                let (wasm, registry) = (wasm.clone(), registry.clone());
+                Box::pin(async move {
+                    wasm.rescan().await;
+                    registry.retry_invalid().await;
+                })
+            }),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Arc::new(engine);
     let app = crate::api::router(engine.clone());
     info!("listening on http://{}", listener.local_addr()?);

@@ -26,10 +26,19 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
     }
     let client =
         HttpClient::new(settings.config.network.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let (plugins, wasm) = crate::plugins::load(&settings).await?;
+    let mut problems = 0;
+    for (name, why) in wasm.errors() {
+        problems += 1;
+        println!(
+            "{}:1:1: plugin `{name}` does not load: {why}",
+            wasm.dir().join(format!("{name}.wasm")).display()
+        );
+    }
     let loader = Loader {
         config_dir: settings.dir.clone(),
         defaults: settings.config.defaults.clone(),
-        plugins: std::sync::Arc::new(crate::plugins::registry()),
+        plugins: std::sync::Arc::new(plugins),
         client: client.clone(),
         keys: Some(super::key_store(&settings)),
     };
@@ -37,7 +46,7 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
     // what serve would refuse (including two files claiming one name).
     let registry = Registry::new(loader, templates_dir, false, Duration::MAX);
     let report = registry.rescan().await;
-    let mut problems = report.errors.len();
+    problems += report.errors.len();
     for error in &report.errors {
         println!("{error}");
     }

@@ -13,4 +13,4 @@ pub use auth::{
     Unauthorized,
 };
 pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
-pub use registry::PluginRegistry;
+pub use registry::{PluginRegistry, PluginSource};

@@ -163,7 +163,8 @@ impl Loader {
             };
             let auth_spec = spec.auth.as_ref().unwrap_or(&default_auth);
             let plugin = self.plugins.auth(&auth_spec.kind).ok_or_else(|| {
-                let known: Vec<&str> = self.plugins.auth_names().collect();
+                let names = self.plugins.auth_names();
+                let known: Vec<&str> = names.iter().map(String::as_str).collect();
                 let hint = super::error::nearest(&auth_spec.kind, &known)
                     .map(|n| format!("; did you mean `{n}`?"))
                     .unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Webhook templates: the YAML schema (`spec`), references to secrets (`refs`), turning a
 //! file into a validated runtime [`Template`] (`load`), errors with `file:line:col`
-//! (`error`), the live set of templates swapped atomically (`registry`), and the folder
-//! watcher that feeds it (`watcher`).
+//! (`error`), and the live set of templates swapped atomically (`registry`), which the
+//! folder watcher (`crate::watch`) feeds.
 
 pub mod error;
 pub mod load;
@@ -9,7 +9,6 @@ pub mod model;
 pub mod refs;
 pub mod registry;
 pub mod spec;
-pub mod watcher;
 
 pub use error::TemplateError;
 pub use load::Loader;

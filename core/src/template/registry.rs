@@ -335,6 +335,23 @@ impl Registry {
         report
     }
 
+    /// Loads again the files whose latest version did not load (a plugin they name may
+    /// have appeared since), then rescans.
+    pub async fn retry_invalid(self: &Arc<Self>) -> ReloadReport {
+        {
+            let mut known = self.writer.lock().await;
+            let snapshot = self.snapshot();
+            let invalid: Vec<PathBuf> = snapshot
+                .entries
+                .values()
+                .filter(|e| matches!(e.state, State::Invalid { .. }))
+                .map(|e| e.file.clone())
+                .collect();
+            known.retain(|path, _| !invalid.contains(path));
+        }
+        self.rescan().await
+    }
+
     fn record_error(
         &self,
         snap: &mut Snapshot,

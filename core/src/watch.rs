@@ -1,11 +1,14 @@
-//! Watches the templates folder and rescans it after changes settle.
+//! Watching a folder: after changes settle, run a rescan.
 //!
-//! The folder is watched, not the files: editors that write a temp file and rename it over
+//! The folder is watched, not its files: editors that write a temp file and rename it over
 //! the original, and Kubernetes ConfigMap mounts (files are symlinks into a `..data`
-//! directory that is swapped atomically), both show up as events in the folder. Every
-//! event batch triggers a full rescan, which compares file contents with what is loaded,
-//! so the kind of event never matters. A periodic rescan catches what events miss.
+//! directory that is swapped atomically), both show up as events in the folder. Every event
+//! batch triggers a full rescan, which compares file contents with what is loaded, so the
+//! kind of event never matters. A periodic rescan catches what events miss.
 
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +17,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::registry::Registry;
-
-/// Longest a reload waits for events to stop.
+/// Longest a rescan waits for events to stop.
 const MAX_SETTLE: Duration = Duration::from_secs(2);
 
-/// Starts watching `registry`'s folder. The task ends when `shutdown` turns true.
+/// What to run after changes: a rescan of the folder.
+pub type Rescan = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Starts watching `dir`. The task ends when `shutdown` turns true.
 pub fn spawn(
-    registry: Arc<Registry>,
+    dir: &Path,
     debounce: Duration,
     rescan_every: Duration,
     mut shutdown: watch::Receiver<bool>,
+    rescan: Rescan,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let mut watcher =
@@ -33,9 +38,9 @@ pub fn spawn(
             Ok(_) => {
                 let _ = tx.send(());
             }
-            Err(e) => warn!("template watcher: {e}"),
+            Err(e) => warn!("folder watcher: {e}"),
         })?;
-    watcher.watch(registry.dir(), RecursiveMode::NonRecursive)?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
 
     Ok(tokio::spawn(async move {
         let _watcher = watcher; // dropped (and unwatched) when the task ends
@@ -47,11 +52,9 @@ pub fn spawn(
                         return;
                     }
                     settle(&mut rx, debounce).await;
-                    registry.rescan().await;
+                    rescan().await;
                 }
-                _ = ticker.tick() => {
-                    registry.rescan().await;
-                }
+                _ = ticker.tick() => rescan().await,
                 _ = shutdown.changed() => return,
             }
         }
@@ -59,7 +62,7 @@ pub fn spawn(
 }
 
 /// Waits until no event has come for `debounce` (at most [`MAX_SETTLE`]), so an editor's
-/// save, which is several events, is one reload.
+/// save, which is several events, is one rescan.
 async fn settle(rx: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) {
     let deadline = Instant::now() + MAX_SETTLE;
     loop {

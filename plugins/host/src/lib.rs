@@ -1,0 +1,17 @@
+//! hookgate's WASM plugin host: partners' plugins are WebAssembly components built against
+//! the WIT contract in `plugins/wit/` and dropped into `config/plugins/`; templates name them
+//! like a built-in (`auth: {type: acme-signer, ...}`).
+//!
+//! `engine` compiles (with an on-disk cache), limits and calls plugins; `state` is one
+//! call's store data and the host functions; `source` is the folder of plugins, hot-reloaded,
+//! that `core` sees as a plugin source; `auth` adapts a plugin to `core`'s auth contract.
+
+pub mod auth;
+pub mod bindings;
+pub mod engine;
+pub mod source;
+pub mod state;
+
+pub use engine::{CallError, LoadedPlugin, PluginEngine};
+
+pub use source::WasmPlugins;

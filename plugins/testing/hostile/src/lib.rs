@@ -1,0 +1,118 @@
+//! A plugin whose config picks its behaviour, so the tests can check that each kind of
+//! hostility fails only its own delivery:
+//! `calm` (adds `x-test-plugin: calm`), `loop`, `memory`, `recursion`, `trap`, `huge`,
+//! `fetch` (to `url`), `jwt` (signs a JWT with the host's key store), `cache`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hookgate_plugin_sdk::host::{self, FetchRequest, SigningAlg};
+use hookgate_plugin_sdk::{
+    Header, OutgoingRequest, Plugin, PluginError, PluginInfo, export_plugin, parse_config,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Config {
+    mode: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+struct TestPlugin;
+
+#[inline(never)]
+fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
+    let mut local = [depth; 64];
+    local[(depth % 64) as usize] = std::hint::black_box(depth);
+    trail.push(local[0]);
+    if std::hint::black_box(true) {
+        recurse(depth + 1, trail) + local[3]
+    } else {
+        0
+    }
+}
+
+impl Plugin for TestPlugin {
+    fn info() -> PluginInfo {
+        PluginInfo::auth("hookgate-test-plugin", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn authorize(request: OutgoingRequest, config: &str) -> Result<Vec<Header>, PluginError> {
+        let config: Config = parse_config(config)?;
+        match config.mode.as_str() {
+            "calm" => Ok(vec![
+                Header::new("x-test-plugin", "calm"),
+                Header::new("x-template", &request.template),
+            ]),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recursion" => {
+                let mut trail = Vec::new();
+                let n = recurse(0, &mut trail);
+                Ok(vec![Header::new("x-depth", &n.to_string())])
+            }
+            "trap" => panic!("the test plugin panics on purpose"),
+            "huge" => Ok((0..2000)
+                .map(|i| Header::new(&format!("x-huge-{i}"), &"h".repeat(1000)))
+                .collect()),
+            "fetch" => {
+                let url = config
+                    .url
+                    .unwrap_or_else(|| "http://not-allowed.invalid/".into());
+                let response = host::fetch(&FetchRequest {
+                    method: "GET".into(),
+                    url,
+                    headers: vec![],
+                    body: vec![],
+                })
+                .map_err(|e| PluginError::permanent(format!("fetch failed: {e}")))?;
+                Ok(vec![Header::new(
+                    "x-fetched-status",
+                    &response.status.to_string(),
+                )])
+            }
+            "jwt" => {
+                let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
+                let now = host::now_millis() / 1000;
+                let claims = URL_SAFE_NO_PAD.encode(format!(
+                    r#"{{"iss":"test-plugin","sub":"{}","iat":{now},"exp":{}}}"#,
+                    request.template,
+                    now + 300
+                ));
+                let input = format!("{header}.{claims}");
+                let signature =
+                    host::sign(config.key.as_deref(), SigningAlg::Rs256, input.as_bytes())
+                        .map_err(|e| PluginError::permanent(format!("sign failed: {e}")))?;
+                let jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&signature.value));
+                Ok(vec![
+                    Header::new("x-jwt", &jwt),
+                    Header::new("x-jwt-kid", &signature.key_id),
+                ])
+            }
+            "cache" => {
+                let hits = match host::cache_get("count") {
+                    Some(v) => u64::from_le_bytes(v.try_into().unwrap_or_default()) + 1,
+                    None => 0,
+                };
+                host::cache_set("count", &hits.to_le_bytes(), 60_000);
+                Ok(vec![Header::new("x-cache-hits", &hits.to_string())])
+            }
+            other => Err(PluginError::permanent(format!("unknown mode `{other}`"))),
+        }
+    }
+}
+
+export_plugin!(TestPlugin);
