@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod oauth;
+pub mod wasm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

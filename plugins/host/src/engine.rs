@@ -212,17 +212,18 @@ impl PluginEngine {
             dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
         });
         if let Some(path) = &cached
-            && path.is_file() {
-                // SAFETY: the file was written by `serialize` below into the gateway's own
-                // data folder, under a name bound to the wasm's hash and the engine's
-                // compatibility hash; wasmtime also checks the header before using it.
-                #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
-                match loaded {
-                    Ok(component) => return Ok((component, true)),
-                    Err(e) => tracing::warn!("ignoring the compiled cache {}: {e}", path.display()),
-                }
+            && path.is_file()
+        {
+            // SAFETY: the file was written by `serialize` below into the gateway's own
+            // data folder, under a name bound to the wasm's hash and the engine's
+            // compatibility hash; wasmtime also checks the header before using it.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            match loaded {
+                Ok(component) => return Ok((component, true)),
+                Err(e) => tracing::warn!("ignoring the compiled cache {}: {e}", path.display()),
             }
+        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
         if let Some(path) = &cached {

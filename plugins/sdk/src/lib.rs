@@ -94,9 +94,9 @@ macro_rules! export_plugin {
                 ) -> ::std::result::Result<::std::vec::Vec<$crate::Request>, $crate::PluginError>
                 {
                     <$plugin as $crate::Plugin>::transform(&payload, &config)
-        }
+                }
             }
-            $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
+    $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
         };
     };
 }

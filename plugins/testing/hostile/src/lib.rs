@@ -1,6 +1,6 @@
 //! A plugin whose config picks its behaviour, so the tests can check that each kind of
 //! hostility fails only its own delivery:
-//! `calm` (adds `x-test-plugin: calm`), `loop`, `memory`, `recursion`, `trap`, `huge`,
+//! `calm` (the default: adds `x-test-plugin: calm`), `loop`, `memory`, `recursion`, `trap`, `huge`,
 //! `fetch` (to `url`), `jwt` (signs a JWT with the host's key store), `cache`.
 
 use base64::Engine as _;
@@ -11,13 +11,19 @@ use hookgate_plugin_sdk::{
 };
 use serde::Deserialize;
 
+/// Unknown keys are ignored, so the same template can name this plugin or another.
 #[derive(Deserialize)]
 struct Config {
+    #[serde(default = "calm")]
     mode: String,
     #[serde(default)]
     url: Option<String>,
     #[serde(default)]
     key: Option<String>,
+}
+
+fn calm() -> String {
+    "calm".into()
 }
 
 struct TestPlugin;
