@@ -64,21 +64,11 @@ impl Dispatcher {
         };
         let batches = payload.batches(template.batch_size);
         let profiles = payload.profiles.len();
-        let record = DispatchRecord {
-            id: DispatchId::new(),
-            template: template.clone(),
-            campaign: payload.campaign.clone(),
-            created_at: SystemTime::now(),
-            requests: batches
-                .iter()
-                .map(|b| RequestRecord {
-                    profiles: b.profiles,
-                    body: Some(b.body.clone()),
-                    status: RequestStatus::Pending,
-                    attempts: Vec::new(),
-                })
-                .collect(),
-        };
+        let requests = batches
+            .iter()
+            .map(|b| RequestRecord { profiles: b.profiles, body: Some(b.body.clone()), status: RequestStatus::Pending, attempts: Vec::new() })
+            .collect();
+        let record = DispatchRecord::new(DispatchId::new(), template.clone(), payload.campaign.clone(), requests);
         let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone());
         if !created {
             // A concurrent request with the same key won the race.
@@ -121,12 +111,6 @@ impl Dispatcher {
     fn replay(&self, template: &str, key: &str) -> Option<Accepted> {
         let id = self.records.by_idempotency_key(template, key)?;
         let record = self.records.get(id)?;
-        let record = record.lock().unwrap_or_else(|e| e.into_inner());
-        Some(Accepted {
-            dispatch_id: id,
-            requests: record.requests.len(),
-            profiles: record.requests.iter().map(|r| r.profiles).sum(),
-            created: false,
-        })
+        Some(Accepted { dispatch_id: id, requests: record.requests.len(), profiles: record.profiles(), created: false })
     }
 }

@@ -5,7 +5,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -80,35 +81,61 @@ pub struct RequestRecord {
     pub attempts: Vec<AttemptRecord>,
 }
 
+/// A dispatch: immutable facts plus one lock per request, so workers delivering the
+/// requests of one big dispatch do not contend on a shared lock.
 #[derive(Debug)]
 pub struct DispatchRecord {
     pub id: DispatchId,
     pub template: Arc<Template>,
     pub campaign: CampaignId,
     pub created_at: SystemTime,
-    pub requests: Vec<RequestRecord>,
+    pub requests: Vec<Mutex<RequestRecord>>,
+    /// Requests not yet delivered or failed.
+    pending: AtomicUsize,
 }
 
 impl DispatchRecord {
+    pub fn new(id: DispatchId, template: Arc<Template>, campaign: CampaignId, requests: Vec<RequestRecord>) -> Self {
+        let pending = requests.iter().filter(|r| r.status == RequestStatus::Pending).count();
+        Self {
+            id,
+            template,
+            campaign,
+            created_at: SystemTime::now(),
+            requests: requests.into_iter().map(Mutex::new).collect(),
+            pending: AtomicUsize::new(pending),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
     pub fn is_finished(&self) -> bool {
-        self.requests
-            .iter()
-            .all(|r| r.status != RequestStatus::Pending)
+        self.pending() == 0
+    }
+
+    fn request(&self, index: u32) -> Option<MutexGuard<'_, RequestRecord>> {
+        self.requests.get(index as usize).map(|r| r.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn profiles(&self) -> usize {
+        self.requests.iter().map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).profiles).sum()
     }
 }
 
 /// The dispatch records, bounded: past `limit` finished dispatches the oldest are dropped
 /// (with their idempotency keys).
 pub struct Records {
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
     limit: usize,
-    /// Woken whenever a request finishes.
+    /// Woken whenever a dispatch finishes.
     finished: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Inner {
-    by_id: HashMap<DispatchId, Arc<Mutex<DispatchRecord>>>,
+    by_id: HashMap<DispatchId, Arc<DispatchRecord>>,
     idempotency: HashMap<(String, String), DispatchId>,
     keys_of: HashMap<DispatchId, (String, String)>,
     finished: VecDeque<DispatchId>,
@@ -124,25 +151,13 @@ pub struct Work {
 
 impl Records {
     pub fn new(limit: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner::default()),
-            limit: limit.max(1),
-            finished: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        Self { inner: RwLock::new(Inner::default()), limit: limit.max(1), finished: tokio::sync::Notify::new() }
     }
 
     /// Stores a new dispatch, unless `idempotency_key` was seen for this template: then
     /// returns the first dispatch's id and `false`.
-    pub fn insert(
-        &self,
-        record: DispatchRecord,
-        idempotency_key: Option<String>,
-    ) -> (DispatchId, bool) {
-        let mut inner = self.lock();
+    pub fn insert(&self, record: DispatchRecord, idempotency_key: Option<String>) -> (DispatchId, bool) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         if let Some(key) = &idempotency_key {
             let k = (record.template.name.clone(), key.clone());
             if let Some(existing) = inner.idempotency.get(&k) {
@@ -152,37 +167,30 @@ impl Records {
             inner.keys_of.insert(record.id, k);
         }
         let id = record.id;
-        inner.by_id.insert(id, Arc::new(Mutex::new(record)));
+        inner.by_id.insert(id, Arc::new(record));
         (id, true)
     }
 
     /// The dispatch an idempotency key maps to.
     pub fn by_idempotency_key(&self, template: &str, key: &str) -> Option<DispatchId> {
-        self.lock()
-            .idempotency
-            .get(&(template.to_string(), key.to_string()))
-            .copied()
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.idempotency.get(&(template.to_string(), key.to_string())).copied()
     }
 
-    pub fn get(&self, id: DispatchId) -> Option<Arc<Mutex<DispatchRecord>>> {
-        self.lock().by_id.get(&id).cloned()
+    pub fn get(&self, id: DispatchId) -> Option<Arc<DispatchRecord>> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.get(&id).cloned()
     }
 
     /// The template version, body and campaign of a pending request.
     pub fn work(&self, id: DispatchId, request: u32) -> Option<Work> {
         let record = self.get(id)?;
-        let record = record.lock().unwrap_or_else(|e| e.into_inner());
-        let req = record.requests.get(request as usize)?;
-        Some(Work {
-            template: record.template.clone(),
-            campaign: record.campaign.clone(),
-            body: req.body.clone()?,
-            profiles: req.profiles,
-        })
+        let req = record.request(request)?;
+        Some(Work { template: record.template.clone(), campaign: record.campaign.clone(), body: req.body.clone()?, profiles: req.profiles })
     }
 
     /// Waits until every request of the dispatch is finished (or the record is gone), and
-    /// calls `progress` with (finished, total) requests whenever that changes.
+    /// calls `progress` with (finished, total) requests when that changes, at most every
+    /// 100 ms. Waiters are woken when a dispatch finishes, not on every request.
     pub async fn wait_finished(&self, id: DispatchId, mut progress: impl FnMut(usize, usize)) {
         let mut last = usize::MAX;
         loop {
@@ -190,30 +198,22 @@ impl Records {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let Some(record) = self.get(id) else { return };
-            let (done, total) = {
-                let record = record.lock().unwrap_or_else(|e| e.into_inner());
-                let done = record
-                    .requests
-                    .iter()
-                    .filter(|r| r.status != RequestStatus::Pending)
-                    .count();
-                (done, record.requests.len())
-            };
+            let (pending, total) = (record.pending(), record.requests.len());
+            let done = total - pending;
             if done != last {
                 progress(done, total);
                 last = done;
             }
-            if done == total {
+            if pending == 0 {
                 return;
             }
-            notified.await;
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), notified).await;
         }
     }
 
     pub fn record_attempt(&self, id: DispatchId, request: u32, attempt: AttemptRecord) {
         if let Some(record) = self.get(id) {
-            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(req) = record.requests.get_mut(request as usize) {
+            if let Some(mut req) = record.request(request) {
                 req.attempts.push(attempt);
             }
         }
@@ -222,24 +222,26 @@ impl Records {
     /// Marks a request delivered or failed; evicts old finished dispatches past the limit.
     pub fn finish(&self, id: DispatchId, request: u32, status: RequestStatus) {
         let Some(record) = self.get(id) else { return };
-        let dispatch_finished = {
-            let mut record = record.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(req) = record.requests.get_mut(request as usize) {
+        let was_pending = match record.request(request) {
+            Some(mut req) => {
+                let was_pending = req.status == RequestStatus::Pending;
                 req.status = status;
                 req.body = None;
+                was_pending
             }
-            record.is_finished()
+            None => false,
         };
+        if !was_pending || record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
         self.finished.notify_waiters();
-        if dispatch_finished {
-            let mut inner = self.lock();
-            inner.finished.push_back(id);
-            while inner.finished.len() > self.limit {
-                if let Some(old) = inner.finished.pop_front() {
-                    inner.by_id.remove(&old);
-                    if let Some(k) = inner.keys_of.remove(&old) {
-                        inner.idempotency.remove(&k);
-                    }
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        inner.finished.push_back(id);
+        while inner.finished.len() > self.limit {
+            if let Some(old) = inner.finished.pop_front() {
+                inner.by_id.remove(&old);
+                if let Some(k) = inner.keys_of.remove(&old) {
+                    inner.idempotency.remove(&k);
                 }
             }
         }
@@ -289,6 +291,7 @@ impl DispatchRecord {
             .iter()
             .enumerate()
             .map(|(index, r)| {
+                let r = r.lock().unwrap_or_else(|e| e.into_inner());
                 let (status, error, reason) = match &r.status {
                     RequestStatus::Pending => ("pending", None, None),
                     RequestStatus::Delivered => ("delivered", None, None),

@@ -99,7 +99,7 @@ pub async fn get(
             "no dispatch {id} (unknown, or older than the records kept)"
         ))
     })?;
-    let view = record.lock().unwrap_or_else(|e| e.into_inner()).view();
+    let view = record.view();
     Ok(Json(json!(view)))
 }
 
