@@ -69,7 +69,12 @@ async fn per_call() -> Duration {
     let wasm_p50 = report("standard-webhooks (WASM)", samples);
 
     let basic = hookgate_auth::BasicAuth::new("svc", &hookgate_core::Secret::new("password")).unwrap();
-    let (method, url, headers, body) = (reqwest::Method::POST, reqwest::Url::parse("http://127.0.0.1/").unwrap(), reqwest::header::HeaderMap::new(), Bytes::from(body));
+    let (method, url, headers, body) = (
+        reqwest::Method::POST,
+        reqwest::Url::parse("http://127.0.0.1/").unwrap(),
+        reqwest::header::HeaderMap::new(),
+        Bytes::from(body),
+    );
     let outgoing = OutgoingRequest { template: "bench", method: &method, url: &url, headers: &headers, body: &body };
     let mut samples = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
@@ -93,13 +98,25 @@ async fn throughput() -> (f64, f64) {
     println!("end to end ({DELIVERIES} deliveries of one profile each, to one local endpoint):");
     let addr = endpoint().await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hookgate.yaml"), "network: {allow: [loopback]}\nworkers: 64\nlimits: {dispatch_records: 100}\n").unwrap();
+    std::fs::write(
+        dir.path().join("hookgate.yaml"),
+        "network: {allow: [loopback]}\nworkers: 64\nlimits: {dispatch_records: 100}\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
     std::fs::copy(wasm::guest("standard_webhooks"), dir.path().join("plugins/standard-webhooks.wasm")).unwrap();
     let common = format!("url: http://{addr}/hook\nverify: false\nbatch_size: 1\n");
-    std::fs::write(dir.path().join("templates/basic.yaml"), format!("{common}auth: {{type: basic, username: svc, password: pw}}\n")).unwrap();
-    std::fs::write(dir.path().join("templates/wasm.yaml"), format!("{common}auth: {{type: standard-webhooks, secret: \"{SECRET}\"}}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/basic.yaml"),
+        format!("{common}auth: {{type: basic, username: svc, password: pw}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("templates/wasm.yaml"),
+        format!("{common}auth: {{type: standard-webhooks, secret: \"{SECRET}\"}}\n"),
+    )
+    .unwrap();
 
     let settings = Settings::load(dir.path()).unwrap();
     let plugin_engine = PluginEngine::new(settings.config.plugins.clone(), None).unwrap();
@@ -108,10 +125,12 @@ async fn throughput() -> (f64, f64) {
     let mut plugins = PluginRegistry::new();
     hookgate_auth::register_builtins(&mut plugins);
     plugins.add_source(wasm_plugins);
-    let (engine, report) = Engine::start(settings, plugins, None, EngineOptions { watch: false, verify: false }).await.unwrap();
+    let (engine, report) =
+        Engine::start(settings, plugins, None, EngineOptions { watch: false, verify: false }).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
-    let profiles: Vec<serde_json::Value> = (0..DELIVERIES).map(|i| serde_json::json!({"Identity": i, "Email": "user@example.com"})).collect();
+    let profiles: Vec<serde_json::Value> =
+        (0..DELIVERIES).map(|i| serde_json::json!({"Identity": i, "Email": "user@example.com"})).collect();
     let mut rates = Vec::new();
     for (round, name) in ["basic", "wasm", "basic", "wasm"].iter().enumerate() {
         let payload = Payload::from_value(serde_json::json!({"targetId": round, "profiles": profiles})).unwrap();

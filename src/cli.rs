@@ -22,36 +22,25 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The config folder: hookgate.yaml and templates/.
-    #[arg(
-        long,
-        short = 'c',
-        value_name = "DIR",
-        default_value = "config",
-        env = "HOOKGATE_CONFIG",
-        global = true
-    )]
+    #[arg(long, short = 'c', value_name = "DIR", default_value = "config", env = "HOOKGATE_CONFIG", global = true)]
     pub config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway: load and watch the templates, deliver dispatches, serve the HTTP API.
-    #[command(
-        long_about = "Run the gateway on the config folder. Templates in DIR/templates/ are loaded, \
+    #[command(long_about = "Run the gateway on the config folder. Templates in DIR/templates/ are loaded, \
         verified (the test payload must get a 2xx) and reloaded live when their files change. \
         The HTTP API listens on `listen` from hookgate.yaml (default 127.0.0.1:8080). \
-        Stop with Ctrl-C or SIGTERM: deliveries in progress finish first."
-    )]
+        Stop with Ctrl-C or SIGTERM: deliveries in progress finish first.")]
     Serve {
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Check hookgate.yaml and every template; print `file:line:col: message` per problem.
-    #[command(
-        long_about = "Parse and check hookgate.yaml and every template in DIR/templates/. \
+    #[command(long_about = "Parse and check hookgate.yaml and every template in DIR/templates/. \
         Each problem is printed as `file:line:col: message`; the exit code is 1 if there is any. \
-        With --verify, each valid template is also sent the test payload and must get a 2xx."
-    )]
+        With --verify, each valid template is also sent the test payload and must get a 2xx.")]
     Validate {
         #[command(flatten)]
         config: ConfigArg,
@@ -60,12 +49,10 @@ pub enum Command {
         verify: bool,
     },
     /// Dispatch one payload through a template without a server, wait for the outcome, print the stats.
-    #[command(
-        long_about = "Dispatch one payload (the reference format: targetId, key_values, profiles) \
+    #[command(long_about = "Dispatch one payload (the reference format: targetId, key_values, profiles) \
         through TEMPLATE, with its batching, auth, timeout and retries, and wait until every request is \
         delivered or failed. The template is used as it is, without the on-load verification. \
-        Exit code 1 if any request failed."
-    )]
+        Exit code 1 if any request failed.")]
     Send {
         /// The template's name.
         template: String,
@@ -76,10 +63,8 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Obtain an OAuth access token for a template now (the reference document's "Generate").
-    #[command(
-        long_about = "Run the template's OAuth grant now and show the token's expiry, scopes and a \
-        masked token (never the token itself). Useful to check credentials before dispatching."
-    )]
+    #[command(long_about = "Run the template's OAuth grant now and show the token's expiry, scopes and a \
+        masked token (never the token itself). Useful to check credentials before dispatching.")]
     Token {
         /// The template's name.
         template: String,

@@ -16,11 +16,8 @@ pub fn builtins() -> PluginRegistry {
 /// The built-ins plus the WASM plugins folder, loaded once (compiled plugins are cached
 /// in `data_dir/plugin-cache/`).
 pub async fn load(settings: &Settings) -> anyhow::Result<(PluginRegistry, Arc<WasmPlugins>)> {
-    let engine = PluginEngine::new(
-        settings.config.plugins.clone(),
-        Some(settings.plugin_cache_dir()),
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    let engine = PluginEngine::new(settings.config.plugins.clone(), Some(settings.plugin_cache_dir()))
+        .map_err(|e| anyhow::anyhow!(e))?;
     let wasm = WasmPlugins::new(Arc::new(engine), &settings.plugins_dir());
     wasm.rescan().await;
     let mut registry = builtins();

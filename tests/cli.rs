@@ -12,17 +12,10 @@ use common::*;
 async fn test_command_sends_the_test_payload() {
     let mock = Mock::answering(202).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "orders.yaml",
-        &format!("url: {}\nmethod: PUT\n", mock.url("/t")),
-    );
+    config.write_template("orders.yaml", &format!("url: {}\nmethod: PUT\n", mock.url("/t")));
     let dir = config.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin())
-            .args(["test", "orders", "--config"])
-            .arg(dir)
-            .output()
-            .unwrap()
+        Command::new(bin()).args(["test", "orders", "--config"]).arg(dir).output().unwrap()
     })
     .await
     .unwrap();
@@ -39,11 +32,7 @@ async fn test_command_sends_the_test_payload() {
     config.write_template("orders.yaml", &format!("url: {}\n", failing.url("/t")));
     let dir = config.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin())
-            .args(["test", "orders", "--config"])
-            .arg(dir)
-            .output()
-            .unwrap()
+        Command::new(bin()).args(["test", "orders", "--config"]).arg(dir).output().unwrap()
     })
     .await
     .unwrap();
@@ -58,24 +47,12 @@ async fn catch_prints_requests_and_answers_the_chosen_status() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(bin())
-        .args([
-            "catch",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--status",
-            "201",
-        ])
+        .args(["catch", "--listen", &format!("127.0.0.1:{port}"), "--status", "201"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert!(
-        lines
-            .next()
-            .unwrap()
-            .unwrap()
-            .contains("catching requests on")
-    );
+    assert!(lines.next().unwrap().unwrap().contains("catching requests on"));
     hookgate_core::delivery::client::install_crypto_provider();
     let r = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/hooks/x"))
@@ -85,11 +62,8 @@ async fn catch_prints_requests_and_answers_the_chosen_status() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let printed: Vec<String> = lines
-        .by_ref()
-        .take_while(|l| l.as_ref().is_ok_and(|l| !l.starts_with('}')))
-        .map(Result::unwrap)
-        .collect();
+    let printed: Vec<String> =
+        lines.by_ref().take_while(|l| l.as_ref().is_ok_and(|l| !l.starts_with('}'))).map(Result::unwrap).collect();
     let printed = printed.join("\n");
     assert!(printed.contains("POST /hooks/x"), "{printed}");
     assert!(printed.contains("x-probe: yes"), "{printed}");
@@ -103,36 +77,18 @@ async fn catch_prints_requests_and_answers_the_chosen_status() {
 async fn sigterm_lets_the_delivery_in_progress_finish() {
     let mock = Mock::start(|_, _| Reply::After(Duration::from_secs(2), 200)).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "slow.yaml",
-        &format!("url: {}\nverify: false\ntimeout: 20s\n", mock.url("/")),
-    );
+    config.write_template("slow.yaml", &format!("url: {}\nverify: false\ntimeout: 20s\n", mock.url("/")));
     let mut gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("slow", "active", Duration::from_secs(10))
-        .await;
+    gw.wait_state("slow", "active", Duration::from_secs(10)).await;
     gw.dispatch("slow", &payload(90, 1)).await;
     mock.wait_deliveries(1, Duration::from_secs(5)).await;
 
     let pid = gw.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = wait_for("the gateway to exit", Duration::from_secs(15), async || {
-        gw.try_wait()
-    })
-    .await;
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = wait_for("the gateway to exit", Duration::from_secs(15), async || gw.try_wait()).await;
     assert!(status.success(), "exit status {status}");
     let logs = gw.output();
     let stopping = logs.find("shutting down").expect("the shutdown is logged");
-    let delivered = logs
-        .find("delivered template")
-        .expect("the delivery in progress finished");
-    assert!(
-        stopping < delivered,
-        "the delivery finished after the signal:\n{logs}"
-    );
+    let delivered = logs.find("delivered template").expect("the delivery in progress finished");
+    assert!(stopping < delivered, "the delivery finished after the signal:\n{logs}");
 }

@@ -21,8 +21,7 @@ async fn put_with_headers_and_basic_auth_is_batched() {
         ),
     );
     let gw = Gateway::start(&config, &[("SVC_PASSWORD", "open sesame")]).await;
-    gw.wait_state("orders", "active", Duration::from_secs(10))
-        .await;
+    gw.wait_state("orders", "active", Duration::from_secs(10)).await;
     // Verification sent the test payload, with the same method, headers and auth.
     let test = &mock.requests()[0];
     assert!(test.is_test());
@@ -35,10 +34,7 @@ async fn put_with_headers_and_basic_auth_is_batched() {
 
     let deliveries = mock.deliveries();
     assert_eq!(deliveries.len(), 3, "exactly 3 requests");
-    let mut sizes: Vec<usize> = deliveries
-        .iter()
-        .map(|r| r.json()["profiles"].as_array().unwrap().len())
-        .collect();
+    let mut sizes: Vec<usize> = deliveries.iter().map(|r| r.json()["profiles"].as_array().unwrap().len()).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, vec![50, 100, 100]);
     let mut identities: Vec<String> = deliveries
@@ -61,28 +57,16 @@ async fn put_with_headers_and_basic_auth_is_batched() {
         assert_eq!(r.header("x-team").as_deref(), Some("growth"));
         assert_eq!(r.header("x-version").as_deref(), Some("2"));
         // base64("svc:open sesame")
-        assert_eq!(
-            r.header("authorization").as_deref(),
-            Some("Basic c3ZjOm9wZW4gc2VzYW1l")
-        );
-        assert_eq!(
-            r.header("content-type").as_deref(),
-            Some("application/json")
-        );
+        assert_eq!(r.header("authorization").as_deref(), Some("Basic c3ZjOm9wZW4gc2VzYW1l"));
+        assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
         assert_eq!(r.json()["targetId"], 777);
         assert_eq!(r.json()["key_values"]["campaign"], "spring");
     }
 
     let (status, stats) = gw.get("/v1/campaigns/777").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        stats["requests"],
-        json!({"delivered": 3, "failed": 0, "pending": 0})
-    );
-    assert_eq!(
-        stats["profiles"],
-        json!({"delivered": 250, "failed": 0, "pending": 0})
-    );
+    assert_eq!(stats["requests"], json!({"delivered": 3, "failed": 0, "pending": 0}));
+    assert_eq!(stats["profiles"], json!({"delivered": 250, "failed": 0, "pending": 0}));
     assert_eq!(stats["templates"]["orders"]["requests"]["delivered"], 3);
 }
 
@@ -92,50 +76,30 @@ async fn put_with_headers_and_basic_auth_is_batched() {
 async fn hanging_endpoint_times_out_each_attempt_and_fails() {
     let mock = Mock::start(|_, _| Reply::Hang).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "slow.yaml",
-        &format!(
-            "url: {}\ntimeout: 300ms\nretries: 2\nverify: false\n",
-            mock.url("/")
-        ),
-    );
+    config.write_template("slow.yaml", &format!("url: {}\ntimeout: 300ms\nretries: 2\nverify: false\n", mock.url("/")));
     let gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("slow", "active", Duration::from_secs(10))
-        .await;
+    gw.wait_state("slow", "active", Duration::from_secs(10)).await;
 
     let id = gw.dispatch("slow", &payload(9001, 1)).await;
     let view = gw.wait_dispatch(&id, Duration::from_secs(20)).await;
     assert_eq!(view["state"], "failed");
     let request = &view["requests"][0];
     assert_eq!(request["error"], "Webhook Dispatch Failed");
-    assert!(
-        request["reason"].as_str().unwrap().contains("timeout"),
-        "{request}"
-    );
+    assert!(request["reason"].as_str().unwrap().contains("timeout"), "{request}");
     let attempts = request["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 3);
     for a in attempts {
         let ms = a["latency_ms"].as_f64().unwrap();
-        assert!(
-            (300.0..2000.0).contains(&ms),
-            "each attempt is cut at the timeout: {ms} ms"
-        );
+        assert!((300.0..2000.0).contains(&ms), "each attempt is cut at the timeout: {ms} ms");
         assert!(a["error"].as_str().unwrap().contains("timeout"));
     }
-    assert_eq!(
-        mock.requests().len(),
-        3,
-        "three attempts reached the endpoint"
-    );
+    assert_eq!(mock.requests().len(), 3, "three attempts reached the endpoint");
 
     let (_, stats) = gw.get("/v1/campaigns/9001").await;
     assert_eq!(stats["requests"]["failed"], 1);
     assert_eq!(stats["profiles"]["failed"], 1);
     assert_eq!(stats["errors"][0]["error"], "Webhook Dispatch Failed");
-    assert_eq!(
-        stats["errors"][0]["reason"],
-        "timeout: no answer within 300ms"
-    );
+    assert_eq!(stats["errors"][0]["reason"], "timeout: no answer within 300ms");
     assert_eq!(stats["errors"][0]["count"], 1);
 }
 
@@ -145,20 +109,13 @@ async fn hanging_endpoint_times_out_each_attempt_and_fails() {
 async fn retries_follow_the_status() {
     let flaky = Mock::start(|n, _| Reply::Status(if n == 0 { 503 } else { 200 })).await;
     let limited = Mock::start(|n, _| {
-        if n == 0 {
-            Reply::StatusWith(429, vec![("retry-after", "1".into())])
-        } else {
-            Reply::Status(200)
-        }
+        if n == 0 { Reply::StatusWith(429, vec![("retry-after", "1".into())]) } else { Reply::Status(200) }
     })
     .await;
     let bad = Mock::answering(400).await;
     let config = ConfigDir::new(TEST_CONFIG);
     for (name, mock) in [("flaky", &flaky), ("limited", &limited), ("bad", &bad)] {
-        config.write_template(
-            &format!("{name}.yaml"),
-            &format!("url: {}\nverify: false\n", mock.url("/")),
-        );
+        config.write_template(&format!("{name}.yaml"), &format!("url: {}\nverify: false\n", mock.url("/")));
     }
     let gw = Gateway::start(&config, &[]).await;
     for name in ["flaky", "limited", "bad"] {
@@ -182,10 +139,7 @@ async fn retries_follow_the_status() {
     let seen = limited.requests();
     assert_eq!(seen.len(), 2);
     let gap = seen[1].at - seen[0].at;
-    assert!(
-        gap >= Duration::from_secs(1),
-        "Retry-After: 1 honoured, retried after {gap:?}"
-    );
+    assert!(gap >= Duration::from_secs(1), "Retry-After: 1 honoured, retried after {gap:?}");
 
     let v = gw.wait_dispatch(&bad_id, Duration::from_secs(10)).await;
     assert_eq!(v["state"], "failed");
@@ -201,16 +155,9 @@ async fn retries_follow_the_status() {
 async fn send_command_delivers_and_prints_stats() {
     let mock = Mock::answering(200).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "orders.yaml",
-        &format!("url: {}\nbatch_size: 40\n", mock.url("/in")),
-    );
+    config.write_template("orders.yaml", &format!("url: {}\nbatch_size: 40\n", mock.url("/in")));
     let payload_file = config.path().join("payload.json");
-    std::fs::write(
-        &payload_file,
-        serde_json::to_vec(&payload(55, 100)).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(&payload_file, serde_json::to_vec(&payload(55, 100)).unwrap()).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
             .arg("send")
@@ -224,15 +171,8 @@ async fn send_command_delivers_and_prints_stats() {
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("requests: 3 delivered, 0 failed, 0 pending"),
-        "{stdout}"
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("requests: 3 delivered, 0 failed, 0 pending"), "{stdout}");
     assert!(stdout.contains("profiles: 100 delivered"), "{stdout}");
     // `send` does not verify: only the three batches arrive.
     assert_eq!(mock.requests().len(), 3);

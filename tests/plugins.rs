@@ -32,16 +32,9 @@ fn verify_standard_webhook(
     body: &[u8],
     signatures: &str,
 ) -> Result<(), String> {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").ok_or("no whsec_ prefix")?)
-        .map_err(|e| e.to_string())?;
-    let ts: i64 = timestamp
-        .parse()
-        .map_err(|_| "timestamp is not an integer")?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let key = STANDARD.decode(secret.strip_prefix("whsec_").ok_or("no whsec_ prefix")?).map_err(|e| e.to_string())?;
+    let ts: i64 = timestamp.parse().map_err(|_| "timestamp is not an integer")?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     if (now - ts).abs() > 300 {
         return Err(format!("timestamp {ts} is too far from now {now}"));
     }
@@ -49,14 +42,8 @@ fn verify_standard_webhook(
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     let expected = STANDARD.encode(mac.finalize().into_bytes());
-    let ok = signatures
-        .split(' ')
-        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("no v1 signature matches in `{signatures}`"))
-    }
+    let ok = signatures.split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()));
+    if ok { Ok(()) } else { Err(format!("no v1 signature matches in `{signatures}`")) }
 }
 
 /// Acceptance 1: the example plugin, built from source, signs deliveries that the verifier
@@ -68,19 +55,12 @@ async fn standard_webhooks_example_signs_deliveries() {
     install(&config, "standard_webhooks", "standard-webhooks");
     config.write_template(
         "signed.yaml",
-        &format!(
-            "url: {}\nauth:\n  type: standard-webhooks\n  secret: ${{env:WEBHOOK_SECRET}}\n",
-            mock.url("/hook")
-        ),
+        &format!("url: {}\nauth:\n  type: standard-webhooks\n  secret: ${{env:WEBHOOK_SECRET}}\n", mock.url("/hook")),
     );
     let gw = Gateway::start(&config, &[("WEBHOOK_SECRET", SECRET)]).await;
-    gw.wait_state("signed", "active", Duration::from_secs(20))
-        .await;
+    gw.wait_state("signed", "active", Duration::from_secs(20)).await;
     let id = gw.dispatch("signed", &payload(900, 3)).await;
-    assert_eq!(
-        gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
 
     let requests = mock.requests();
     assert_eq!(requests.len(), 3, "the test payload, a 503, the retry");
@@ -97,11 +77,7 @@ async fn standard_webhooks_example_signs_deliveries() {
         tampered.push(b' ');
         assert!(verify_standard_webhook(SECRET, &id, &ts, &tampered, &sig).is_err());
     }
-    assert_eq!(
-        requests[1].header("webhook-id"),
-        requests[2].header("webhook-id"),
-        "a retry keeps its id"
-    );
+    assert_eq!(requests[1].header("webhook-id"), requests[2].header("webhook-id"), "a retry keeps its id");
     let logs = gw.output();
     assert!(!logs.contains(SECRET) && !logs.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
 }
@@ -115,39 +91,26 @@ async fn hostile_plugins_fail_only_their_own_delivery() {
     install(&config, "hookgate_test_plugin", "hostile");
     let cases = [
         ("loop", "stopped: ", ""),
-        (
-            "memory",
-            "stopped: asked for more than 16777216 bytes of memory",
-            "",
-        ),
+        ("memory", "stopped: asked for more than 16777216 bytes of memory", ""),
         ("recursion", "trapped: ", ""),
         ("trap", "trapped: ", ""),
         ("huge", "stopped: returned 2000 headers", ""),
-        (
-            "fetch",
-            "host `not-allowed.invalid` is not allowed",
-            "  url: http://not-allowed.invalid/secret\n",
-        ),
+        ("fetch", "host `not-allowed.invalid` is not allowed", "  url: http://not-allowed.invalid/secret\n"),
     ];
     for (mode, _, extra) in &cases {
         config.write_template(
             &format!("{mode}.yaml"),
-            &format!("url: {}\nverify: false\nretries: 0\nauth:\n  type: hostile\n  mode: {mode}\n{extra}", mock.url(&format!("/{mode}"))),
+            &format!(
+                "url: {}\nverify: false\nretries: 0\nauth:\n  type: hostile\n  mode: {mode}\n{extra}",
+                mock.url(&format!("/{mode}"))
+            ),
         );
     }
-    config.write_template(
-        "calm.yaml",
-        &format!(
-            "url: {}\nverify: false\nauth: {{type: hostile}}\n",
-            mock.url("/calm")
-        ),
-    );
+    config
+        .write_template("calm.yaml", &format!("url: {}\nverify: false\nauth: {{type: hostile}}\n", mock.url("/calm")));
     config.write_template(
         "basic.yaml",
-        &format!(
-            "url: {}\nverify: false\nauth: {{type: basic, username: u, password: p}}\n",
-            mock.url("/basic")
-        ),
+        &format!("url: {}\nverify: false\nauth: {{type: basic, username: u, password: p}}\n", mock.url("/basic")),
     );
     let gw = Gateway::start(&config, &[]).await;
     for (mode, _, _) in &cases {
@@ -167,42 +130,17 @@ async fn hostile_plugins_fail_only_their_own_delivery() {
         let view = gw.wait_dispatch(&id, Duration::from_secs(20)).await;
         assert_eq!(view["state"], "failed", "{mode}: {view}");
         let reason = view["requests"][0]["reason"].as_str().unwrap();
-        assert!(
-            reason.starts_with("auth plugin `hostile`: "),
-            "{mode}: {reason}"
-        );
+        assert!(reason.starts_with("auth plugin `hostile`: "), "{mode}: {reason}");
         assert!(reason.contains(expected), "{mode}: {reason}");
-        let latency = view["requests"][0]["attempts"][0]["latency_ms"]
-            .as_f64()
-            .unwrap();
-        assert!(
-            latency < 3000.0,
-            "{mode} was stopped within the limits ({latency} ms)"
-        );
+        let latency = view["requests"][0]["attempts"][0]["latency_ms"].as_f64().unwrap();
+        assert!(latency < 3000.0, "{mode} was stopped within the limits ({latency} ms)");
     }
-    assert_eq!(
-        gw.wait_dispatch(&calm, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
-    assert_eq!(
-        gw.wait_dispatch(&basic, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
+    assert_eq!(gw.wait_dispatch(&calm, Duration::from_secs(10)).await["state"], "delivered");
+    assert_eq!(gw.wait_dispatch(&basic, Duration::from_secs(10)).await["state"], "delivered");
     let paths: Vec<String> = mock.requests().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(
-        paths.len(),
-        2,
-        "only the calm and basic templates reached the endpoint: {paths:?}"
-    );
-    let calm_request = mock
-        .requests()
-        .into_iter()
-        .find(|r| r.path == "/calm")
-        .unwrap();
-    assert_eq!(
-        calm_request.header("x-test-plugin").as_deref(),
-        Some("calm")
-    );
+    assert_eq!(paths.len(), 2, "only the calm and basic templates reached the endpoint: {paths:?}");
+    let calm_request = mock.requests().into_iter().find(|r| r.path == "/calm").unwrap();
+    assert_eq!(calm_request.header("x-test-plugin").as_deref(), Some("calm"));
     // The gateway is still healthy.
     assert_eq!(gw.get("/healthz").await.0, 200);
 }
@@ -222,19 +160,12 @@ async fn plugins_sign_jwts_with_the_key_store() {
     install(&config, "hookgate_test_plugin", "signer");
     config.write_template(
         "jwt.yaml",
-        &format!(
-            "url: {}\nverify: false\nauth: {{type: signer, mode: jwt}}\n",
-            mock.url("/")
-        ),
+        &format!("url: {}\nverify: false\nauth: {{type: signer, mode: jwt}}\n", mock.url("/")),
     );
     let gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("jwt", "active", Duration::from_secs(20))
-        .await;
+    gw.wait_state("jwt", "active", Duration::from_secs(20)).await;
     let id = gw.dispatch("jwt", &payload(920, 1)).await;
-    assert_eq!(
-        gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
 
     let request = &mock.requests()[0];
     let jwt = request.header("x-jwt").unwrap();
@@ -242,25 +173,18 @@ async fn plugins_sign_jwts_with_the_key_store() {
     let (_, jwks) = gw.get("/.well-known/jwks.json").await;
     let key = &jwks["keys"][0];
     assert_eq!(key["kid"], "plugin-key");
-    let decoding = jsonwebtoken::DecodingKey::from_rsa_components(
-        key["n"].as_str().unwrap(),
-        key["e"].as_str().unwrap(),
-    )
-    .unwrap();
+    let decoding =
+        jsonwebtoken::DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_required_spec_claims(&["exp", "iss", "sub"]);
     validation.set_issuer(&["test-plugin"]);
-    let token = jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &validation)
-        .expect("the JWT verifies");
+    let token = jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &validation).expect("the JWT verifies");
     assert_eq!(token.claims["sub"], "jwt");
     // A changed payload does not verify.
     let mut parts: Vec<&str> = jwt.split('.').collect();
     let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"test-plugin","sub":"other","exp":9999999999}"#);
     parts[1] = &forged;
-    assert!(
-        jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &decoding, &validation)
-            .is_err()
-    );
+    assert!(jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &decoding, &validation).is_err());
 }
 
 /// Acceptance 4 and 5: replacing a plugin file changes behaviour without a restart; a
@@ -272,74 +196,42 @@ async fn plugins_hot_reload_keep_the_last_good_version_and_cache_compiled_code()
     install(&config, "hookgate_test_plugin", "acme");
     config.write_template(
         "acme.yaml",
-        &format!(
-            "url: {}\nverify: false\nauth:\n  type: acme\n  secret: {SECRET}\n",
-            mock.url("/")
-        ),
+        &format!("url: {}\nverify: false\nauth:\n  type: acme\n  secret: {SECRET}\n", mock.url("/")),
     );
     let send = async |gw: &Gateway| {
         let id = gw.dispatch("acme", &payload(930, 1)).await;
-        assert_eq!(
-            gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"],
-            "delivered"
-        );
+        assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
         mock.requests().last().cloned().unwrap()
     };
     {
         let gw = Gateway::start(&config, &[]).await;
-        gw.wait_state("acme", "active", Duration::from_secs(20))
-            .await;
-        assert!(
-            gw.output().contains("plugin loaded (compiled)"),
-            "{}",
-            gw.output()
-        );
-        assert_eq!(
-            send(&gw).await.header("x-test-plugin").as_deref(),
-            Some("calm")
-        );
+        gw.wait_state("acme", "active", Duration::from_secs(20)).await;
+        assert!(gw.output().contains("plugin loaded (compiled)"), "{}", gw.output());
+        assert_eq!(send(&gw).await.header("x-test-plugin").as_deref(), Some("calm"));
 
         install(&config, "standard_webhooks", "acme");
-        wait_for(
-            "the replaced plugin to load",
-            Duration::from_secs(10),
-            async || (gw.output().matches("plugin loaded").count() >= 2).then_some(()),
-        )
+        wait_for("the replaced plugin to load", Duration::from_secs(10), async || {
+            (gw.output().matches("plugin loaded").count() >= 2).then_some(())
+        })
         .await;
         let signed = send(&gw).await;
-        assert!(
-            signed.header("webhook-signature").is_some(),
-            "the new plugin signs"
-        );
+        assert!(signed.header("webhook-signature").is_some(), "the new plugin signs");
         assert!(signed.header("x-test-plugin").is_none());
 
         std::fs::write(config.path().join("plugins/acme.wasm"), b"\0asm garbage").unwrap();
-        wait_for(
-            "the corrupt file to be reported",
-            Duration::from_secs(10),
-            async || {
-                gw.output()
-                    .contains("plugin `acme` does not load")
-                    .then_some(())
-            },
-        )
+        wait_for("the corrupt file to be reported", Duration::from_secs(10), async || {
+            gw.output().contains("plugin `acme` does not load").then_some(())
+        })
         .await;
         assert!(gw.output().contains("the previous version stays live"));
-        assert!(
-            send(&gw).await.header("webhook-signature").is_some(),
-            "the last good version still signs"
-        );
+        assert!(send(&gw).await.header("webhook-signature").is_some(), "the last good version still signs");
         install(&config, "standard_webhooks", "acme");
     }
     // A restart: the compiled code comes from data_dir/plugin-cache, not the compiler.
     let gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("acme", "active", Duration::from_secs(20))
-        .await;
+    gw.wait_state("acme", "active", Duration::from_secs(20)).await;
     let logs = gw.output();
-    assert!(
-        logs.contains("plugin loaded (from the compiled cache)"),
-        "{logs}"
-    );
+    assert!(logs.contains("plugin loaded (from the compiled cache)"), "{logs}");
     assert!(!logs.contains("plugin loaded (compiled)"), "{logs}");
     assert!(send(&gw).await.header("webhook-signature").is_some());
 }
@@ -356,15 +248,9 @@ fn plugin_check_reports_version_exports_and_a_sample_run() {
             .arg(config.path())
             .output()
             .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
     };
-    let (ok, out) = run(
-        guest("standard_webhooks"),
-        &format!(r#"{{"secret": "{SECRET}"}}"#),
-    );
+    let (ok, out) = run(guest("standard_webhooks"), &format!(r#"{{"secret": "{SECRET}"}}"#));
     assert!(ok, "{out}");
     assert!(out.contains("implementing hookgate:plugin@0.1.0"), "{out}");
     assert!(out.contains("name:     standard-webhooks 0.1.0"), "{out}");
@@ -382,8 +268,5 @@ fn plugin_check_reports_version_exports_and_a_sample_run() {
     let not_wasm = config.path().join("x.wasm");
     std::fs::write(&not_wasm, b"hello").unwrap();
     let (ok, out) = run(not_wasm, "{}");
-    assert!(
-        !ok && out.contains("does not load: not a valid WebAssembly component"),
-        "{out}"
-    );
+    assert!(!ok && out.contains("does not load: not a valid WebAssembly component"), "{out}");
 }

@@ -21,58 +21,27 @@ async fn verification_gates_activation() {
     config.write_template("partner.yaml", &template(&broken.url("/hook"), ""));
     let gw = Gateway::start(&config, &[]).await;
 
-    let _state = gw
-        .wait_state("partner", "unverified", Duration::from_secs(10))
-        .await;
-    let state = wait_for(
-        "the verification verdict",
-        Duration::from_secs(10),
-        async || {
-            let (_, body) = gw.get("/v1/templates/partner").await;
-            body["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("HTTP 500")
-                .then_some(body)
-        },
-    )
+    let _state = gw.wait_state("partner", "unverified", Duration::from_secs(10)).await;
+    let state = wait_for("the verification verdict", Duration::from_secs(10), async || {
+        let (_, body) = gw.get("/v1/templates/partner").await;
+        body["reason"].as_str().unwrap_or_default().contains("HTTP 500").then_some(body)
+    })
     .await;
     assert_eq!(state["state"], "unverified");
     assert!(state["active"].is_null());
-    assert!(
-        state["reason"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 500 Internal Server Error"),
-        "{state}"
-    );
+    assert!(state["reason"].as_str().unwrap().contains("HTTP 500 Internal Server Error"), "{state}");
     assert!(broken.requests()[0].is_test());
 
-    let (status, body) = gw
-        .post_json("/v1/templates/partner/dispatch", &payload(5, 1), &[])
-        .await;
-    assert_eq!(
-        status, 409,
-        "an unverified template does not dispatch: {body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 500"),
-        "{body}"
-    );
+    let (status, body) = gw.post_json("/v1/templates/partner/dispatch", &payload(5, 1), &[]).await;
+    assert_eq!(status, 409, "an unverified template does not dispatch: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("HTTP 500"), "{body}");
     assert!(broken.deliveries().is_empty());
 
     config.write_template("partner.yaml", &template(&working.url("/hook"), ""));
-    gw.wait_state("partner", "active", Duration::from_secs(10))
-        .await;
+    gw.wait_state("partner", "active", Duration::from_secs(10)).await;
     assert!(working.requests()[0].is_test());
     let id = gw.dispatch("partner", &payload(5, 1)).await;
-    assert_eq!(
-        gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
 }
 
 /// Acceptance 5: edit → the next dispatch goes to the new URL within a second; invalid YAML
@@ -83,16 +52,9 @@ async fn hot_reload_edit_invalid_delete() {
     let first = Mock::answering(200).await;
     let second = Mock::answering(200).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "live.yaml",
-        &template(&first.url("/one"), "verify: false\n"),
-    );
+    config.write_template("live.yaml", &template(&first.url("/one"), "verify: false\n"));
     let gw = Gateway::start(&config, &[]).await;
-    let v1 = gw
-        .wait_state("live", "active", Duration::from_secs(10))
-        .await["version"]
-        .as_u64()
-        .unwrap();
+    let v1 = gw.wait_state("live", "active", Duration::from_secs(10)).await["version"].as_u64().unwrap();
 
     let id = gw.dispatch("live", &payload(10, 1)).await;
     gw.wait_dispatch(&id, Duration::from_secs(10)).await;
@@ -100,89 +62,49 @@ async fn hot_reload_edit_invalid_delete() {
 
     // Edit: the new URL is live within one second.
     let edited = Instant::now();
-    config.write_template(
-        "live.yaml",
-        &template(&second.url("/two"), "verify: false\n"),
-    );
-    wait_for(
-        "the edited template to load",
-        Duration::from_secs(1),
-        async || {
-            let (_, body) = gw.get("/v1/templates/live").await;
-            (body["version"].as_u64() > Some(v1)).then_some(())
-        },
-    )
+    config.write_template("live.yaml", &template(&second.url("/two"), "verify: false\n"));
+    wait_for("the edited template to load", Duration::from_secs(1), async || {
+        let (_, body) = gw.get("/v1/templates/live").await;
+        (body["version"].as_u64() > Some(v1)).then_some(())
+    })
     .await;
     let id = gw.dispatch("live", &payload(11, 1)).await;
     gw.wait_dispatch(&id, Duration::from_secs(10)).await;
-    assert_eq!(
-        second.deliveries().len(),
-        1,
-        "the dispatch after the edit goes to the new URL"
-    );
+    assert_eq!(second.deliveries().len(), 1, "the dispatch after the edit goes to the new URL");
     assert_eq!(second.deliveries()[0].path, "/two");
     assert_eq!(first.deliveries().len(), 1);
     eprintln!("edit to delivery at the new URL: {:?}", edited.elapsed());
 
     // Invalid YAML: the old version keeps delivering; the error names file, line, column.
     config.write_template("live.yaml", "url: [unclosed\nmethod: PUT\n");
-    let body = gw
-        .wait_state("live", "invalid", Duration::from_secs(5))
-        .await;
+    let body = gw.wait_state("live", "invalid", Duration::from_secs(5)).await;
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("live.yaml:"), "{error}");
     assert!(body["location"]["line"].as_u64().unwrap() >= 1);
-    assert!(
-        body["active"]["url"].as_str().unwrap().ends_with("/two"),
-        "the last good version stays live: {body}"
-    );
+    assert!(body["active"]["url"].as_str().unwrap().ends_with("/two"), "the last good version stays live: {body}");
     let id = gw.dispatch("live", &payload(12, 1)).await;
-    assert_eq!(
-        gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"],
-        "delivered"
-    );
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
     assert_eq!(second.deliveries().len(), 2);
 
-    let out = std::process::Command::new(bin())
-        .arg("validate")
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("live.yaml:"))
-        .expect("a line for live.yaml");
+    let line = stdout.lines().find(|l| l.contains("live.yaml:")).expect("a line for live.yaml");
     let after = line.split("live.yaml:").nth(1).unwrap();
     let mut parts = after.splitn(3, ':');
     let (l, c) = (parts.next().unwrap(), parts.next().unwrap());
-    assert!(
-        l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(),
-        "file:line:col: {line}"
-    );
+    assert!(l.parse::<u32>().is_ok() && c.parse::<u32>().is_ok(), "file:line:col: {line}");
 
     let (_, metrics) = gw.get("/metrics").await;
-    assert!(
-        metrics
-            .as_str()
-            .unwrap()
-            .contains("hookgate_template_reload_errors_total 1"),
-        "{metrics}"
-    );
+    assert!(metrics.as_str().unwrap().contains("hookgate_template_reload_errors_total 1"), "{metrics}");
 
     // Delete: the template is gone.
     std::fs::remove_file(config.template_path("live.yaml")).unwrap();
-    wait_for(
-        "the deleted template to go",
-        Duration::from_secs(5),
-        async || (gw.get("/v1/templates/live").await.0 == 404).then_some(()),
-    )
+    wait_for("the deleted template to go", Duration::from_secs(5), async || {
+        (gw.get("/v1/templates/live").await.0 == 404).then_some(())
+    })
     .await;
-    let (status, _) = gw
-        .post_json("/v1/templates/live/dispatch", &payload(13, 1), &[])
-        .await;
+    let (status, _) = gw.post_json("/v1/templates/live/dispatch", &payload(13, 1), &[]).await;
     assert_eq!(status, 404);
 }
 
@@ -197,21 +119,14 @@ async fn configmap_symlink_swap_is_seen() {
     let dir = config.path().join("templates");
     let v1 = dir.join("..2026_11_29_10_00_00.000000001");
     std::fs::create_dir(&v1).unwrap();
-    std::fs::write(
-        v1.join("cm.yaml"),
-        template(&first.url("/a"), "verify: false\n"),
-    )
-    .unwrap();
+    std::fs::write(v1.join("cm.yaml"), template(&first.url("/a"), "verify: false\n")).unwrap();
     symlink(v1.file_name().unwrap(), dir.join("..data")).unwrap();
     symlink("..data/cm.yaml", dir.join("cm.yaml")).unwrap();
 
     let gw = Gateway::start(&config, &[]).await;
     gw.wait_state("cm", "active", Duration::from_secs(10)).await;
     assert_eq!(
-        gw.get("/v1/templates").await.1["templates"]
-            .as_array()
-            .unwrap()
-            .len(),
+        gw.get("/v1/templates").await.1["templates"].as_array().unwrap().len(),
         1,
         "`..data` entries are not templates"
     );
@@ -219,26 +134,15 @@ async fn configmap_symlink_swap_is_seen() {
     // What the kubelet does: write a new directory, point a temp symlink at it, rename it over ..data.
     let v2 = dir.join("..2026_11_29_10_05_00.000000002");
     std::fs::create_dir(&v2).unwrap();
-    std::fs::write(
-        v2.join("cm.yaml"),
-        template(&second.url("/b"), "verify: false\n"),
-    )
-    .unwrap();
+    std::fs::write(v2.join("cm.yaml"), template(&second.url("/b"), "verify: false\n")).unwrap();
     symlink(v2.file_name().unwrap(), dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     std::fs::remove_dir_all(&v1).unwrap();
 
-    wait_for(
-        "the swapped ConfigMap to load",
-        Duration::from_secs(5),
-        async || {
-            let (_, body) = gw.get("/v1/templates/cm").await;
-            body["active"]["url"]
-                .as_str()
-                .is_some_and(|u| u.ends_with("/b"))
-                .then_some(())
-        },
-    )
+    wait_for("the swapped ConfigMap to load", Duration::from_secs(5), async || {
+        let (_, body) = gw.get("/v1/templates/cm").await;
+        body["active"]["url"].as_str().is_some_and(|u| u.ends_with("/b")).then_some(())
+    })
     .await;
     let id = gw.dispatch("cm", &payload(20, 1)).await;
     gw.wait_dispatch(&id, Duration::from_secs(10)).await;
@@ -255,48 +159,23 @@ async fn put_verifies_then_writes_the_file() {
     let config = ConfigDir::new(TEST_CONFIG);
     let gw = Gateway::start(&config, &[]).await;
 
-    let (status, body) = gw
-        .put_text("/v1/templates/created", &template(&broken.url("/x"), ""))
-        .await;
+    let (status, body) = gw.put_text("/v1/templates/created", &template(&broken.url("/x"), "")).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "verification_failed");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 503"),
-        "{body}"
-    );
-    assert!(
-        !config.template_path("created.yaml").exists(),
-        "nothing is written when verification fails"
-    );
+    assert!(body["error"]["message"].as_str().unwrap().contains("HTTP 503"), "{body}");
+    assert!(!config.template_path("created.yaml").exists(), "nothing is written when verification fails");
 
-    let (status, body) = gw
-        .put_text(
-            "/v1/templates/created",
-            "url: http://127.0.0.1:1/\nmethd: PUT\n",
-        )
-        .await;
+    let (status, body) = gw.put_text("/v1/templates/created", "url: http://127.0.0.1:1/\nmethd: PUT\n").await;
     assert_eq!(status, 422);
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains(":2:1: unknown field `methd`"), "{message}");
     assert!(message.contains("did you mean `method`?"), "{message}");
 
-    let (status, body) = gw
-        .put_text(
-            "/v1/templates/created",
-            &template(&working.url("/ok"), "method: PUT\n"),
-        )
-        .await;
+    let (status, body) = gw.put_text("/v1/templates/created", &template(&working.url("/ok"), "method: PUT\n")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["state"], "active");
     assert!(config.template_path("created.yaml").exists());
-    assert_eq!(
-        working.requests().len(),
-        1,
-        "verified once, not again by the reload"
-    );
+    assert_eq!(working.requests().len(), 1, "verified once, not again by the reload");
     // The reload that follows the write does not verify again.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(working.requests().len(), 1);
@@ -309,61 +188,26 @@ async fn put_verifies_then_writes_the_file() {
 #[test]
 fn validate_reports_each_problem_with_its_location() {
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "typo.yaml",
-        "url: http://127.0.0.1:9/\nmethod: POST\nretires: 3\n",
-    );
+    config.write_template("typo.yaml", "url: http://127.0.0.1:9/\nmethod: POST\nretires: 3\n");
     config.write_template("method.yaml", "url: http://127.0.0.1:9/\nmethod: PATCH\n");
     config.write_template(
         "env.yaml",
         "url: http://127.0.0.1:9/\nheaders:\n  X-Api-Key: ${env:HOOKGATE_TEST_SURELY_UNSET}\n",
     );
-    config.write_template(
-        "auth.yaml",
-        "url: http://127.0.0.1:9/\nauth:\n  type: basic\n  username: svc\n",
-    );
-    config.write_template(
-        "plugin.yaml",
-        "url: http://127.0.0.1:9/\nauth: {type: basci}\n",
-    );
-    config.write_template(
-        "timeout.yaml",
-        "url: http://127.0.0.1:9/\ntimeout: 5 seconds\n",
-    );
+    config.write_template("auth.yaml", "url: http://127.0.0.1:9/\nauth:\n  type: basic\n  username: svc\n");
+    config.write_template("plugin.yaml", "url: http://127.0.0.1:9/\nauth: {type: basci}\n");
+    config.write_template("timeout.yaml", "url: http://127.0.0.1:9/\ntimeout: 5 seconds\n");
     config.write_template("good.yaml", "url: http://127.0.0.1:9/\n");
-    let out = std::process::Command::new(bin())
-        .arg("validate")
-        .arg("--config")
-        .arg(config.path())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let expect = [
-        (
-            "typo.yaml:3:1: unknown field `retires`",
-            "did you mean `retries`?",
-        ),
-        (
-            "method.yaml:2:9: unknown method `PATCH`",
-            "use POST, PUT, GET or DELETE",
-        ),
-        (
-            "timeout.yaml:2:10: `5 seconds` is not a duration",
-            "like `5s`",
-        ),
-        (
-            "env.yaml:3:14: template `env`: environment variable `HOOKGATE_TEST_SURELY_UNSET`",
-            "is not set",
-        ),
-        (
-            "auth.yaml:2:1: auth plugin `basic`: `password` is required",
-            "",
-        ),
-        (
-            "plugin.yaml:2:8: unknown auth plugin `basci`",
-            "did you mean `basic`?",
-        ),
+        ("typo.yaml:3:1: unknown field `retires`", "did you mean `retries`?"),
+        ("method.yaml:2:9: unknown method `PATCH`", "use POST, PUT, GET or DELETE"),
+        ("timeout.yaml:2:10: `5 seconds` is not a duration", "like `5s`"),
+        ("env.yaml:3:14: template `env`: environment variable `HOOKGATE_TEST_SURELY_UNSET`", "is not set"),
+        ("auth.yaml:2:1: auth plugin `basic`: `password` is required", ""),
+        ("plugin.yaml:2:8: unknown auth plugin `basci`", "did you mean `basic`?"),
     ];
     for (start, also) in expect {
         let line = stdout
@@ -380,12 +224,7 @@ fn validate_reports_each_problem_with_its_location() {
 #[test]
 fn shipped_config_folder_is_valid() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let out = std::process::Command::new(bin())
-        .arg("validate")
-        .arg("--config")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(&dir).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("ok: 1 template(s) valid"), "{stdout}");
@@ -396,32 +235,18 @@ fn shipped_config_folder_is_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_deliveries_keep_their_version() {
     let old = Mock::start(|n, _| {
-        if n == 0 {
-            Reply::StatusWith(503, vec![("retry-after", "1".into())])
-        } else {
-            Reply::Status(200)
-        }
+        if n == 0 { Reply::StatusWith(503, vec![("retry-after", "1".into())]) } else { Reply::Status(200) }
     })
     .await;
     let new = Mock::answering(200).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "moving.yaml",
-        &template(&old.url("/old"), "verify: false\n"),
-    );
+    config.write_template("moving.yaml", &template(&old.url("/old"), "verify: false\n"));
     let gw = Gateway::start(&config, &[]).await;
-    let v1 = gw
-        .wait_state("moving", "active", Duration::from_secs(10))
-        .await["version"]
-        .as_u64()
-        .unwrap();
+    let v1 = gw.wait_state("moving", "active", Duration::from_secs(10)).await["version"].as_u64().unwrap();
 
     let id = gw.dispatch("moving", &payload(40, 1)).await;
     old.wait_deliveries(1, Duration::from_secs(5)).await;
-    config.write_template(
-        "moving.yaml",
-        &template(&new.url("/new"), "verify: false\n"),
-    );
+    config.write_template("moving.yaml", &template(&new.url("/new"), "verify: false\n"));
     wait_for("the edit to load", Duration::from_secs(5), async || {
         (gw.get("/v1/templates/moving").await.1["version"].as_u64() > Some(v1)).then_some(())
     })
@@ -429,11 +254,7 @@ async fn in_flight_deliveries_keep_their_version() {
     let view = gw.wait_dispatch(&id, Duration::from_secs(10)).await;
     assert_eq!(view["state"], "delivered");
     assert_eq!(view["template_version"], v1);
-    assert_eq!(
-        old.requests().len(),
-        2,
-        "the retry went to the URL the dispatch started with"
-    );
+    assert_eq!(old.requests().len(), 2, "the retry went to the URL the dispatch started with");
     assert!(new.requests().is_empty());
 }
 
@@ -444,24 +265,13 @@ async fn renaming_a_file_keeps_the_template_active() {
     let config = ConfigDir::new(TEST_CONFIG);
     config.write_template("a.yaml", &template(&mock.url("/"), "name: partner\n"));
     let gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("partner", "active", Duration::from_secs(10))
-        .await;
+    gw.wait_state("partner", "active", Duration::from_secs(10)).await;
     assert_eq!(mock.requests().len(), 1, "verified once");
-    std::fs::rename(
-        config.template_path("a.yaml"),
-        config.template_path("b.yaml"),
-    )
-    .unwrap();
-    wait_for(
-        "the rename to be seen",
-        Duration::from_secs(5),
-        async || {
-            let (_, body) = gw.get("/v1/templates/partner").await;
-            (body["state"] == "active"
-                && body["file"].as_str().is_some_and(|f| f.ends_with("b.yaml")))
-            .then_some(())
-        },
-    )
+    std::fs::rename(config.template_path("a.yaml"), config.template_path("b.yaml")).unwrap();
+    wait_for("the rename to be seen", Duration::from_secs(5), async || {
+        let (_, body) = gw.get("/v1/templates/partner").await;
+        (body["state"] == "active" && body["file"].as_str().is_some_and(|f| f.ends_with("b.yaml"))).then_some(())
+    })
     .await;
     assert_eq!(mock.requests().len(), 1, "not verified again");
 }

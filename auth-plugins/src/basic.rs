@@ -63,10 +63,7 @@ impl AuthPlugin for BasicPlugin {
         if config.username.is_empty() {
             return Err("`username` must not be empty".into());
         }
-        Ok(Arc::new(BasicAuth::new(
-            &config.username,
-            &config.password,
-        )?))
+        Ok(Arc::new(BasicAuth::new(&config.username, &config.password)?))
     }
 }
 
@@ -80,12 +77,8 @@ mod tests {
 
     fn build(config: serde_json::Value) -> Result<Arc<dyn Authorizer>, String> {
         let client = HttpClient::new(NetworkPolicy::default()).unwrap();
-        let ctx = BuildContext {
-            template: "t",
-            client: &client,
-            timeout: std::time::Duration::from_secs(5),
-            keys: None,
-        };
+        let ctx =
+            BuildContext { template: "t", client: &client, timeout: std::time::Duration::from_secs(5), keys: None };
         BasicPlugin.build(&ctx, config.as_object().unwrap())
     }
 
@@ -93,26 +86,13 @@ mod tests {
     async fn header_is_base64_of_user_colon_password() {
         // RFC 7617 §2's example.
         let auth = build(json!({"username": "Aladdin", "password": "open sesame"})).unwrap();
-        let (method, url, headers, body) = (
-            reqwest::Method::POST,
-            "http://x/".parse().unwrap(),
-            Default::default(),
-            Bytes::new(),
-        );
-        let request = OutgoingRequest {
-            template: "t",
-            method: &method,
-            url: &url,
-            headers: &headers,
-            body: &body,
-        };
+        let (method, url, headers, body) =
+            (reqwest::Method::POST, "http://x/".parse().unwrap(), Default::default(), Bytes::new());
+        let request = OutgoingRequest { template: "t", method: &method, url: &url, headers: &headers, body: &body };
         let headers = auth.authorize(&request).await.unwrap();
         let (name, value) = headers.iter().next().unwrap();
         assert_eq!(name, AUTHORIZATION);
-        assert_eq!(
-            value.to_str().unwrap(),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
+        assert_eq!(value.to_str().unwrap(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
         assert!(value.is_sensitive());
         assert!(!format!("{headers:?}").contains("QWxh"));
         assert!(!format!("{auth:?}").contains("QWxh"));
@@ -122,15 +102,10 @@ mod tests {
     fn config_errors_name_the_key_not_the_value() {
         let e = build(json!({"username": "u"})).unwrap_err();
         assert_eq!(e, "`password` is required");
-        let e =
-            build(json!({"username": "u", "password": "hunter22", "pasword": "x"})).unwrap_err();
+        let e = build(json!({"username": "u", "password": "hunter22", "pasword": "x"})).unwrap_err();
         assert!(e.starts_with("`pasword` is not a key"), "{e}");
         let e = build(json!({"username": "u", "password": 12345678})).unwrap_err();
         assert!(!e.contains("12345678"), "{e}");
-        assert!(
-            build(json!({"username": "a:b", "password": "p"}))
-                .unwrap_err()
-                .contains("`:`")
-        );
+        assert!(build(json!({"username": "a:b", "password": "p"})).unwrap_err().contains("`:`"));
     }
 }

@@ -76,17 +76,12 @@ pub struct FileKeyStore {
 
 impl std::fmt::Debug for FileKeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileKeyStore")
-            .field("dir", &self.dir)
-            .finish()
+        f.debug_struct("FileKeyStore").field("dir", &self.dir).finish()
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn err(message: impl Into<String>) -> KeyError {
@@ -96,11 +91,7 @@ fn err(message: impl Into<String>) -> KeyError {
 impl FileKeyStore {
     /// Opens the store in `dir` (it need not exist yet).
     pub fn open(dir: &Path, grace: Duration) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            grace,
-            state: RwLock::new(Loaded::default()),
-        }
+        Self { dir: dir.to_path_buf(), grace, state: RwLock::new(Loaded::default()) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -113,25 +104,16 @@ impl FileKeyStore {
 
     /// Re-reads `keys.json` if it changed since the last read.
     fn refresh(&self) -> Result<(), KeyError> {
-        let stamp = std::fs::metadata(self.meta_path())
-            .and_then(|m| m.modified())
-            .ok();
+        let stamp = std::fs::metadata(self.meta_path()).and_then(|m| m.modified()).ok();
         if self.state.read().unwrap_or_else(|e| e.into_inner()).stamp == stamp && stamp.is_some() {
             return Ok(());
         }
         let meta = match std::fs::read(self.meta_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                err(format!(
-                    "{} is not a valid key index: {e}",
-                    self.meta_path().display()
-                ))
-            })?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| err(format!("{} is not a valid key index: {e}", self.meta_path().display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta::default(),
             Err(e) => {
-                return Err(err(format!(
-                    "cannot read {}: {e}",
-                    self.meta_path().display()
-                )));
+                return Err(err(format!("cannot read {}: {e}", self.meta_path().display())));
             }
         };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -142,19 +124,13 @@ impl FileKeyStore {
 
     fn meta(&self) -> Result<Meta, KeyError> {
         self.refresh()?;
-        Ok(self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .meta
-            .clone())
+        Ok(self.state.read().unwrap_or_else(|e| e.into_inner()).meta.clone())
     }
 
     /// Whether a key may still sign and be published: active, standby, or retired within
     /// the grace period.
     fn usable(&self, key: &KeyMeta, now: u64) -> bool {
-        key.retired_at
-            .is_none_or(|r| r.saturating_add(self.grace.as_secs()) > now)
+        key.retired_at.is_none_or(|r| r.saturating_add(self.grace.as_secs()) > now)
     }
 
     /// Makes a new key. It becomes active if `activate` or if there is no active key; with
@@ -167,9 +143,7 @@ impl FileKeyStore {
         activate: bool,
     ) -> Result<KeyListing, KeyError> {
         if !ALLOWED_BITS.contains(&bits) {
-            return Err(err(format!(
-                "--bits must be 2048, 3072 or 4096, not {bits}"
-            )));
+            return Err(err(format!("--bits must be 2048, 3072 or 4096, not {bits}")));
         }
         let mut meta = self.meta()?;
         let kid = match id {
@@ -179,13 +153,9 @@ impl FileKeyStore {
         let valid_id = !kid.is_empty()
             && kid.len() <= 64
             && !kid.starts_with('.')
-            && kid
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && kid.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_id {
-            return Err(err(format!(
-                "`{kid}` is not a valid key id: use letters, digits, `-`, `_`, `.`"
-            )));
+            return Err(err(format!("`{kid}` is not a valid key id: use letters, digits, `-`, `_`, `.`")));
         }
         if meta.keys.iter().any(|k| k.kid == kid) {
             return Err(err(format!("a key with id `{kid}` already exists")));
@@ -193,24 +163,14 @@ impl FileKeyStore {
         let private = rsa::PrivateKey::new(&mut getrandom::SysRng, bits)
             .map_err(|e| err(format!("cannot generate an RSA key: {e}")))?;
         let public = private.to_public_key();
-        let private_pem = private
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| err(format!("cannot encode the private key: {e}")))?;
-        let public_pem = public
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| err(format!("cannot encode the public key: {e}")))?;
+        let private_pem =
+            private.to_pkcs8_pem(LineEnding::LF).map_err(|e| err(format!("cannot encode the private key: {e}")))?;
+        let public_pem =
+            public.to_public_key_pem(LineEnding::LF).map_err(|e| err(format!("cannot encode the public key: {e}")))?;
 
         create_private_dir(&self.dir)?;
-        write_atomic(
-            &self.dir.join(format!("{kid}.pem")),
-            private_pem.as_bytes(),
-            0o600,
-        )?;
-        write_atomic(
-            &self.dir.join(format!("{kid}.pub.pem")),
-            public_pem.as_bytes(),
-            0o644,
-        )?;
+        write_atomic(&self.dir.join(format!("{kid}.pem")), private_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.dir.join(format!("{kid}.pub.pem")), public_pem.as_bytes(), 0o644)?;
 
         let now = now_secs();
         let make_active = activate || meta.active.is_none();
@@ -234,10 +194,7 @@ impl FileKeyStore {
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(e.to_string()))?;
         write_atomic(&self.meta_path(), &json, 0o600)?;
         self.refresh()?;
-        self.list()?
-            .into_iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| err("the new key is missing from the index"))
+        self.list()?.into_iter().find(|k| k.kid == kid).ok_or_else(|| err("the new key is missing from the index"))
     }
 
     pub fn list(&self) -> Result<Vec<KeyListing>, KeyError> {
@@ -275,27 +232,16 @@ impl FileKeyStore {
     }
 
     fn signer(&self, kid: &str) -> Result<Arc<EncodingKey>, KeyError> {
-        if let Some(s) = self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .signers
-            .get(kid)
-        {
+        if let Some(s) = self.state.read().unwrap_or_else(|e| e.into_inner()).signers.get(kid) {
             return Ok(s.clone());
         }
         let pem = std::fs::read(self.dir.join(format!("{kid}.pem")))
             .map_err(|e| err(format!("cannot read the private key of `{kid}`: {e}")))?;
-        let key = Arc::new(EncodingKey::from_rsa_pem(&pem).map_err(|_| {
-            err(format!(
-                "the private key file of `{kid}` is not an RSA PEM key"
-            ))
-        })?);
-        self.state
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .signers
-            .insert(kid.to_string(), key.clone());
+        let key = Arc::new(
+            EncodingKey::from_rsa_pem(&pem)
+                .map_err(|_| err(format!("the private key file of `{kid}` is not an RSA PEM key")))?,
+        );
+        self.state.write().unwrap_or_else(|e| e.into_inner()).signers.insert(kid.to_string(), key.clone());
         Ok(key)
     }
 }
@@ -304,32 +250,22 @@ impl KeyStore for FileKeyStore {
     fn active(&self) -> Result<KeyInfo, KeyError> {
         let meta = self.meta()?;
         let kid = meta.active.ok_or_else(|| {
-            err(format!(
-                "there is no signing key in {}; create one with `hookgate keys generate`",
-                self.dir.display()
-            ))
+            err(format!("there is no signing key in {}; create one with `hookgate keys generate`", self.dir.display()))
         })?;
         self.key(&kid)
     }
 
     fn key(&self, kid: &str) -> Result<KeyInfo, KeyError> {
         let meta = self.meta()?;
-        let key = meta.keys.iter().find(|k| k.kid == kid).ok_or_else(|| {
-            err(format!(
-                "no key `{kid}` in {} (see `hookgate keys list`)",
-                self.dir.display()
-            ))
-        })?;
+        let key = meta
+            .keys
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| err(format!("no key `{kid}` in {} (see `hookgate keys list`)", self.dir.display())))?;
         if !self.usable(key, now_secs()) {
-            return Err(err(format!(
-                "key `{kid}` was retired and its grace period is over"
-            )));
+            return Err(err(format!("key `{kid}` was retired and its grace period is over")));
         }
-        Ok(KeyInfo {
-            kid: key.kid.clone(),
-            alg: key.alg,
-            bits: key.bits,
-        })
+        Ok(KeyInfo { kid: key.kid.clone(), alg: key.alg, bits: key.bits })
     }
 
     fn sign(&self, kid: &str, alg: SigningAlg, message: &[u8]) -> Result<String, KeyError> {
@@ -365,8 +301,7 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -406,24 +341,13 @@ mod tests {
     fn generate_rotate_and_publish() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileKeyStore::open(&dir.path().join("keys"), Duration::from_secs(3600));
-        assert!(
-            store
-                .active()
-                .unwrap_err()
-                .to_string()
-                .contains("hookgate keys generate")
-        );
-        let first = store
-            .generate(Some("first"), 2048, SigningAlg::RS256, false)
-            .unwrap();
+        assert!(store.active().unwrap_err().to_string().contains("hookgate keys generate"));
+        let first = store.generate(Some("first"), 2048, SigningAlg::RS256, false).unwrap();
         assert_eq!(first.status, "active");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("keys/first.pem"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join("keys/first.pem")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let second = store.generate(None, 2048, SigningAlg::RS384, true).unwrap();
@@ -431,30 +355,12 @@ mod tests {
         let listed = store.list().unwrap();
         assert_eq!(listed[0].status, "retired");
         let jwks = store.jwks();
-        let kids: Vec<&str> = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k["kid"].as_str().unwrap())
-            .collect();
+        let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
         assert_eq!(kids, vec!["first", second.kid.as_str()]);
         assert_eq!(jwks["keys"][1]["alg"], "RS384");
-        assert!(
-            store
-                .public_pem("first")
-                .unwrap()
-                .starts_with("-----BEGIN PUBLIC KEY-----")
-        );
-        assert!(
-            store
-                .generate(Some("first"), 2048, SigningAlg::RS256, false)
-                .is_err()
-        );
-        assert!(
-            store
-                .generate(None, 1024, SigningAlg::RS256, false)
-                .is_err()
-        );
+        assert!(store.public_pem("first").unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+        assert!(store.generate(Some("first"), 2048, SigningAlg::RS256, false).is_err());
+        assert!(store.generate(None, 1024, SigningAlg::RS256, false).is_err());
 
         // With no grace, the retired key leaves the JWKS and can no longer sign.
         let strict = FileKeyStore::open(&dir.path().join("keys"), Duration::ZERO);

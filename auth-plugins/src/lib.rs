@@ -33,18 +33,13 @@ pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
             let key = rest.split('`').next().unwrap_or_default();
             format!(
                 "`{key}` is not a key of this plugin; {}",
-                rest.split_once(", ")
-                    .map(|x| x.1)
-                    .unwrap_or("see the README")
+                rest.split_once(", ").map(|x| x.1).unwrap_or("see the README")
             )
         } else if let Some(rest) = message.strip_prefix("missing field `") {
             let key = rest.split('`').next().unwrap_or_default();
             format!("`{key}` is required")
         } else if message.starts_with("invalid type") {
-            let expected = message
-                .split(", expected ")
-                .nth(1)
-                .unwrap_or("another type");
+            let expected = message.split(", expected ").nth(1).unwrap_or("another type");
             format!("a value has the wrong type: expected {expected}")
         } else {
             message

@@ -79,10 +79,7 @@ pub struct Config {
 pub struct PluginLimits {
     /// Wall-clock time a call may run (time waiting on the host's `fetch` not counted).
     /// Default 100ms.
-    #[serde(
-        default = "default_plugin_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_plugin_timeout", deserialize_with = "duration::deserialize")]
     pub timeout: Duration,
     /// Linear memory of one instance, in bytes. Default 16 MiB.
     #[serde(default = "default_plugin_memory")]
@@ -138,9 +135,7 @@ pub struct Keys {
 
 impl Default for Keys {
     fn default() -> Self {
-        Self {
-            grace: default_grace(),
-        }
+        Self { grace: default_grace() }
     }
 }
 
@@ -161,10 +156,7 @@ pub enum QueueBackend {
 #[serde(deny_unknown_fields)]
 pub struct TemplateDefaults {
     /// Per-attempt timeout. Default 5s (the reference document's FAQ).
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
     pub timeout: Duration,
     /// Retries after the first attempt. Default 2 (the reference document's FAQ).
     #[serde(default = "default_retries")]
@@ -182,22 +174,13 @@ pub struct TemplateDefaults {
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Default 1s.
-    #[serde(
-        default = "default_backoff_base",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_backoff_base", deserialize_with = "duration::deserialize")]
     pub base: Duration,
     /// Default 5m.
-    #[serde(
-        default = "default_backoff_max",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_backoff_max", deserialize_with = "duration::deserialize")]
     pub max: Duration,
     /// The longest `Retry-After` that is honoured as given; longer ones are cut to this. Default 1h.
-    #[serde(
-        default = "default_max_retry_after",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_max_retry_after", deserialize_with = "duration::deserialize")]
     pub max_retry_after: Duration,
 }
 
@@ -206,10 +189,7 @@ pub struct Backoff {
 #[serde(deny_unknown_fields)]
 pub struct Reload {
     /// Changes within this window are one reload (an editor's save is several events). Default 200ms.
-    #[serde(
-        default = "default_debounce",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_debounce", deserialize_with = "duration::deserialize")]
     pub debounce: Duration,
     /// A full rescan runs this often even without file events, and templates that failed
     /// verification are verified again. Default 30s.
@@ -288,29 +268,19 @@ impl Default for TemplateDefaults {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: default_backoff_base(),
-            max: default_backoff_max(),
-            max_retry_after: default_max_retry_after(),
-        }
+        Self { base: default_backoff_base(), max: default_backoff_max(), max_retry_after: default_max_retry_after() }
     }
 }
 
 impl Default for Reload {
     fn default() -> Self {
-        Self {
-            debounce: default_debounce(),
-            rescan: default_rescan(),
-        }
+        Self { debounce: default_debounce(), rescan: default_rescan() }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_payload_bytes: default_max_payload(),
-            dispatch_records: default_max_records(),
-        }
+        Self { max_payload_bytes: default_max_payload(), dispatch_records: default_max_records() }
     }
 }
 
@@ -355,41 +325,22 @@ impl Settings {
             let top = key.as_str().split('.').next().unwrap_or_default();
             KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
-        let config: Config = Figment::new()
-            .merge(Yaml::file(&file))
-            .merge(env)
-            .extract()
-            .map_err(|e| {
-                let errors: Vec<String> = e
-                    .into_iter()
-                    .map(|e| describe_figment_error(&file, e))
-                    .collect();
-                ConfigError(errors.join("\n"))
-            })?;
+        let config: Config = Figment::new().merge(Yaml::file(&file)).merge(env).extract().map_err(|e| {
+            let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, e)).collect();
+            ConfigError(errors.join("\n"))
+        })?;
         if config.workers == 0 {
-            return Err(ConfigError(format!(
-                "{}: `workers` must be at least 1",
-                file.display()
-            )));
+            return Err(ConfigError(format!("{}: `workers` must be at least 1", file.display())));
         }
         if config.defaults.batch_size == 0 {
-            return Err(ConfigError(format!(
-                "{}: `defaults.batch_size` must be at least 1",
-                file.display()
-            )));
+            return Err(ConfigError(format!("{}: `defaults.batch_size` must be at least 1", file.display())));
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            config,
-        })
+        Ok(Self { dir: dir.to_path_buf(), config })
     }
 
     /// Settings with every default, rooted at `dir` (tests, `hookgate catch`).
     pub fn defaults(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            config: Config::default(),
-        }
+        Self { dir: dir.to_path_buf(), config: Config::default() }
     }
 
     pub fn templates_dir(&self) -> PathBuf {
@@ -416,11 +367,7 @@ impl Settings {
 }
 
 fn describe_figment_error(file: &Path, e: figment::Error) -> String {
-    let key = if e.path.is_empty() {
-        String::new()
-    } else {
-        format!("`{}`: ", e.path.join("."))
-    };
+    let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
     let source = match &e.metadata {
         Some(m) if m.name.contains("environment") => "environment (HOOKGATE_*)".to_string(),
         _ => file.display().to_string(),

@@ -55,10 +55,7 @@ impl Dispatcher {
         let template = match self.registry.lookup(template) {
             Lookup::Active(t) => t,
             Lookup::Inactive(reason) => {
-                return Err(DispatchError::Inactive {
-                    name: template.to_string(),
-                    reason,
-                });
+                return Err(DispatchError::Inactive { name: template.to_string(), reason });
             }
             Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
         };
@@ -66,46 +63,28 @@ impl Dispatcher {
         let profiles = payload.profiles.len();
         let requests = batches
             .iter()
-            .map(|b| RequestRecord { profiles: b.profiles, body: Some(b.body.clone()), status: RequestStatus::Pending, attempts: Vec::new() })
+            .map(|b| RequestRecord {
+                profiles: b.profiles,
+                body: Some(b.body.clone()),
+                status: RequestStatus::Pending,
+                attempts: Vec::new(),
+            })
             .collect();
         let record = DispatchRecord::new(DispatchId::new(), template.clone(), payload.campaign.clone(), requests);
         let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone());
         if !created {
             // A concurrent request with the same key won the race.
             return Ok(self
-                .replay(
-                    &template.name,
-                    idempotency_key.as_deref().unwrap_or_default(),
-                )
-                .unwrap_or(Accepted {
-                    dispatch_id,
-                    requests: batches.len(),
-                    profiles,
-                    created: false,
-                }));
+                .replay(&template.name, idempotency_key.as_deref().unwrap_or_default())
+                .unwrap_or(Accepted { dispatch_id, requests: batches.len(), profiles, created: false }));
         }
-        self.stats.accepted(
-            &payload.campaign,
-            &template.name,
-            batches.len() as u64,
-            profiles as u64,
-        );
+        self.stats.accepted(&payload.campaign, &template.name, batches.len() as u64, profiles as u64);
         let now = SystemTime::now();
         let jobs = (0..batches.len() as u32)
-            .map(|request| Job {
-                dispatch: dispatch_id,
-                request,
-                attempt: 1,
-                due: now,
-            })
+            .map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now })
             .collect();
         self.queue.push(jobs).await?;
-        Ok(Accepted {
-            dispatch_id,
-            requests: batches.len(),
-            profiles,
-            created: true,
-        })
+        Ok(Accepted { dispatch_id, requests: batches.len(), profiles, created: true })
     }
 
     fn replay(&self, template: &str, key: &str) -> Option<Accepted> {

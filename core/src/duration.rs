@@ -18,17 +18,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("`{text}` has no unit; write it like `5s` or `300ms`"))?;
         if number_len == 0 {
-            return Err(format!(
-                "`{text}` is not a duration; write it like `5s` or `300ms`"
-            ));
+            return Err(format!("`{text}` is not a duration; write it like `5s` or `300ms`"));
         }
         let number: f64 = rest[..number_len]
             .parse()
             .map_err(|_| format!("`{text}` is not a duration; write it like `5s` or `300ms`"))?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
             "ms" => number / 1000.0,
             "s" => number,
@@ -68,9 +64,7 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
 }
 
 /// As [`deserialize`], for an `Option<Duration>` field.
-pub fn deserialize_option<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
+pub fn deserialize_option<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     Option::<String>::deserialize(deserializer)?
         .map(|text| parse_duration(&text).map_err(serde::de::Error::custom))
         .transpose()
@@ -93,15 +87,8 @@ mod tests {
     #[test]
     fn refuses_bare_numbers_and_unknown_units() {
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
-        assert!(
-            parse_duration("5w")
-                .unwrap_err()
-                .starts_with("`5w` is not a duration: unknown unit `w`")
-        );
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86_400)
-        );
+        assert!(parse_duration("5w").unwrap_err().starts_with("`5w` is not a duration: unknown unit `w`"));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
     }

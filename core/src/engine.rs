@@ -65,16 +65,10 @@ impl Engine {
         };
         let templates_dir = settings.templates_dir();
         if options.watch {
-            std::fs::create_dir_all(&templates_dir).map_err(|e| {
-                EngineError(format!("cannot create {}: {e}", templates_dir.display()))
-            })?;
+            std::fs::create_dir_all(&templates_dir)
+                .map_err(|e| EngineError(format!("cannot create {}: {e}", templates_dir.display())))?;
         }
-        let registry = Registry::new(
-            loader,
-            templates_dir.clone(),
-            options.verify,
-            config.reload.rescan,
-        );
+        let registry = Registry::new(loader, templates_dir.clone(), options.verify, config.reload.rescan);
         let queue: Arc<dyn Queue> = match config.queue {
             QueueBackend::Memory => Arc::new(MemoryQueue::new()),
         };
@@ -143,24 +137,11 @@ impl Engine {
 
     /// Watches another folder (WASM plugins) like the templates folder, with the same
     /// debounce and rescan period, until shutdown.
-    pub fn watch_folder(
-        &self,
-        dir: &std::path::Path,
-        rescan: crate::watch::Rescan,
-    ) -> Result<(), EngineError> {
+    pub fn watch_folder(&self, dir: &std::path::Path, rescan: crate::watch::Rescan) -> Result<(), EngineError> {
         let reload = &self.settings.config.reload;
-        let handle = crate::watch::spawn(
-            dir,
-            reload.debounce,
-            reload.rescan,
-            self.shutdown.subscribe(),
-            rescan,
-        )
-        .map_err(|e| EngineError(format!("cannot watch {}: {e}", dir.display())))?;
-        self.tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        let handle = crate::watch::spawn(dir, reload.debounce, reload.rescan, self.shutdown.subscribe(), rescan)
+            .map_err(|e| EngineError(format!("cannot watch {}: {e}", dir.display())))?;
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
         Ok(())
     }
 

@@ -38,11 +38,10 @@ impl FromStr for AllowRule {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let net: IpAddr = addr.trim().parse().map_err(|_| {
-            format!(
-                "`{s}` is not `loopback`, `private`, `link-local`, an IP address or a CIDR block"
-            )
-        })?;
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}` is not `loopback`, `private`, `link-local`, an IP address or a CIDR block"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
@@ -59,9 +58,7 @@ impl FromStr for AllowRule {
 
 impl<'de> Deserialize<'de> for AllowRule {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -136,9 +133,7 @@ pub struct NetworkPolicy {
 impl NetworkPolicy {
     /// A policy that also allows loopback destinations (tests, `hookgate catch`).
     pub fn allow_loopback() -> Self {
-        Self {
-            allow: vec![AllowRule::Loopback],
-        }
+        Self { allow: vec![AllowRule::Loopback] }
     }
 
     /// `Ok` when the gateway may connect to `ip`; otherwise why not.
@@ -156,9 +151,7 @@ impl NetworkPolicy {
         if allowed {
             Ok(())
         } else {
-            Err(format!(
-                "{ip} is {class} address, which `network.allow` in hookgate.yaml does not allow"
-            ))
+            Err(format!("{ip} is {class} address, which `network.allow` in hookgate.yaml does not allow"))
         }
     }
 }
@@ -170,19 +163,11 @@ fn cidr_contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - prefix)
-            };
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
             (u32::from(n) & mask) == (u32::from(a) & mask)
         }
         (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - prefix)
-            };
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
             (u128::from(n) & mask) == (u128::from(a) & mask)
         }
         _ => false,
@@ -221,9 +206,7 @@ mod tests {
 
     #[test]
     fn allow_rules_open_what_they_name() {
-        let p = NetworkPolicy {
-            allow: vec!["loopback".parse().unwrap(), "10.1.0.0/16".parse().unwrap()],
-        };
+        let p = NetworkPolicy { allow: vec!["loopback".parse().unwrap(), "10.1.0.0/16".parse().unwrap()] };
         assert!(p.check(ip("127.0.0.1")).is_ok());
         assert!(p.check(ip("::1")).is_ok());
         assert!(p.check(ip("10.1.200.3")).is_ok());
@@ -233,17 +216,7 @@ mod tests {
 
     #[test]
     fn bad_rules_are_explained() {
-        assert!(
-            "10.0.0.0/33"
-                .parse::<AllowRule>()
-                .unwrap_err()
-                .contains("prefix")
-        );
-        assert!(
-            "intranet"
-                .parse::<AllowRule>()
-                .unwrap_err()
-                .contains("CIDR")
-        );
+        assert!("10.0.0.0/33".parse::<AllowRule>().unwrap_err().contains("prefix"));
+        assert!("intranet".parse::<AllowRule>().unwrap_err().contains("CIDR"));
     }
 }

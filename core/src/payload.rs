@@ -34,29 +34,22 @@ pub struct Batch {
 
 impl Payload {
     pub fn from_slice(body: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| PayloadError(format!("not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError(format!("not valid JSON: {e}")))?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: Value) -> Result<Self, PayloadError> {
         let Value::Object(mut envelope) = value else {
-            return Err(PayloadError(
-                "the payload must be a JSON object with `targetId` and `profiles`".into(),
-            ));
+            return Err(PayloadError("the payload must be a JSON object with `targetId` and `profiles`".into()));
         };
         let campaign = match envelope.get("targetId") {
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(_) => {
-                return Err(PayloadError(
-                    "`targetId` must be an integer or a non-empty string".into(),
-                ));
+                return Err(PayloadError("`targetId` must be an integer or a non-empty string".into()));
             }
             None => {
-                return Err(PayloadError(
-                    "`targetId` (the campaign id) is missing".into(),
-                ));
+                return Err(PayloadError("`targetId` (the campaign id) is missing".into()));
             }
         };
         match envelope.get("is_test") {
@@ -70,40 +63,28 @@ impl Payload {
         let profiles = match envelope.remove("profiles") {
             Some(Value::Array(items)) => items,
             Some(_) => {
-                return Err(PayloadError(
-                    "`profiles` must be an array of objects".into(),
-                ));
+                return Err(PayloadError("`profiles` must be an array of objects".into()));
             }
             None => return Err(PayloadError("`profiles` is missing".into())),
         };
         if let Some(i) = profiles.iter().position(|p| !p.is_object()) {
             return Err(PayloadError(format!("`profiles[{i}]` must be an object")));
         }
-        Ok(Self {
-            campaign,
-            envelope,
-            profiles,
-        })
+        Ok(Self { campaign, envelope, profiles })
     }
 
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
     /// each, in order. A payload without profiles is one request with an empty list.
     pub fn batches(&self, batch_size: usize) -> Vec<Batch> {
         let batch_size = batch_size.max(1);
-        let chunks: Vec<&[Value]> = if self.profiles.is_empty() {
-            vec![&[]]
-        } else {
-            self.profiles.chunks(batch_size).collect()
-        };
+        let chunks: Vec<&[Value]> =
+            if self.profiles.is_empty() { vec![&[]] } else { self.profiles.chunks(batch_size).collect() };
         chunks
             .into_iter()
             .map(|chunk| {
                 let mut body = self.envelope.clone();
                 body.insert("profiles".into(), Value::Array(chunk.to_vec()));
-                Batch {
-                    body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-                    profiles: chunk.len(),
-                }
+                Batch { body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), profiles: chunk.len() }
             })
             .collect()
     }
@@ -126,19 +107,14 @@ mod tests {
 
     fn payload(n: usize) -> Payload {
         let profiles: Vec<Value> = (0..n).map(|i| json!({"Identity": i})).collect();
-        Payload::from_value(
-            json!({"targetId": 42, "key_values": {"k": "v"}, "profiles": profiles, "extra": 1}),
-        )
-        .unwrap()
+        Payload::from_value(json!({"targetId": 42, "key_values": {"k": "v"}, "profiles": profiles, "extra": 1}))
+            .unwrap()
     }
 
     #[test]
     fn splits_into_batches_in_order() {
         let batches = payload(250).batches(100);
-        assert_eq!(
-            batches.iter().map(|b| b.profiles).collect::<Vec<_>>(),
-            vec![100, 100, 50]
-        );
+        assert_eq!(batches.iter().map(|b| b.profiles).collect::<Vec<_>>(), vec![100, 100, 50]);
         let last: Value = serde_json::from_slice(&batches[2].body).unwrap();
         assert_eq!(last["targetId"], 42);
         assert_eq!(last["key_values"]["k"], "v");
@@ -161,12 +137,7 @@ mod tests {
         assert!(e(json!({"targetId": 1, "profiles": [{}, 3]})).contains("`profiles[1]`"));
         assert!(e(json!({"targetId": 1.5, "profiles": []})).contains("`targetId`"));
         assert!(e(json!({"targetId": 1, "is_test": "yes", "profiles": []})).contains("`is_test`"));
-        assert_eq!(
-            Payload::from_value(json!({"targetId": "c-9", "profiles": []}))
-                .unwrap()
-                .campaign,
-            "c-9"
-        );
+        assert_eq!(Payload::from_value(json!({"targetId": "c-9", "profiles": []})).unwrap().campaign, "c-9");
     }
 
     #[test]

@@ -45,9 +45,7 @@ impl fmt::Display for DispatchId {
 impl FromStr for DispatchId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| format!("`{s}` is not a dispatch id"))
+        Uuid::parse_str(s).map(Self).map_err(|_| format!("`{s}` is not a dispatch id"))
     }
 }
 
@@ -185,7 +183,12 @@ impl Records {
     pub fn work(&self, id: DispatchId, request: u32) -> Option<Work> {
         let record = self.get(id)?;
         let req = record.request(request)?;
-        Some(Work { template: record.template.clone(), campaign: record.campaign.clone(), body: req.body.clone()?, profiles: req.profiles })
+        Some(Work {
+            template: record.template.clone(),
+            campaign: record.campaign.clone(),
+            body: req.body.clone()?,
+            profiles: req.profiles,
+        })
     }
 
     /// Waits until every request of the dispatch is finished (or the record is gone), and
@@ -295,9 +298,7 @@ impl DispatchRecord {
                 let (status, error, reason) = match &r.status {
                     RequestStatus::Pending => ("pending", None, None),
                     RequestStatus::Delivered => ("delivered", None, None),
-                    RequestStatus::Failed { reason } => {
-                        ("failed", Some(DISPATCH_FAILED), Some(reason.clone()))
-                    }
+                    RequestStatus::Failed { reason } => ("failed", Some(DISPATCH_FAILED), Some(reason.clone())),
                 };
                 RequestView {
                     index,

@@ -13,22 +13,7 @@ use crate::payload::CampaignId;
 use crate::records::DISPATCH_FAILED;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    f64::INFINITY,
-];
+const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Counts {
@@ -47,10 +32,7 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe(&mut self, d: Duration) {
         let s = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(BUCKETS.len() - 1);
+        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len() - 1);
         self.counts[i] += 1;
         self.sum += s;
         self.max = self.max.max(s);
@@ -137,11 +119,7 @@ impl DeliveryStats {
         let mut errors: Vec<ErrorView> = self
             .errors
             .iter()
-            .map(|(reason, count)| ErrorView {
-                error: DISPATCH_FAILED,
-                reason: reason.clone(),
-                count: *count,
-            })
+            .map(|(reason, count)| ErrorView { error: DISPATCH_FAILED, reason: reason.clone(), count: *count })
             .collect();
         errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
         let ms = |s: f64| (s * 1e6).round() / 1e3;
@@ -153,11 +131,7 @@ impl DeliveryStats {
             attempts: self.attempts.iter().map(|(k, v)| (k.label(), *v)).collect(),
             latency_ms: LatencyView {
                 count: n,
-                mean: if n == 0 {
-                    0.0
-                } else {
-                    ms(self.latency.sum / n as f64)
-                },
+                mean: if n == 0 { 0.0 } else { ms(self.latency.sum / n as f64) },
                 p50: ms(self.latency.quantile(0.5)),
                 p99: ms(self.latency.quantile(0.99)),
                 max: ms(self.latency.max),
@@ -228,13 +202,7 @@ impl Stats {
         self.update(campaign, template, |s| s.accepted(requests, profiles));
     }
 
-    pub fn attempt(
-        &self,
-        campaign: &str,
-        template: &str,
-        latency: Duration,
-        result: AttemptResult,
-    ) {
+    pub fn attempt(&self, campaign: &str, template: &str, latency: Duration, result: AttemptResult) {
         self.update(campaign, template, |s| s.attempt(latency, result));
     }
 
@@ -252,10 +220,7 @@ impl Stats {
         Some(CampaignView {
             target_id: campaign.to_string(),
             total: total.view(),
-            templates: by_template
-                .iter()
-                .map(|(k, v)| (k.clone(), v.view()))
-                .collect(),
+            templates: by_template.iter().map(|(k, v)| (k.clone(), v.view())).collect(),
         })
     }
 
@@ -269,50 +234,23 @@ impl Stats {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let t = &inner.templates;
         let outcomes: [(&str, &str, CountsOf); 2] = [
-            (
-                "hookgate_requests_total",
-                "Outgoing requests finished, by outcome.",
-                |s| s.requests,
-            ),
-            (
-                "hookgate_profiles_total",
-                "Profiles in finished requests, by outcome.",
-                |s| s.profiles,
-            ),
+            ("hookgate_requests_total", "Outgoing requests finished, by outcome.", |s| s.requests),
+            ("hookgate_profiles_total", "Profiles in finished requests, by outcome.", |s| s.profiles),
         ];
         for (metric, help, counts) in outcomes {
             family(out, metric, "counter", help);
             for (name, s) in t {
                 let c = counts(s);
                 for (outcome, n) in [("delivered", c.delivered), ("failed", c.failed)] {
-                    let _ = writeln!(
-                        out,
-                        "{metric}{{template=\"{}\",outcome=\"{outcome}\"}} {n}",
-                        esc(name)
-                    );
+                    let _ = writeln!(out, "{metric}{{template=\"{}\",outcome=\"{outcome}\"}} {n}", esc(name));
                 }
             }
         }
-        family(
-            out,
-            "hookgate_requests_pending",
-            "gauge",
-            "Outgoing requests not yet finished.",
-        );
+        family(out, "hookgate_requests_pending", "gauge", "Outgoing requests not yet finished.");
         for (name, s) in t {
-            let _ = writeln!(
-                out,
-                "hookgate_requests_pending{{template=\"{}\"}} {}",
-                esc(name),
-                s.requests.pending
-            );
+            let _ = writeln!(out, "hookgate_requests_pending{{template=\"{}\"}} {}", esc(name), s.requests.pending);
         }
-        family(
-            out,
-            "hookgate_attempts_total",
-            "counter",
-            "Attempts, by result (success, retry, failure).",
-        );
+        family(out, "hookgate_attempts_total", "counter", "Attempts, by result (success, retry, failure).");
         for (name, s) in t {
             for (result, n) in &s.attempts {
                 let _ = writeln!(
@@ -323,36 +261,20 @@ impl Stats {
                 );
             }
         }
-        family(
-            out,
-            "hookgate_attempt_duration_seconds",
-            "histogram",
-            "Attempt latency.",
-        );
+        family(out, "hookgate_attempt_duration_seconds", "histogram", "Attempt latency.");
         for (name, s) in t {
             let name = esc(name);
             let mut cumulative = 0;
             for (i, bound) in BUCKETS.iter().enumerate() {
                 cumulative += s.latency.counts[i];
-                let le = if bound.is_infinite() {
-                    "+Inf".to_string()
-                } else {
-                    bound.to_string()
-                };
+                let le = if bound.is_infinite() { "+Inf".to_string() } else { bound.to_string() };
                 let _ = writeln!(
                     out,
                     "hookgate_attempt_duration_seconds_bucket{{template=\"{name}\",le=\"{le}\"}} {cumulative}"
                 );
             }
-            let _ = writeln!(
-                out,
-                "hookgate_attempt_duration_seconds_sum{{template=\"{name}\"}} {}",
-                s.latency.sum
-            );
-            let _ = writeln!(
-                out,
-                "hookgate_attempt_duration_seconds_count{{template=\"{name}\"}} {cumulative}"
-            );
+            let _ = writeln!(out, "hookgate_attempt_duration_seconds_sum{{template=\"{name}\"}} {}", s.latency.sum);
+            let _ = writeln!(out, "hookgate_attempt_duration_seconds_count{{template=\"{name}\"}} {cumulative}");
         }
     }
 }
@@ -368,10 +290,7 @@ pub fn family(out: &mut String, metric: &str, kind: &str, help: &str) {
 
 /// Escapes a Prometheus label value.
 pub fn esc(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -382,32 +301,13 @@ mod tests {
     fn counts_move_from_pending_to_outcomes() {
         let s = Stats::new();
         s.accepted("42", "orders", 3, 250);
-        s.attempt(
-            "42",
-            "orders",
-            Duration::from_millis(20),
-            AttemptResult::Success,
-        );
+        s.attempt("42", "orders", Duration::from_millis(20), AttemptResult::Success);
         s.delivered("42", "orders", 100);
         s.delivered("42", "orders", 100);
         s.failed("42", "orders", 50, "HTTP 400 Bad Request");
         let c = s.campaign("42").unwrap();
-        assert_eq!(
-            c.total.requests,
-            Counts {
-                delivered: 2,
-                failed: 1,
-                pending: 0
-            }
-        );
-        assert_eq!(
-            c.total.profiles,
-            Counts {
-                delivered: 200,
-                failed: 50,
-                pending: 0
-            }
-        );
+        assert_eq!(c.total.requests, Counts { delivered: 2, failed: 1, pending: 0 });
+        assert_eq!(c.total.profiles, Counts { delivered: 200, failed: 50, pending: 0 });
         assert_eq!(c.total.errors.len(), 1);
         assert_eq!(c.total.errors[0].error, "Webhook Dispatch Failed");
         assert_eq!(c.total.errors[0].reason, "HTTP 400 Bad Request");
@@ -431,21 +331,11 @@ mod tests {
     fn prometheus_text_has_series_per_template() {
         let s = Stats::new();
         s.accepted("1", "a\"b", 1, 1);
-        s.attempt(
-            "1",
-            "a\"b",
-            Duration::from_millis(1),
-            AttemptResult::Success,
-        );
+        s.attempt("1", "a\"b", Duration::from_millis(1), AttemptResult::Success);
         s.delivered("1", "a\"b", 1);
         let mut out = String::new();
         s.render_prometheus(&mut out);
-        assert!(
-            out.contains("hookgate_requests_total{template=\"a\\\"b\",outcome=\"delivered\"} 1"),
-            "{out}"
-        );
-        assert!(out.contains(
-            "hookgate_attempt_duration_seconds_bucket{template=\"a\\\"b\",le=\"+Inf\"} 1"
-        ));
+        assert!(out.contains("hookgate_requests_total{template=\"a\\\"b\",outcome=\"delivered\"} 1"), "{out}");
+        assert!(out.contains("hookgate_attempt_duration_seconds_bucket{template=\"a\\\"b\",le=\"+Inf\"} 1"));
     }
 }

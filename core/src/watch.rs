@@ -32,14 +32,13 @@ pub fn spawn(
     rescan: Rescan,
 ) -> Result<tokio::task::JoinHandle<()>, notify::Error> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-            Ok(_) => {
-                let _ = tx.send(());
-            }
-            Err(e) => warn!("folder watcher: {e}"),
-        })?;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+        Ok(_) => {
+            let _ = tx.send(());
+        }
+        Err(e) => warn!("folder watcher: {e}"),
+    })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
 
     Ok(tokio::spawn(async move {

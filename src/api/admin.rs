@@ -9,18 +9,8 @@ use hookgate_core::secret::constant_time_eq;
 
 use super::{ApiError, AppState};
 
-pub async fn require_token(
-    State(engine): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = engine
-        .settings
-        .config
-        .admin_token
-        .as_ref()
-        .filter(|t| !t.is_empty())
-    else {
+pub async fn require_token(State(engine): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(token) = engine.settings.config.admin_token.as_ref().filter(|t| !t.is_empty()) else {
         return next.run(request).await;
     };
     let presented = request
@@ -30,9 +20,7 @@ pub async fn require_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => {
-            next.run(request).await
-        }
+        Some(p) if constant_time_eq(p.as_bytes(), token.expose().as_bytes()) => next.run(request).await,
         Some(_) => unauthorized("the bearer token is not the admin token"),
         None => unauthorized(
             "this route needs `Authorization: Bearer <admin_token>` (admin_token is set in hookgate.yaml or HOOKGATE_ADMIN_TOKEN)",
@@ -41,11 +29,7 @@ pub async fn require_token(
 }
 
 fn unauthorized(message: &str) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-    response.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        axum::http::HeaderValue::from_static("Bearer"),
-    );
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    response.headers_mut().insert(WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
     response
 }

@@ -26,11 +26,7 @@ pub async fn dispatch(
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
+            let key = v.to_str().ok().map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY);
             Some(
                 key.ok_or_else(|| {
                     ApiError::new(
@@ -43,33 +39,14 @@ pub async fn dispatch(
             )
         }
     };
-    let payload = Payload::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_payload",
-            e.to_string(),
-        )
+    let payload = Payload::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()))?;
+    let accepted = engine.dispatcher.dispatch(&name, payload, key).await.map_err(|e| match e {
+        DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
+        DispatchError::Inactive { .. } => ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string()),
+        DispatchError::Payload(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()),
+        DispatchError::Queue(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()),
     })?;
-    let accepted = engine
-        .dispatcher
-        .dispatch(&name, payload, key)
-        .await
-        .map_err(|e| match e {
-            DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
-            DispatchError::Inactive { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string())
-            }
-            DispatchError::Payload(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_payload",
-                e.to_string(),
-            ),
-            DispatchError::Queue(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "queue_unavailable",
-                e.to_string(),
-            ),
-        })?;
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({
@@ -82,35 +59,24 @@ pub async fn dispatch(
     )
         .into_response();
     if !accepted.created {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
 
-pub async fn get(
-    State(engine): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id: DispatchId = id.parse().map_err(|e: String| ApiError::not_found(e))?;
-    let record = engine.records.get(id).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no dispatch {id} (unknown, or older than the records kept)"
-        ))
-    })?;
+    let record = engine
+        .records
+        .get(id)
+        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or older than the records kept)")))?;
     let view = record.view();
     Ok(Json(json!(view)))
 }
 
-pub async fn campaign(
-    State(engine): State<AppState>,
-    Path(target_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn campaign(State(engine): State<AppState>, Path(target_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let stats = engine.stats.campaign(&target_id).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no dispatch has been made for campaign (targetId) `{target_id}`"
-        ))
+        ApiError::not_found(format!("no dispatch has been made for campaign (targetId) `{target_id}`"))
     })?;
     Ok(Json(json!(stats)))
 }

@@ -20,66 +20,28 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(engine): State<AppState>) -> impl IntoResponse {
     let loaded = engine.registry.snapshot().loaded;
     let queue = engine.queue.ready().await;
-    let status = if loaded && queue {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({"ready": loaded && queue, "templates_loaded": loaded, "queue": queue})),
-    )
+    let status = if loaded && queue { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": loaded && queue, "templates_loaded": loaded, "queue": queue})))
 }
 
 pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let snapshot = engine.registry.snapshot();
-    family(
-        &mut out,
-        "hookgate_templates",
-        "gauge",
-        "Templates by state.",
-    );
+    family(&mut out, "hookgate_templates", "gauge", "Templates by state.");
     for state in ["active", "unverified", "invalid"] {
-        let n = snapshot
-            .entries
-            .values()
-            .filter(|e| e.state.label() == state)
-            .count();
+        let n = snapshot.entries.values().filter(|e| e.state.label() == state).count();
         let _ = writeln!(out, "hookgate_templates{{state=\"{state}\"}} {n}");
     }
-    family(
-        &mut out,
-        "hookgate_template_reload_errors_total",
-        "counter",
-        "Template files that failed to load.",
-    );
-    let _ = writeln!(
-        out,
-        "hookgate_template_reload_errors_total {}",
-        engine.registry.reload_errors()
-    );
-    family(
-        &mut out,
-        "hookgate_queue_jobs",
-        "gauge",
-        "Jobs waiting or in progress.",
-    );
-    let _ = writeln!(
-        out,
-        "hookgate_queue_jobs {}",
-        engine.queue.len().await.unwrap_or(0)
-    );
+    family(&mut out, "hookgate_template_reload_errors_total", "counter", "Template files that failed to load.");
+    let _ = writeln!(out, "hookgate_template_reload_errors_total {}", engine.registry.reload_errors());
+    family(&mut out, "hookgate_queue_jobs", "gauge", "Jobs waiting or in progress.");
+    let _ = writeln!(out, "hookgate_queue_jobs {}", engine.queue.len().await.unwrap_or(0));
     engine.stats.render_prometheus(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 /// The public keys of the key store (RFC 7517 JWK Set), for partners' auth servers.
 pub async fn jwks(State(engine): State<AppState>) -> impl IntoResponse {
-    let jwks = engine
-        .keys
-        .as_ref()
-        .map(|k| k.jwks())
-        .unwrap_or_else(|| json!({"keys": []}));
+    let jwks = engine.keys.as_ref().map(|k| k.jwks()).unwrap_or_else(|| json!({"keys": []}));
     ([(header::CACHE_CONTROL, "max-age=60")], Json(jwks))
 }

@@ -28,19 +28,14 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/templates/{name}/dispatch", post(dispatches::dispatch))
         .route("/dispatches/{id}", get(dispatches::get))
         .route("/campaigns/{target_id}", get(dispatches::campaign))
-        .route_layer(axum::middleware::from_fn_with_state(
-            engine.clone(),
-            admin::require_token,
-        ));
+        .route_layer(axum::middleware::from_fn_with_state(engine.clone(), admin::require_token));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/.well-known/jwks.json", get(health::jwks))
         .nest("/v1", v1)
-        .fallback(|| async {
-            ApiError::not_found("no such route; see DESIGN.md or README.md for the API")
-        })
+        .fallback(|| async { ApiError::not_found("no such route; see DESIGN.md or README.md for the API") })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(engine)
 }

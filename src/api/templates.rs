@@ -44,10 +44,7 @@ fn entry_json(entry: &Entry) -> Value {
         TemplateState::Active => {}
         TemplateState::Unverified { reason, .. } => {
             obj.insert("reason".into(), json!(reason));
-            obj.insert(
-                "pending".into(),
-                json!(entry.candidate.as_deref().map(template_json)),
-            );
+            obj.insert("pending".into(), json!(entry.candidate.as_deref().map(template_json)));
         }
         TemplateState::Invalid { error } => {
             obj.insert("error".into(), json!(error.to_string()));
@@ -76,10 +73,7 @@ pub async fn list(State(engine): State<AppState>) -> Json<Value> {
     Json(json!({"templates": snapshot.entries.values().map(entry_json).collect::<Vec<_>>()}))
 }
 
-pub async fn get(
-    State(engine): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let entry = find(&engine, &name)?;
     let mut v = entry_json(&entry);
     if let Some(stats) = engine.stats.template(&name) {
@@ -95,68 +89,37 @@ pub async fn put(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be UTF-8 YAML or JSON",
-        )
-    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the body must be UTF-8 YAML or JSON"))?;
     let existed = engine.registry.snapshot().entries.contains_key(&name);
     match engine.registry.put(&name, text).await {
         Ok(_) => {
             let snapshot = engine.registry.snapshot();
-            let entry = snapshot
-                .entries
-                .get(&name)
-                .map(entry_json)
-                .unwrap_or(Value::Null);
-            Ok((
-                if existed {
-                    StatusCode::OK
-                } else {
-                    StatusCode::CREATED
-                },
-                Json(entry),
-            ))
+            let entry = snapshot.entries.get(&name).map(entry_json).unwrap_or(Value::Null);
+            Ok((if existed { StatusCode::OK } else { StatusCode::CREATED }, Json(entry)))
         }
-        Err(PutError::Invalid(error)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_template",
-            error.to_string(),
-        )
-        .with(json!({"location": {"line": error.line, "column": error.column}}))),
-        Err(PutError::Verification(reason)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "verification_failed",
-            reason,
-        )),
-        Err(PutError::Conflict(message)) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "conflict", message))
+        Err(PutError::Invalid(error)) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_template", error.to_string())
+                .with(json!({"location": {"line": error.line, "column": error.column}})))
         }
-        Err(PutError::Io(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "io",
-            format!("cannot write the template file: {e}"),
-        )),
+        Err(PutError::Verification(reason)) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "verification_failed", reason))
+        }
+        Err(PutError::Conflict(message)) => Err(ApiError::new(StatusCode::CONFLICT, "conflict", message)),
+        Err(PutError::Io(e)) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "io", format!("cannot write the template file: {e}")))
+        }
     }
 }
 
 /// Sends the test payload now; a template waiting for verification becomes active on 2xx.
-pub async fn test(
-    State(engine): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (template, outcome) = engine.registry.test(&name).await.ok_or_else(|| {
-        ApiError::not_found(format!("no loaded version of a template named `{name}`"))
-    })?;
-    let state = engine
+pub async fn test(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (template, outcome) = engine
         .registry
-        .snapshot()
-        .entries
-        .get(&name)
-        .map(|e| e.state.label())
-        .unwrap_or("removed");
+        .test(&name)
+        .await
+        .ok_or_else(|| ApiError::not_found(format!("no loaded version of a template named `{name}`")))?;
+    let state = engine.registry.snapshot().entries.get(&name).map(|e| e.state.label()).unwrap_or("removed");
     Ok(Json(match outcome {
         Ok(r) => json!({
             "template": name,
@@ -180,36 +143,20 @@ pub async fn test(
 
 /// Obtains a token now (the reference document's "Generate"): expiry, scopes and a masked
 /// token, never the token.
-pub async fn token(
-    State(engine): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn token(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let entry = find(&engine, &name)?;
-    let template = entry
-        .active
-        .clone()
-        .or_else(|| entry.candidate.clone())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "template_inactive",
-                format!("template `{name}` has no loaded version"),
-            )
-        })?;
+    let template = entry.active.clone().or_else(|| entry.candidate.clone()).ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "template_inactive", format!("template `{name}` has no loaded version"))
+    })?;
     let result = template.auth.fetch_token().await.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no_tokens",
-            format!(
-                "template `{name}` uses auth `{}`, which has no tokens",
-                template.auth_type
-            ),
+            format!("template `{name}` uses auth `{}`, which has no tokens", template.auth_type),
         )
     })?;
     match result {
-        Ok(info) => Ok(Json(
-            json!({"template": name, "version": template.version, "token": info}),
-        )),
+        Ok(info) => Ok(Json(json!({"template": name, "version": template.version, "token": info}))),
         Err(error) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "token_request_failed",

@@ -16,54 +16,28 @@ pub fn run(dir: &Path, action: KeysAction) -> anyhow::Result<ExitCode> {
     match action {
         KeysAction::Generate { key } => {
             let alg: SigningAlg = key.alg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let made = store
-                .generate(key.id.as_deref(), key.bits, alg, false)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "generated key `{}` ({} bits, {}), {}",
-                made.kid, made.bits, made.alg, made.status
-            );
+            let made = store.generate(key.id.as_deref(), key.bits, alg, false).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("generated key `{}` ({} bits, {}), {}", made.kid, made.bits, made.alg, made.status);
             println!("its public key: hookgate keys public {}", made.kid);
         }
         KeysAction::Rotate { key } => {
             let alg: SigningAlg = key.alg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
             let previous = store.active().ok();
-            let made = store
-                .generate(key.id.as_deref(), key.bits, alg, true)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
-                "key `{}` ({} bits, {}) is now active",
-                made.kid, made.bits, made.alg
-            );
+            let made = store.generate(key.id.as_deref(), key.bits, alg, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("key `{}` ({} bits, {}) is now active", made.kid, made.bits, made.alg);
             if let Some(previous) = previous {
                 let grace = hookgate_core::duration::format_duration(settings.config.keys.grace);
-                println!(
-                    "key `{}` stays in the JWKS and may still sign for {grace}",
-                    previous.kid
-                );
+                println!("key `{}` stays in the JWKS and may still sign for {grace}", previous.kid);
             }
         }
         KeysAction::List => {
             let keys = store.list().map_err(|e| anyhow::anyhow!("{e}"))?;
             if keys.is_empty() {
-                println!(
-                    "no keys in {}; create one with `hookgate keys generate`",
-                    store.dir().display()
-                );
+                println!("no keys in {}; create one with `hookgate keys generate`", store.dir().display());
             }
             for k in keys {
-                let until = k
-                    .jwks_until
-                    .map(|u| format!(" (in the JWKS until {})", when(u)))
-                    .unwrap_or_default();
-                println!(
-                    "{}\t{}\t{} bits\tcreated {}\t{}{until}",
-                    k.kid,
-                    k.alg,
-                    k.bits,
-                    when(k.created_at),
-                    k.status
-                );
+                let until = k.jwks_until.map(|u| format!(" (in the JWKS until {})", when(u))).unwrap_or_default();
+                println!("{}\t{}\t{} bits\tcreated {}\t{}{until}", k.kid, k.alg, k.bits, when(k.created_at), k.status);
             }
         }
         KeysAction::Jwks => {
@@ -74,10 +48,7 @@ pub fn run(dir: &Path, action: KeysAction) -> anyhow::Result<ExitCode> {
                 Some(id) => id,
                 None => store.active().map_err(|e| anyhow::anyhow!("{e}"))?.kid,
             };
-            print!(
-                "{}",
-                store.public_pem(&kid).map_err(|e| anyhow::anyhow!("{e}"))?
-            );
+            print!("{}", store.public_pem(&kid).map_err(|e| anyhow::anyhow!("{e}"))?);
         }
     }
     Ok(ExitCode::SUCCESS)

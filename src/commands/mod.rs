@@ -25,11 +25,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => serve::run(&config.config).await,
         Command::Validate { config, verify } => validate::run(&config.config, verify).await,
-        Command::Send {
-            template,
-            payload,
-            config,
-        } => send::run(&config.config, &template, &payload).await,
+        Command::Send { template, payload, config } => send::run(&config.config, &template, &payload).await,
         Command::Test { template, config } => test::run(&config.config, &template).await,
         Command::Token { template, config } => token::run(&config.config, &template).await,
         Command::Keys { action, config } => keys::run(&config.config, action),
@@ -49,24 +45,14 @@ async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     crate::logging::init(&settings.config.log);
     let key_store = key_store(&settings);
     let (plugins, _wasm) = crate::plugins::load(&settings).await?;
-    let (engine, _report) = Engine::start(
-        settings,
-        plugins,
-        Some(key_store),
-        EngineOptions {
-            watch: false,
-            verify: false,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (engine, _report) =
+        Engine::start(settings, plugins, Some(key_store), EngineOptions { watch: false, verify: false })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(engine)
 }
 
 /// The key store in `data_dir/keys/`.
 fn key_store(settings: &Settings) -> Arc<dyn KeyStore> {
-    Arc::new(FileKeyStore::open(
-        &settings.keys_dir(),
-        settings.config.keys.grace,
-    ))
+    Arc::new(FileKeyStore::open(&settings.keys_dir(), settings.config.keys.grace))
 }

@@ -14,20 +14,12 @@ use crate::cli::PluginAction;
 pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
     let PluginAction::Check { file, with, config } = action;
     let settings = super::load_settings(&config.config)?;
-    let plugin_config: serde_json::Value = serde_json::from_str(&with)
-        .context("--with must be a JSON object (the plugin's config)")?;
-    anyhow::ensure!(
-        plugin_config.is_object(),
-        "--with must be a JSON object (the plugin's config)"
-    );
+    let plugin_config: serde_json::Value =
+        serde_json::from_str(&with).context("--with must be a JSON object (the plugin's config)")?;
+    anyhow::ensure!(plugin_config.is_object(), "--with must be a JSON object (the plugin's config)");
     let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let name = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("plugin")
-        .to_string();
-    let engine =
-        PluginEngine::new(settings.config.plugins.clone(), None).map_err(|e| anyhow::anyhow!(e))?;
+    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    let engine = PluginEngine::new(settings.config.plugins.clone(), None).map_err(|e| anyhow::anyhow!(e))?;
 
     let started = std::time::Instant::now();
     let plugin = match engine.load(&name, &bytes) {
@@ -37,15 +29,9 @@ pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    println!(
-        "{}: a component implementing hookgate:plugin@0.1.0 (world `plugin`)",
-        file.display()
-    );
+    println!("{}: a component implementing hookgate:plugin@0.1.0 (world `plugin`)", file.display());
     println!("  sha256:   {}", plugin.sha256);
-    println!(
-        "  compiled: {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    println!("  compiled: {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
     println!("  exports:  describe, authorize, transform");
     let info = match engine.describe(&plugin).await {
         Ok(info) => info,
@@ -65,20 +51,14 @@ pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
             template: "sample".into(),
             method: "POST".into(),
             url: "https://partner.example/hooks".into(),
-            headers: vec![Header {
-                name: "content-type".into(),
-                value: "application/json".into(),
-            }],
+            headers: vec![Header { name: "content-type".into(), value: "application/json".into() }],
             body: body.clone(),
         };
         let ctx = Arc::new(CallContext::new(&name, "sample"));
         let started = std::time::Instant::now();
         match engine.authorize(&plugin, ctx, &request, &config_json).await {
             Ok(headers) => {
-                println!(
-                    "  authorize (sample request, {:.2} ms):",
-                    started.elapsed().as_secs_f64() * 1000.0
-                );
+                println!("  authorize (sample request, {:.2} ms):", started.elapsed().as_secs_f64() * 1000.0);
                 for h in headers {
                     println!("    {}: {}", h.name, mask(&h.value));
                 }
@@ -93,10 +73,7 @@ pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
         let ctx = Arc::new(CallContext::new(&name, "sample"));
         match engine.transform(&plugin, ctx, &body, &config_json).await {
             Ok(requests) => {
-                println!(
-                    "  transform (the test payload): {} request(s)",
-                    requests.len()
-                );
+                println!("  transform (the test payload): {} request(s)", requests.len());
                 for r in requests.iter().take(5) {
                     println!("    {} {} ({} bytes)", r.method, r.url, r.body.len());
                 }
@@ -107,19 +84,11 @@ pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Header values can be credentials: show their beginning only.
 fn mask(value: &str) -> String {
     let shown: String = value.chars().take(12).collect();
-    if shown.len() < value.len() {
-        format!("{shown}… ({} characters)", value.chars().count())
-    } else {
-        shown
-    }
+    if shown.len() < value.len() { format!("{shown}… ({} characters)", value.chars().count()) } else { shown }
 }

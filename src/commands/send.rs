@@ -10,9 +10,7 @@ use hookgate_core::payload::Payload;
 pub async fn run(dir: &Path, name: &str, payload_arg: &str) -> anyhow::Result<ExitCode> {
     let bytes = if payload_arg == "-" {
         let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read the payload from standard input")?;
+        std::io::stdin().read_to_end(&mut buf).context("cannot read the payload from standard input")?;
         buf
     } else {
         std::fs::read(payload_arg).with_context(|| format!("cannot read {payload_arg}"))?
@@ -20,11 +18,7 @@ pub async fn run(dir: &Path, name: &str, payload_arg: &str) -> anyhow::Result<Ex
     let payload = Payload::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{payload_arg}: {e}"))?;
     let campaign = payload.campaign.clone();
     let engine = super::one_shot_engine(dir).await?;
-    let accepted = engine
-        .dispatcher
-        .dispatch(name, payload, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let accepted = engine.dispatcher.dispatch(name, payload, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!(
         "dispatch {} through `{name}`: {} request(s), {} profile(s)",
         accepted.dispatch_id, accepted.requests, accepted.profiles
@@ -36,11 +30,7 @@ pub async fn run(dir: &Path, name: &str, payload_arg: &str) -> anyhow::Result<Ex
             if show_progress {
                 let width = 30;
                 let filled = done * width / total.max(1);
-                eprint!(
-                    "\r[{}{}] {done}/{total} requests",
-                    "#".repeat(filled),
-                    "-".repeat(width - filled)
-                );
+                eprint!("\r[{}{}] {done}/{total} requests", "#".repeat(filled), "-".repeat(width - filled));
                 let _ = std::io::stderr().flush();
             }
         })
@@ -70,9 +60,5 @@ pub async fn run(dir: &Path, name: &str, payload_arg: &str) -> anyhow::Result<Ex
     );
     let failed = s.requests.failed > 0;
     engine.shutdown().await;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

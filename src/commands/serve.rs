@@ -12,13 +12,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(dir)?;
     crate::logging::init(&settings.config.log);
     let listen = settings.config.listen;
-    if !listen.ip().is_loopback()
-        && settings
-            .config
-            .admin_token
-            .as_ref()
-            .is_none_or(|t| t.is_empty())
-    {
+    if !listen.ip().is_loopback() && settings.config.admin_token.as_ref().is_none_or(|t| t.is_empty()) {
         anyhow::bail!(
             "refusing to listen on {listen} without an admin token: set `admin_token` in {} \
              (or HOOKGATE_ADMIN_TOKEN), or listen on a loopback address such as 127.0.0.1",
@@ -26,28 +20,17 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let data_dir = settings.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let key_store = super::key_store(&settings);
     let plugins_dir = settings.plugins_dir();
-    std::fs::create_dir_all(&plugins_dir)
-        .with_context(|| format!("cannot create {}", plugins_dir.display()))?;
+    std::fs::create_dir_all(&plugins_dir).with_context(|| format!("cannot create {}", plugins_dir.display()))?;
     let (plugins, wasm) = crate::plugins::load(&settings).await?;
-    let (engine, _report) = Engine::start(
-        settings,
-        plugins,
-        Some(key_store),
-        EngineOptions {
-            watch: true,
-            verify: true,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (engine, _report) =
+        Engine::start(settings, plugins, Some(key_store), EngineOptions { watch: true, verify: true })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A plugin file that changes is reloaded; templates that did not load (perhaps for a
     // plugin that was missing) are tried again.
     let registry = engine.registry.clone();
@@ -66,9 +49,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(engine);
     let app = crate::api::router(engine.clone());
     info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     info!("shutting down: finishing deliveries in progress");
     engine.shutdown().await;
     Ok(ExitCode::SUCCESS)
@@ -78,14 +59,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

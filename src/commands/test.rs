@@ -10,10 +10,7 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let engine = super::one_shot_engine(dir).await?;
     let snapshot = engine.registry.snapshot();
     let Some(entry) = snapshot.entries.get(name) else {
-        anyhow::bail!(
-            "no template named `{name}` in {}",
-            engine.registry.dir().display()
-        );
+        anyhow::bail!("no template named `{name}` in {}", engine.registry.dir().display());
     };
     if entry.active.is_none() && entry.candidate.is_none() {
         let reason = match &entry.state {
@@ -35,19 +32,11 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     );
     match outcome {
         Ok(response) => {
-            println!(
-                "{} in {:.1} ms",
-                status_reason(response.status),
-                response.latency.as_secs_f64() * 1000.0
-            );
+            println!("{} in {:.1} ms", status_reason(response.status), response.latency.as_secs_f64() * 1000.0);
             if !response.body.is_empty() {
                 println!("{}", String::from_utf8_lossy(&response.body));
             }
-            Ok(if response.status.is_success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Err(error) => {
             println!("failed: {error}");

@@ -8,10 +8,7 @@ use hookgate_core::template::State;
 pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
     let engine = super::one_shot_engine(dir).await?;
     let snapshot = engine.registry.snapshot();
-    let entry = snapshot
-        .entries
-        .get(name)
-        .ok_or_else(|| anyhow::anyhow!("no template named `{name}`"))?;
+    let entry = snapshot.entries.get(name).ok_or_else(|| anyhow::anyhow!("no template named `{name}`"))?;
     let Some(template) = entry.active.clone() else {
         if let State::Invalid { error } = &entry.state {
             anyhow::bail!("template `{name}` does not load: {error}");
@@ -19,30 +16,17 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
         anyhow::bail!("template `{name}` has no loaded version");
     };
     let Some(result) = template.auth.fetch_token().await else {
-        anyhow::bail!(
-            "template `{name}` uses auth `{}`, which has no tokens",
-            template.auth_type
-        );
+        anyhow::bail!("template `{name}` uses auth `{}`, which has no tokens", template.auth_type);
     };
     match result {
         Ok(info) => {
             println!("token:      {}", info.masked);
-            println!(
-                "type:       {}",
-                info.token_type.as_deref().unwrap_or("(not given)")
-            );
+            println!("type:       {}", info.token_type.as_deref().unwrap_or("(not given)"));
             println!("scopes:     {}", info.scopes.as_deref().unwrap_or("(none)"));
-            println!(
-                "expires in: {} s (at {})",
-                info.expires_in_secs, info.expires_at
-            );
+            println!("expires in: {} s (at {})", info.expires_in_secs, info.expires_at);
             println!(
                 "refresh:    {}",
-                if info.has_refresh_token {
-                    "a refresh token was issued"
-                } else {
-                    "no refresh token"
-                }
+                if info.has_refresh_token { "a refresh token was issued" } else { "no refresh token" }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -18,22 +18,15 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
     };
     let templates_dir = settings.templates_dir();
     if !templates_dir.is_dir() {
-        println!(
-            "{}: the templates folder does not exist",
-            templates_dir.display()
-        );
+        println!("{}: the templates folder does not exist", templates_dir.display());
         return Ok(ExitCode::FAILURE);
     }
-    let client =
-        HttpClient::new(settings.config.network.clone()).map_err(|e| anyhow::anyhow!(e))?;
+    let client = HttpClient::new(settings.config.network.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let (plugins, wasm) = crate::plugins::load(&settings).await?;
     let mut problems = 0;
     for (name, why) in wasm.errors() {
         problems += 1;
-        println!(
-            "{}:1:1: plugin `{name}` does not load: {why}",
-            wasm.dir().join(format!("{name}.wasm")).display()
-        );
+        println!("{}:1:1: plugin `{name}` does not load: {why}", wasm.dir().join(format!("{name}.wasm")).display());
     }
     let loader = Loader {
         config_dir: settings.dir.clone(),
@@ -51,20 +44,13 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
         println!("{error}");
     }
     let snapshot = registry.snapshot();
-    let valid: Vec<_> = snapshot
-        .entries
-        .values()
-        .filter_map(|e| e.active.clone())
-        .collect();
+    let valid: Vec<_> = snapshot.entries.values().filter_map(|e| e.active.clone()).collect();
     if with_verify {
         for template in &valid {
             match verify(&client, template).await {
-                Ok(()) => println!(
-                    "{}: verified ({} {})",
-                    template.file.display(),
-                    template.method,
-                    template.display_url()
-                ),
+                Ok(()) => {
+                    println!("{}: verified ({} {})", template.file.display(), template.method, template.display_url())
+                }
                 Err(reason) => {
                     problems += 1;
                     println!("{}:1:1: {reason}", template.file.display());

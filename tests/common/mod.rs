@@ -26,11 +26,7 @@ pub fn bin() -> &'static str {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
-pub async fn wait_for<T>(
-    what: &str,
-    deadline: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> T {
+pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
     let end = Instant::now() + deadline;
     loop {
         if let Some(v) = check().await {
@@ -67,11 +63,7 @@ impl ConfigDir {
 
     /// Writes a template the way editors do: a temp file renamed over the original.
     pub fn write_template(&self, file: &str, text: &str) {
-        let tmp = self
-            .dir
-            .path()
-            .join("templates")
-            .join(format!(".{file}.swp"));
+        let tmp = self.dir.path().join("templates").join(format!(".{file}.swp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.template_path(file)).unwrap();
     }
@@ -91,11 +83,7 @@ pub struct Gateway {
 impl Gateway {
     pub async fn start(config: &ConfigDir, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(config.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.arg("serve").arg("--config").arg(config.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env("RUST_LOG", "debug");
         for (k, v) in env {
             cmd.env(k, v);
@@ -109,10 +97,7 @@ impl Gateway {
             let output = output.clone();
             std::thread::spawn(move || {
                 use std::io::BufRead;
-                for line in std::io::BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
                     let mut out = output.lock().unwrap();
                     out.push_str(&line);
                     out.push('\n');
@@ -120,36 +105,17 @@ impl Gateway {
             });
         }
         let found = output.clone();
-        let addr: SocketAddr = wait_for(
-            "the gateway to listen",
-            Duration::from_secs(20),
-            async || {
-                let out = found.lock().unwrap();
-                out.split("listening on http://")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .and_then(|a| {
-                        // strip ANSI codes if any
-                        a.trim_end_matches(|c: char| !c.is_ascii_digit())
-                            .parse()
-                            .ok()
-                    })
-            },
-        )
+        let addr: SocketAddr = wait_for("the gateway to listen", Duration::from_secs(20), async || {
+            let out = found.lock().unwrap();
+            out.split("listening on http://").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|a| {
+                // strip ANSI codes if any
+                a.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+            })
+        })
         .await;
-        let token = env
-            .iter()
-            .find(|(k, _)| *k == "HOOKGATE_ADMIN_TOKEN")
-            .map(|(_, v)| v.to_string());
+        let token = env.iter().find(|(k, _)| *k == "HOOKGATE_ADMIN_TOKEN").map(|(_, v)| v.to_string());
         hookgate_core::delivery::client::install_crypto_provider();
-        Self {
-            child,
-            addr,
-            base: format!("http://{addr}"),
-            output,
-            http: reqwest::Client::new(),
-            token,
-        }
+        Self { child, addr, base: format!("http://{addr}"), output, http: reqwest::Client::new(), token }
     }
 
     pub fn pid(&self) -> u32 {
@@ -174,23 +140,13 @@ impl Gateway {
 
     /// GET an API path; returns the status and the JSON (or text as a JSON string).
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .authed(self.http.get(format!("{}{path}", self.base)))
-            .send()
-            .await
-            .unwrap();
+        let r = self.authed(self.http.get(format!("{}{path}", self.base))).send().await.unwrap();
         read(r).await
     }
 
-    pub async fn post_json(
-        &self,
-        path: &str,
-        body: &Value,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let mut rb = self
-            .authed(self.http.post(format!("{}{path}", self.base)))
-            .body(serde_json::to_vec(body).unwrap());
+    pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut rb =
+            self.authed(self.http.post(format!("{}{path}", self.base))).body(serde_json::to_vec(body).unwrap());
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
@@ -198,33 +154,22 @@ impl Gateway {
     }
 
     pub async fn put_text(&self, path: &str, text: &str) -> (u16, Value) {
-        let r = self
-            .authed(self.http.put(format!("{}{path}", self.base)))
-            .body(text.to_string())
-            .send()
-            .await
-            .unwrap();
+        let r = self.authed(self.http.put(format!("{}{path}", self.base))).body(text.to_string()).send().await.unwrap();
         read(r).await
     }
 
     pub async fn dispatch(&self, template: &str, payload: &Value) -> String {
-        let (status, body) = self
-            .post_json(&format!("/v1/templates/{template}/dispatch"), payload, &[])
-            .await;
+        let (status, body) = self.post_json(&format!("/v1/templates/{template}/dispatch"), payload, &[]).await;
         assert_eq!(status, 202, "dispatch through {template}: {body}");
         body["dispatch_id"].as_str().unwrap().to_string()
     }
 
     /// Waits until the template's state is `state` (and returns its JSON).
     pub async fn wait_state(&self, template: &str, state: &str, deadline: Duration) -> Value {
-        wait_for(
-            &format!("template {template} to be {state}"),
-            deadline,
-            async || {
-                let (status, body) = self.get(&format!("/v1/templates/{template}")).await;
-                (status == 200 && body["state"] == state).then_some(body)
-            },
-        )
+        wait_for(&format!("template {template} to be {state}"), deadline, async || {
+            let (status, body) = self.get(&format!("/v1/templates/{template}")).await;
+            (status == 200 && body["state"] == state).then_some(body)
+        })
         .await
     }
 
@@ -248,10 +193,7 @@ impl Drop for Gateway {
 async fn read(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 /// A payload in the reference format with `n` profiles.
@@ -283,9 +225,7 @@ impl Recorded {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
     }
 }
 
@@ -314,18 +254,11 @@ pub struct Mock {
 }
 
 impl Mock {
-    pub async fn start(
-        behavior: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
-    ) -> Self {
-        let state = Arc::new(MockState {
-            requests: Mutex::new(Vec::new()),
-            behavior: Mutex::new(Box::new(behavior)),
-        });
+    pub async fn start(behavior: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        let state = Arc::new(MockState { requests: Mutex::new(Vec::new()), behavior: Mutex::new(Box::new(behavior)) });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(state.clone());
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -341,10 +274,7 @@ impl Mock {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn set_behavior(
-        &self,
-        behavior: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
-    ) {
+    pub fn set_behavior(&self, behavior: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) {
         *self.state.behavior.lock().unwrap() = Box::new(behavior);
     }
 
@@ -354,21 +284,14 @@ impl Mock {
 
     /// Requests that are not the on-load test payload.
     pub fn deliveries(&self) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| !r.is_test())
-            .collect()
+        self.requests().into_iter().filter(|r| !r.is_test()).collect()
     }
 
     pub async fn wait_deliveries(&self, n: usize, deadline: Duration) -> Vec<Recorded> {
-        wait_for(
-            &format!("{n} deliveries at the mock"),
-            deadline,
-            async || {
-                let d = self.deliveries();
-                (d.len() >= n).then_some(d)
-            },
-        )
+        wait_for(&format!("{n} deliveries at the mock"), deadline, async || {
+            let d = self.deliveries();
+            (d.len() >= n).then_some(d)
+        })
         .await
     }
 }
@@ -380,13 +303,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let recorded = Recorded {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        headers,
-        body,
-        at: Instant::now(),
-    };
+    let recorded =
+        Recorded { method: method.to_string(), path: uri.path().to_string(), headers, body, at: Instant::now() };
     let n = {
         let mut requests = state.requests.lock().unwrap();
         requests.push(recorded.clone());

@@ -26,8 +26,8 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 /// Header parameters registered by RFC 7515 §4.1 / RFC 7516 §4.1 / RFC 7519 §5, which
 /// `crit` must not list (RFC 7515 §4.1.11).
 const REGISTERED_HEADERS: &[&str] = &[
-    "alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "enc",
-    "zip", "epk", "apu", "apv", "iv", "tag", "p2s", "p2c",
+    "alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "enc", "zip", "epk", "apu",
+    "apv", "iv", "tag", "p2s", "p2c",
 ];
 
 /// Parameters that must travel in the body, never in the token URL's query (RFC 6749 §2.3.1).
@@ -155,10 +155,7 @@ impl OAuthMock {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         hookgate_core::delivery::client::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
         let state = Arc::new(OAuthState {
             settings: Mutex::new(settings),
             token_url: format!("http://{addr}/oauth/token"),
@@ -171,9 +168,7 @@ impl OAuthMock {
             random: RandomState::new(),
             counter: AtomicU64::new(0),
         });
-        let app = axum::Router::new()
-            .fallback(handle_token)
-            .with_state(state.clone());
+        let app = axum::Router::new().fallback(handle_token).with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -197,10 +192,7 @@ impl OAuthMock {
 
     /// The access tokens issued so far, in order.
     pub fn issued(&self) -> Vec<String> {
-        self.requests()
-            .into_iter()
-            .filter_map(|r| r.outcome.ok())
-            .collect()
+        self.requests().into_iter().filter_map(|r| r.outcome.ok()).collect()
     }
 
     pub fn set_expires_in(&self, v: Option<u64>) {
@@ -244,10 +236,7 @@ struct Fail {
 }
 
 fn fail(code: &'static str, description: impl Into<String>) -> Fail {
-    Fail {
-        code,
-        description: description.into(),
-    }
+    Fail { code, description: description.into() }
 }
 
 /// The request's body fields; RFC 6749 §3.2: a parameter sent without a value is
@@ -256,10 +245,7 @@ struct Form<'a>(&'a BTreeMap<String, String>);
 
 impl Form<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 }
 
@@ -279,22 +265,15 @@ async fn handle_token(
         path,
         grant_type: None,
         form: BTreeMap::new(),
-        authorization: headers
-            .get(header::AUTHORIZATION)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        authorization: headers.get(header::AUTHORIZATION).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         basic_credentials: None,
         assertion_header: None,
         assertion_claims: None,
         outcome: Err(String::new()),
         at: Instant::now(),
     };
-    let result = state
-        .check(&settings, &method, &uri, &headers, &body, &mut rec)
-        .await;
-    let basic_attempted = rec
-        .authorization
-        .as_deref()
-        .is_some_and(|a| auth_scheme(a).eq_ignore_ascii_case("basic"));
+    let result = state.check(&settings, &method, &uri, &headers, &body, &mut rec).await;
+    let basic_attempted = rec.authorization.as_deref().is_some_and(|a| auth_scheme(a).eq_ignore_ascii_case("basic"));
     rec.outcome = match &result {
         Ok((access, _)) => Ok(access.clone()),
         Err(f) => Err(f.code.to_string()),
@@ -309,10 +288,8 @@ async fn handle_token(
             let body = json!({"error": f.code, "error_description": f.description});
             if f.code == "invalid_client" && basic_attempted {
                 let mut r = no_store(StatusCode::UNAUTHORIZED, &body);
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"oauth-mock\""),
-                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oauth-mock\""));
                 r
             } else {
                 no_store(StatusCode::BAD_REQUEST, &body)
@@ -352,10 +329,7 @@ impl OAuthState {
         }
 
         if method != Method::POST {
-            return Err(fail(
-                "invalid_request",
-                format!("the token endpoint only accepts POST, got {method}"),
-            ));
+            return Err(fail("invalid_request", format!("the token endpoint only accepts POST, got {method}")));
         }
         check_content_type(headers)?;
         if let Some(query) = uri.query() {
@@ -369,70 +343,49 @@ impl OAuthState {
             }
         }
         if let Some(name) = duplicate {
-            return Err(fail(
-                "invalid_request",
-                format!("parameter {name} was sent more than once"),
-            ));
+            return Err(fail("invalid_request", format!("parameter {name} was sent more than once")));
         }
         let form = Form(&rec.form);
 
         // ---- client authentication (RFC 6749 §2.3, RFC 7523 §2.2)
         if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
-            return Err(fail(
-                "invalid_request",
-                "more than one Authorization header",
-            ));
+            return Err(fail("invalid_request", "more than one Authorization header"));
         }
         let basic = match rec.authorization.as_deref() {
             Some(a) if auth_scheme(a).eq_ignore_ascii_case("basic") => Some(a),
             Some(a) => {
                 return Err(fail(
                     "invalid_client",
-                    format!(
-                        "unsupported Authorization scheme {:?} at the token endpoint",
-                        auth_scheme(a)
-                    ),
+                    format!("unsupported Authorization scheme {:?} at the token endpoint", auth_scheme(a)),
                 ));
             }
             None => None,
         };
         let body_secret = form.get("client_secret").is_some();
-        let jwt =
-            form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some();
-        let used: Vec<ClientAuth> = [
-            (basic.is_some(), ClientAuth::Basic),
-            (body_secret, ClientAuth::Body),
-            (jwt, ClientAuth::Jwt),
-        ]
-        .into_iter()
-        .filter_map(|(on, m)| on.then_some(m))
-        .collect();
+        let jwt = form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some();
+        let used: Vec<ClientAuth> =
+            [(basic.is_some(), ClientAuth::Basic), (body_secret, ClientAuth::Body), (jwt, ClientAuth::Jwt)]
+                .into_iter()
+                .filter_map(|(on, m)| on.then_some(m))
+                .collect();
         match used.as_slice() {
             [] => {
                 return Err(fail(
                     "invalid_client",
-                    format!(
-                        "no client authentication (the server requires {:?})",
-                        s.client_auth
-                    ),
+                    format!("no client authentication (the server requires {:?})", s.client_auth),
                 ));
             }
             [m] if *m != s.client_auth => {
                 return Err(fail(
                     "invalid_client",
-                    format!(
-                        "client authenticated with {m:?}, the server requires {:?}",
-                        s.client_auth
-                    ),
+                    format!("client authenticated with {m:?}, the server requires {:?}", s.client_auth),
                 ));
             }
             [_] => {}
             many => {
                 return Err(fail(
                     "invalid_request",
-                    format!(
-                        "more than one client authentication method used ({many:?}); RFC 6749 §2.3 allows one"
-                    ),
+                    format!("more than one client authentication method used ({many:?}); RFC 6749 §2.3 allows one"),
                 ));
             }
         }
@@ -444,16 +397,10 @@ impl OAuthState {
                     None => unreachable!("Basic was detected above"),
                 };
                 if id != s.client_id {
-                    return Err(fail(
-                        "invalid_client",
-                        format!("unknown client_id {id:?} in the Basic credentials"),
-                    ));
+                    return Err(fail("invalid_client", format!("unknown client_id {id:?} in the Basic credentials")));
                 }
                 if secret != s.client_secret {
-                    return Err(fail(
-                        "invalid_client",
-                        "wrong client secret in the Basic credentials",
-                    ));
+                    return Err(fail("invalid_client", "wrong client secret in the Basic credentials"));
                 }
                 if let Some(body_id) = form.get("client_id")
                     && body_id != id
@@ -466,10 +413,7 @@ impl OAuthState {
             }
             ClientAuth::Body => {
                 let Some(id) = form.get("client_id") else {
-                    return Err(fail(
-                        "invalid_client",
-                        "client_secret sent without client_id",
-                    ));
+                    return Err(fail("invalid_client", "client_secret sent without client_id"));
                 };
                 if id != s.client_id {
                     return Err(fail("invalid_client", format!("unknown client_id {id:?}")));
@@ -493,10 +437,7 @@ impl OAuthState {
                     return Err(fail("invalid_request", "refresh_token missing"));
                 };
                 if !self.refresh.lock().unwrap().contains(rt) {
-                    return Err(fail(
-                        "invalid_grant",
-                        "refresh_token unknown or already used",
-                    ));
+                    return Err(fail("invalid_grant", "refresh_token unknown or already used"));
                 }
                 used_refresh = Some(rt.to_string());
             }
@@ -508,16 +449,10 @@ impl OAuthState {
             }
             "password" => {
                 let (Some(user), Some(pass)) = (form.get("username"), form.get("password")) else {
-                    return Err(fail(
-                        "invalid_request",
-                        "grant_type=password needs username and password",
-                    ));
+                    return Err(fail("invalid_request", "grant_type=password needs username and password"));
                 };
                 if user != s.username || pass != s.password {
-                    return Err(fail(
-                        "invalid_grant",
-                        "wrong resource owner username or password",
-                    ));
+                    return Err(fail("invalid_grant", "wrong resource owner username or password"));
                 }
             }
             "client_credentials" => {
@@ -529,10 +464,7 @@ impl OAuthState {
                 }
             }
             other => {
-                return Err(fail(
-                    "unsupported_grant_type",
-                    format!("grant_type {other:?} is not supported"),
-                ));
+                return Err(fail("unsupported_grant_type", format!("grant_type {other:?} is not supported")));
             }
         }
 
@@ -543,16 +475,10 @@ impl OAuthState {
                 Some(sc) if sc == required => {}
                 None if used_refresh.is_some() => {}
                 Some(sc) => {
-                    return Err(fail(
-                        "invalid_scope",
-                        format!("scope {sc:?} is not the required {required:?}"),
-                    ));
+                    return Err(fail("invalid_scope", format!("scope {sc:?} is not the required {required:?}")));
                 }
                 None => {
-                    return Err(fail(
-                        "invalid_scope",
-                        format!("scope missing, {required:?} is required"),
-                    ));
+                    return Err(fail("invalid_scope", format!("scope missing, {required:?} is required")));
                 }
             }
         }
@@ -561,18 +487,12 @@ impl OAuthState {
         if let Some(old) = &used_refresh
             && !self.refresh.lock().unwrap().remove(old)
         {
-            return Err(fail(
-                "invalid_grant",
-                "refresh_token unknown or already used",
-            ));
+            return Err(fail("invalid_grant", "refresh_token unknown or already used"));
         }
         let access = self.new_token("at_");
         let refresh = s.issue_refresh_token.then(|| self.new_token("rt_"));
         let valid_from = Instant::now() + s.delay.unwrap_or_default();
-        self.access.lock().unwrap().insert(
-            access.clone(),
-            s.expires_in.map(|e| valid_from + Duration::from_secs(e)),
-        );
+        self.access.lock().unwrap().insert(access.clone(), s.expires_in.map(|e| valid_from + Duration::from_secs(e)));
         if let Some(rt) = &refresh {
             self.refresh.lock().unwrap().insert(rt.clone());
         }
@@ -602,12 +522,7 @@ impl OAuthState {
     }
 
     /// RFC 7523 §2.2 / §3 client assertion, verified against the client's JWKS.
-    async fn check_assertion(
-        &self,
-        s: &OAuthSettings,
-        form: &Form<'_>,
-        rec: &TokenRequest,
-    ) -> Result<(), Fail> {
+    async fn check_assertion(&self, s: &OAuthSettings, form: &Form<'_>, rec: &TokenRequest) -> Result<(), Fail> {
         let Some(kind) = form.get("client_assertion_type") else {
             return Err(fail("invalid_request", "client_assertion_type missing"));
         };
@@ -615,44 +530,26 @@ impl OAuthState {
             return Err(fail("invalid_request", "client_assertion missing"));
         };
         if kind != JWT_BEARER {
-            return Err(fail(
-                "invalid_client",
-                format!("client_assertion_type must be {JWT_BEARER:?}, got {kind:?}"),
-            ));
+            return Err(fail("invalid_client", format!("client_assertion_type must be {JWT_BEARER:?}, got {kind:?}")));
         }
         let parts: Vec<&str> = assertion.split('.').collect();
-        let base64url = |p: &str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let base64url =
+            |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if parts.len() != 3 || !parts.iter().all(|p| base64url(p)) {
-            return Err(fail(
-                "invalid_client",
-                "client_assertion is not a single compact-serialized JWT",
-            ));
+            return Err(fail("invalid_client", "client_assertion is not a single compact-serialized JWT"));
         }
         let Some(Value::Object(jose)) = &rec.assertion_header else {
-            return Err(fail(
-                "invalid_client",
-                "client_assertion header is not a JSON object",
-            ));
+            return Err(fail("invalid_client", "client_assertion header is not a JSON object"));
         };
         let Some(Value::Object(claims)) = &rec.assertion_claims else {
-            return Err(fail(
-                "invalid_client",
-                "client_assertion claims are not a JSON object",
-            ));
+            return Err(fail("invalid_client", "client_assertion claims are not a JSON object"));
         };
 
         // RFC 7515 §4.1.11
         let crit = jose.get("crit");
         if let Some(crit) = crit {
             let Some(names) = crit.as_array().filter(|a| !a.is_empty()) else {
-                return Err(fail(
-                    "invalid_client",
-                    "crit must be a non-empty array of header parameter names",
-                ));
+                return Err(fail("invalid_client", "crit must be a non-empty array of header parameter names"));
             };
             let mut seen = HashSet::new();
             for name in names {
@@ -663,16 +560,10 @@ impl OAuthState {
                     return Err(fail("invalid_client", format!("crit lists {name:?} twice")));
                 }
                 if REGISTERED_HEADERS.contains(&name) {
-                    return Err(fail(
-                        "invalid_client",
-                        format!("crit lists the registered header parameter {name:?}"),
-                    ));
+                    return Err(fail("invalid_client", format!("crit lists the registered header parameter {name:?}")));
                 }
                 if !jose.contains_key(name) {
-                    return Err(fail(
-                        "invalid_client",
-                        format!("crit lists {name:?}, which is not in the header"),
-                    ));
+                    return Err(fail("invalid_client", format!("crit lists {name:?}, which is not in the header")));
                 }
             }
         }
@@ -683,10 +574,7 @@ impl OAuthState {
             "RS384" => Algorithm::RS384,
             "RS512" => Algorithm::RS512,
             other => {
-                return Err(fail(
-                    "invalid_client",
-                    format!("alg {other:?} not allowed (RS256, RS384, RS512)"),
-                ));
+                return Err(fail("invalid_client", format!("alg {other:?} not allowed (RS256, RS384, RS512)")));
             }
         };
         let Some(kid) = jose.get("kid").and_then(Value::as_str) else {
@@ -695,61 +583,37 @@ impl OAuthState {
 
         // The client's keys, fetched now so rotation is seen.
         let Some(jwks_url) = &s.jwks_url else {
-            return Err(fail(
-                "invalid_client",
-                "the mock has no jwks_url configured",
-            ));
+            return Err(fail("invalid_client", "the mock has no jwks_url configured"));
         };
-        let jwks = self.fetch_jwks(jwks_url).await.map_err(|e| {
-            fail(
-                "invalid_client",
-                format!("could not fetch the JWKS at {jwks_url}: {e}"),
-            )
-        })?;
+        let jwks = self
+            .fetch_jwks(jwks_url)
+            .await
+            .map_err(|e| fail("invalid_client", format!("could not fetch the JWKS at {jwks_url}: {e}")))?;
         let matching: Vec<&Value> = jwks["keys"]
             .as_array()
-            .map(|keys| {
-                keys.iter()
-                    .filter(|k| k["kid"].as_str() == Some(kid))
-                    .collect()
-            })
+            .map(|keys| keys.iter().filter(|k| k["kid"].as_str() == Some(kid)).collect())
             .unwrap_or_default();
         let jwk = match matching.as_slice() {
             [k] => *k,
             [] => {
-                return Err(fail(
-                    "invalid_client",
-                    format!("kid {kid:?} is not in the client's JWKS"),
-                ));
+                return Err(fail("invalid_client", format!("kid {kid:?} is not in the client's JWKS")));
             }
             _ => {
-                return Err(fail(
-                    "invalid_client",
-                    format!("kid {kid:?} is ambiguous in the client's JWKS"),
-                ));
+                return Err(fail("invalid_client", format!("kid {kid:?} is ambiguous in the client's JWKS")));
             }
         };
         if jwk["kty"] != "RSA" {
-            return Err(fail(
-                "invalid_client",
-                format!("key {kid:?} is not an RSA key"),
-            ));
+            return Err(fail("invalid_client", format!("key {kid:?} is not an RSA key")));
         }
         if let Some(u) = jwk.get("use")
             && u != "sig"
         {
-            return Err(fail(
-                "invalid_client",
-                format!("key {kid:?} has use {u}, not \"sig\""),
-            ));
+            return Err(fail("invalid_client", format!("key {kid:?} has use {u}, not \"sig\"")));
         }
         if let Some(a) = jwk.get("alg")
             && a != alg_name
         {
-            return Err(fail(
-                "invalid_client",
-                format!("key {kid:?} is for alg {a}, the assertion uses {alg_name:?}"),
-            ));
+            return Err(fail("invalid_client", format!("key {kid:?} is for alg {a}, the assertion uses {alg_name:?}")));
         }
         let (Some(n), Some(e)) = (jwk["n"].as_str(), jwk["e"].as_str()) else {
             return Err(fail("invalid_client", format!("key {kid:?} has no n/e")));
@@ -772,8 +636,7 @@ impl OAuthState {
             // jsonwebtoken's decode refuses every `crit` but "b64"; the header was
             // checked above, so verify the signature on its own.
             let message = &assertion[..parts[0].len() + 1 + parts[1].len()];
-            let ok = jsonwebtoken::crypto::verify(parts[2], message.as_bytes(), &key, alg)
-                .unwrap_or(false);
+            let ok = jsonwebtoken::crypto::verify(parts[2], message.as_bytes(), &key, alg).unwrap_or(false);
             if !ok {
                 return Err(fail("invalid_client", "client_assertion signature invalid"));
             }
@@ -783,16 +646,10 @@ impl OAuthState {
         let iss = claims.get("iss").and_then(Value::as_str);
         let sub = claims.get("sub").and_then(Value::as_str);
         if iss != Some(s.client_id.as_str()) {
-            return Err(fail(
-                "invalid_client",
-                format!("iss {iss:?} is not the client_id {:?}", s.client_id),
-            ));
+            return Err(fail("invalid_client", format!("iss {iss:?} is not the client_id {:?}", s.client_id)));
         }
         if sub != Some(s.client_id.as_str()) {
-            return Err(fail(
-                "invalid_client",
-                format!("sub {sub:?} is not the client_id {:?}", s.client_id),
-            ));
+            return Err(fail("invalid_client", format!("sub {sub:?} is not the client_id {:?}", s.client_id)));
         }
         let aud_ok = match claims.get("aud") {
             Some(Value::String(a)) => *a == audience,
@@ -800,28 +657,16 @@ impl OAuthState {
             _ => false,
         };
         if !aud_ok {
-            return Err(fail(
-                "invalid_client",
-                format!("aud {:?} does not name {audience:?}", claims.get("aud")),
-            ));
+            return Err(fail("invalid_client", format!("aud {:?} does not name {audience:?}", claims.get("aud"))));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
         match claims.get("exp").and_then(Value::as_f64) {
             Some(exp) if exp > now => {}
             Some(exp) => {
-                return Err(fail(
-                    "invalid_client",
-                    format!("client_assertion expired (exp {exp}, now {now:.0})"),
-                ));
+                return Err(fail("invalid_client", format!("client_assertion expired (exp {exp}, now {now:.0})")));
             }
             None => {
-                return Err(fail(
-                    "invalid_client",
-                    "client_assertion has no numeric exp",
-                ));
+                return Err(fail("invalid_client", "client_assertion has no numeric exp"));
             }
         }
         if let Some(id) = form.get("client_id")
@@ -829,17 +674,10 @@ impl OAuthState {
         {
             return Err(fail(
                 "invalid_client",
-                format!(
-                    "client_id {id:?} differs from the assertion's sub {:?}",
-                    s.client_id
-                ),
+                format!("client_id {id:?} differs from the assertion's sub {:?}", s.client_id),
             ));
         }
-        let Some(jti) = claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .filter(|j| !j.is_empty())
-        else {
+        let Some(jti) = claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()) else {
             return Err(fail("invalid_client", "client_assertion has no jti"));
         };
         if !self.jtis.lock().unwrap().insert(jti.to_string()) {
@@ -860,10 +698,7 @@ impl OAuthState {
     /// A random, unique token: 128 random bits and a counter, in hex.
     fn new_token(&self, prefix: &str) -> String {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         let mut out = prefix.to_string();
         for round in 0..2u64 {
             let mut h = self.random.build_hasher();
@@ -893,15 +728,10 @@ pub struct JwksMock {
 
 impl JwksMock {
     pub async fn start(jwks: Value) -> Self {
-        let state = Arc::new(JwksState {
-            jwks: Mutex::new(jwks),
-            fetches: AtomicUsize::new(0),
-        });
+        let state = Arc::new(JwksState { jwks: Mutex::new(jwks), fetches: AtomicUsize::new(0) });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .fallback(handle_jwks)
-            .with_state(state.clone());
+        let app = axum::Router::new().fallback(handle_jwks).with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -956,10 +786,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Fail> {
     let [value] = values.as_slice() else {
         return Err(fail(
             "invalid_request",
-            format!(
-                "expected one Content-Type: application/x-www-form-urlencoded, got {}",
-                values.len()
-            ),
+            format!("expected one Content-Type: application/x-www-form-urlencoded, got {}", values.len()),
         ));
     };
     let value = String::from_utf8_lossy(value.as_bytes());
@@ -977,10 +804,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Fail> {
         if !(name.trim().eq_ignore_ascii_case("charset")
             && (v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")))
         {
-            return Err(fail(
-                "invalid_request",
-                format!("unexpected Content-Type parameter {:?}", param.trim()),
-            ));
+            return Err(fail("invalid_request", format!("unexpected Content-Type parameter {:?}", param.trim())));
         }
     }
     Ok(())

@@ -15,7 +15,17 @@ pub fn guest(artifact: &str) -> PathBuf {
         let out = Command::new(env!("CARGO"))
             .current_dir(&root)
             .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--locked", "--release", "--target", "wasm32-wasip2", "-p", "standard-webhooks", "-p", "hookgate-test-plugin"])
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "standard-webhooks",
+                "-p",
+                "hookgate-test-plugin",
+            ])
             .output()
             .expect("run cargo");
         assert!(

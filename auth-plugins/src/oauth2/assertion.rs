@@ -45,9 +45,7 @@ impl AssertionSigner {
             audience: token_url.to_string(),
         };
         let key = signer.key_info().map_err(|e| format!("`assertion`: {e}"))?;
-        signer
-            .alg_for(&key)
-            .map_err(|e| format!("`assertion`: {e}"))?;
+        signer.alg_for(&key).map_err(|e| format!("`assertion`: {e}"))?;
         Ok(signer)
     }
 
@@ -75,10 +73,7 @@ impl AssertionSigner {
     pub fn sign(&self) -> Result<String, AuthError> {
         let key = self.key_info()?;
         let alg = self.alg_for(&key)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
 
         let mut header = Map::new();
         header.insert("alg".into(), json!(alg.as_str()));
@@ -109,14 +104,10 @@ impl AssertionSigner {
         };
         claims.insert("jti".into(), json!(jti));
 
-        let encode = |v: &Map<String, Value>| {
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default())
-        };
+        let encode = |v: &Map<String, Value>| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default());
         let signing_input = format!("{}.{}", encode(&header), encode(&claims));
-        let signature = self
-            .keys
-            .sign(&key.kid, alg, signing_input.as_bytes())
-            .map_err(|e| AuthError::permanent(e.to_string()))?;
+        let signature =
+            self.keys.sign(&key.kid, alg, signing_input.as_bytes()).map_err(|e| AuthError::permanent(e.to_string()))?;
         Ok(format!("{signing_input}.{signature}"))
     }
 }

@@ -88,16 +88,13 @@ impl TokenCache {
                 let token = Arc::new(token);
                 info!(template = %self.template, expires_in_s = token.lifetime.as_secs(), "obtained an access token");
                 *flight = Flight::default();
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Cached {
-                    token: token.clone(),
-                    rejected: false,
-                });
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Cached { token: token.clone(), rejected: false });
                 Ok(token)
             }
             Err(error) => {
                 flight.failures += 1;
-                let hold =
-                    Duration::from_secs(1 << (flight.failures - 1).min(5)).min(MAX_FAILURE_HOLD);
+                let hold = Duration::from_secs(1 << (flight.failures - 1).min(5)).min(MAX_FAILURE_HOLD);
                 warn!(template = %self.template, "{error}");
                 flight.failure = Some((Instant::now() + hold, error.clone()));
                 Err(error)
@@ -109,12 +106,9 @@ impl TokenCache {
     /// the password if the server refuses it; other grants simply run again.
     async fn request(&self) -> Result<Token, AuthError> {
         let refresh = match self.endpoint.grant {
-            Grant::Password => self
-                .current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .and_then(|c| c.token.refresh.clone()),
+            Grant::Password => {
+                self.current.read().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|c| c.token.refresh.clone())
+            }
             _ => None,
         };
         if let Some(refresh_token) = refresh {

@@ -49,9 +49,9 @@ impl<'de> Deserialize<'de> for Expiry {
         if text == "auto" {
             return Ok(Self::Auto);
         }
-        parse_duration(&text).map(Self::Fixed).map_err(|e| {
-            serde::de::Error::custom(format!("`expiry` must be `auto` or a duration: {e}"))
-        })
+        parse_duration(&text)
+            .map(Self::Fixed)
+            .map_err(|e| serde::de::Error::custom(format!("`expiry` must be `auto` or a duration: {e}")))
     }
 }
 
@@ -128,10 +128,7 @@ pub struct AssertionConfig {
     #[serde(default, deserialize_with = "deserialize_alg")]
     pub alg: Option<SigningAlg>,
     /// `exp = iat + lifetime`; default 5m.
-    #[serde(
-        default = "default_lifetime",
-        deserialize_with = "hookgate_core::duration::deserialize"
-    )]
+    #[serde(default = "default_lifetime", deserialize_with = "hookgate_core::duration::deserialize")]
     pub lifetime: Duration,
     /// The reference document's "Use Issued At".
     #[serde(default = "default_true")]
@@ -147,9 +144,7 @@ pub struct AssertionConfig {
 }
 
 fn deserialize_alg<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SigningAlg>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .transpose()
+    Option::<String>::deserialize(d)?.map(|s| s.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 impl Default for AssertionConfig {
@@ -167,10 +162,8 @@ impl Default for AssertionConfig {
 }
 
 /// Header names RFC 7515/7519 register: `crit` may not list them (RFC 7515 §4.1.11).
-pub const REGISTERED_HEADER_NAMES: &[&str] = &[
-    "alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "enc",
-    "zip", "b64",
-];
+pub const REGISTERED_HEADER_NAMES: &[&str] =
+    &["alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit", "enc", "zip", "b64"];
 
 impl OAuth2Config {
     /// Checks what serde cannot: keys each grant needs or refuses, and `crit`.
@@ -189,11 +182,7 @@ impl OAuth2Config {
             }
             Grant::ClientCredentials | Grant::ClientCredentialsJwt => {
                 if self.username.is_some() || self.password.is_some() {
-                    let key = if self.username.is_some() {
-                        "username"
-                    } else {
-                        "password"
-                    };
+                    let key = if self.username.is_some() { "username" } else { "password" };
                     return Err(format!("`{key}` is only for `grant: password`"));
                 }
                 if self.refresh_url.is_some() {
@@ -223,15 +212,11 @@ impl OAuth2Config {
             }
             for key in a.claims.keys() {
                 if matches!(key.as_str(), "exp" | "iat") {
-                    return Err(format!(
-                        "`assertion`: claim `{key}` is computed (use `lifetime` and `include_iat`)"
-                    ));
+                    return Err(format!("`assertion`: claim `{key}` is computed (use `lifetime` and `include_iat`)"));
                 }
             }
         }
-        if self.header.is_empty()
-            || reqwest::header::HeaderName::from_bytes(self.header.as_bytes()).is_err()
-        {
+        if self.header.is_empty() || reqwest::header::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
             return Err("`header` is not a valid header name".into());
         }
         for (key, path) in [
@@ -240,9 +225,7 @@ impl OAuth2Config {
             ("expires_in_field", &self.expires_in_field),
         ] {
             if path.is_empty() || path.split('.').any(str::is_empty) {
-                return Err(format!(
-                    "`{key}` must be a field name or a dotted path such as `data.token`"
-                ));
+                return Err(format!("`{key}` must be a field name or a dotted path such as `data.token`"));
             }
         }
         Ok(())
@@ -251,9 +234,7 @@ impl OAuth2Config {
 
 /// `typ`, `kid` and `cty` are strings; `alg` is set by `assertion.alg`; `crit` must list
 /// only names present in the header that are not registered ones (RFC 7515 §4.1.11).
-pub fn validate_assertion_header(
-    header: &BTreeMap<String, serde_json::Value>,
-) -> Result<(), String> {
+pub fn validate_assertion_header(header: &BTreeMap<String, serde_json::Value>) -> Result<(), String> {
     for (key, value) in header {
         match key.as_str() {
             "alg" => {
@@ -274,9 +255,7 @@ pub fn validate_assertion_header(
             .filter(|a| !a.is_empty())
             .ok_or("`assertion`: header `crit` must be a non-empty list of header names")?;
         for name in names {
-            let name = name
-                .as_str()
-                .ok_or("`assertion`: header `crit` must list names (strings)")?;
+            let name = name.as_str().ok_or("`assertion`: header `crit` must list names (strings)")?;
             if REGISTERED_HEADER_NAMES.contains(&name) {
                 return Err(format!(
                     "`assertion`: header `crit` lists `{name}`, a registered header name (RFC 7515 §4.1.11 forbids it)"
@@ -303,15 +282,11 @@ mod tests {
 
     #[test]
     fn crit_rules() {
-        assert!(
-            validate_assertion_header(&header(json!({"typ": "JWT", "kid": "k1", "cty": "JWT"})))
-                .is_ok()
-        );
+        assert!(validate_assertion_header(&header(json!({"typ": "JWT", "kid": "k1", "cty": "JWT"}))).is_ok());
         assert!(validate_assertion_header(&header(json!({"crit": ["acme"], "acme": 1}))).is_ok());
         let e = validate_assertion_header(&header(json!({"crit": ["exp", "aud"]}))).unwrap_err();
         assert!(e.contains("`exp`, which is not in the header"), "{e}");
-        let e =
-            validate_assertion_header(&header(json!({"crit": ["kid"], "kid": "x"}))).unwrap_err();
+        let e = validate_assertion_header(&header(json!({"crit": ["kid"], "kid": "x"}))).unwrap_err();
         assert!(e.contains("registered"), "{e}");
         assert!(validate_assertion_header(&header(json!({"crit": []}))).is_err());
         assert!(validate_assertion_header(&header(json!({"alg": "none"}))).is_err());

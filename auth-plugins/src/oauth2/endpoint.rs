@@ -34,10 +34,7 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token")
-            .field("lifetime", &self.lifetime)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
+        f.debug_struct("Token").field("lifetime", &self.lifetime).field("scope", &self.scope).finish_non_exhaustive()
     }
 }
 
@@ -85,13 +82,7 @@ impl Endpoint {
             Grant::Password => {
                 form.push(("grant_type", "password".into()));
                 form.push(("username", self.username.clone().unwrap_or_default()));
-                form.push((
-                    "password",
-                    self.password
-                        .as_ref()
-                        .map(|p| p.expose().to_string())
-                        .unwrap_or_default(),
-                ));
+                form.push(("password", self.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default()));
             }
             Grant::ClientCredentials | Grant::ClientCredentialsJwt => {
                 form.push(("grant_type", "client_credentials".into()));
@@ -105,28 +96,22 @@ impl Endpoint {
 
     /// Exchanges a refresh token at `refresh_url` (RFC 6749 §6).
     pub async fn refresh(&self, refresh_token: &Secret) -> Result<Token, RefreshError> {
-        let mut form: Vec<(&str, String)> = vec![
-            ("grant_type", "refresh_token".into()),
-            ("refresh_token", refresh_token.expose().to_string()),
-        ];
+        let mut form: Vec<(&str, String)> =
+            vec![("grant_type", "refresh_token".into()), ("refresh_token", refresh_token.expose().to_string())];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope.clone()));
         }
         match self.post(&self.refresh_url, form).await {
             Ok(token) => Ok(token),
-            Err(Failure {
-                code: Some(code), ..
-            }) if code == "invalid_grant" => Err(RefreshError::InvalidGrant),
+            Err(Failure { code: Some(code), .. }) if code == "invalid_grant" => Err(RefreshError::InvalidGrant),
             Err(f) => Err(RefreshError::Failed(f.error)),
         }
     }
 
     /// Adds client authentication, posts the form, reads the token.
     async fn post(&self, url: &Url, mut form: Vec<(&str, String)>) -> Result<Token, Failure> {
-        let transport = |e: SendError| Failure {
-            code: None,
-            error: AuthError::retryable(format!("token endpoint: {e}")),
-        };
+        let transport =
+            |e: SendError| Failure { code: None, error: AuthError::retryable(format!("token endpoint: {e}")) };
         self.http.check_url(url).map_err(transport)?;
         let mut request = self
             .http
@@ -139,10 +124,7 @@ impl Endpoint {
                 let assertion = self
                     .assertion
                     .as_ref()
-                    .ok_or_else(|| Failure {
-                        code: None,
-                        error: AuthError::permanent("no assertion signer"),
-                    })?
+                    .ok_or_else(|| Failure { code: None, error: AuthError::permanent("no assertion signer") })?
                     .sign()
                     .map_err(|error| Failure { code: None, error })?;
                 // client_id is optional with an assertion (RFC 7521 §4.2): the assertion's
@@ -151,23 +133,12 @@ impl Endpoint {
                 form.push(("client_assertion", assertion));
             }
             (_, ClientAuth::Basic) => {
-                let secret = self
-                    .client_secret
-                    .as_ref()
-                    .map(Secret::expose)
-                    .unwrap_or_default();
-                let credentials = STANDARD.encode(format!(
-                    "{}:{}",
-                    urlencode(&self.client_id),
-                    urlencode(secret)
-                ));
-                let mut value =
-                    HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| {
-                        Failure {
-                            code: None,
-                            error: AuthError::permanent("client credentials cannot be encoded"),
-                        }
-                    })?;
+                let secret = self.client_secret.as_ref().map(Secret::expose).unwrap_or_default();
+                let credentials = STANDARD.encode(format!("{}:{}", urlencode(&self.client_id), urlencode(secret)));
+                let mut value = HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| Failure {
+                    code: None,
+                    error: AuthError::permanent("client credentials cannot be encoded"),
+                })?;
                 value.set_sensitive(true);
                 request = request.header(AUTHORIZATION, value);
             }
@@ -175,10 +146,7 @@ impl Endpoint {
                 form.push(("client_id", self.client_id.clone()));
                 form.push((
                     "client_secret",
-                    self.client_secret
-                        .as_ref()
-                        .map(|s| s.expose().to_string())
-                        .unwrap_or_default(),
+                    self.client_secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default(),
                 ));
             }
         }
@@ -186,11 +154,7 @@ impl Endpoint {
             .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
         let call = async {
-            let response = request
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| transport(describe(e)))?;
+            let response = request.body(body).send().await.map_err(|e| transport(describe(e)))?;
             let status = response.status();
             let bytes = read_bounded(response).await;
             Ok::<_, Failure>((status, bytes))
@@ -200,10 +164,7 @@ impl Endpoint {
             .map_err(|_| transport(SendError::Timeout(self.timeout)))??;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
-            let code = json
-                .as_ref()
-                .and_then(|j| j["error"].as_str())
-                .map(str::to_string);
+            let code = json.as_ref().and_then(|j| j["error"].as_str()).map(str::to_string);
             let description = json.as_ref().and_then(|j| j["error_description"].as_str());
             let detail = match (&code, description) {
                 (Some(c), Some(d)) => format!(": {c} ({})", truncate(d, 200)),
@@ -212,48 +173,32 @@ impl Endpoint {
             };
             return Err(Failure {
                 code,
-                error: AuthError::retryable(format!(
-                    "token endpoint answered {}{detail}",
-                    status_reason(status)
-                )),
+                error: AuthError::retryable(format!("token endpoint answered {}{detail}", status_reason(status))),
             });
         }
         let json = json.ok_or_else(|| Failure {
             code: None,
             error: AuthError::retryable("token endpoint answered 2xx with a body that is not JSON"),
         })?;
-        self.read_token(&json)
-            .map_err(|error| Failure { code: None, error })
+        self.read_token(&json).map_err(|error| Failure { code: None, error })
     }
 
     /// Reads a token response through the token mapping.
     fn read_token(&self, json: &Value) -> Result<Token, AuthError> {
-        let access = lookup(json, &self.token_field)
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                AuthError::permanent(format!(
-                    "the token response has no `{}` (see `token_field`)",
-                    self.token_field
-                ))
+        let access =
+            lookup(json, &self.token_field).and_then(Value::as_str).filter(|t| !t.is_empty()).ok_or_else(|| {
+                AuthError::permanent(format!("the token response has no `{}` (see `token_field`)", self.token_field))
             })?;
-        let refresh = lookup(json, &self.refresh_token_field)
-            .and_then(Value::as_str)
-            .map(Secret::new);
+        let refresh = lookup(json, &self.refresh_token_field).and_then(Value::as_str).map(Secret::new);
         let lifetime = match self.expiry {
             Expiry::Fixed(d) => d,
             Expiry::Auto => lookup(json, &self.expires_in_field)
-                .and_then(|v| {
-                    v.as_u64()
-                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
-                })
+                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
                 .map(Duration::from_secs)
                 .unwrap_or(DEFAULT_LIFETIME),
         };
-        let mut header_value =
-            HeaderValue::from_str(&format!("{}{access}", self.prefix)).map_err(|_| {
-                AuthError::permanent("the access token has characters a header cannot carry")
-            })?;
+        let mut header_value = HeaderValue::from_str(&format!("{}{access}", self.prefix))
+            .map_err(|_| AuthError::permanent("the access token has characters a header cannot carry"))?;
         header_value.set_sensitive(true);
         Ok(Token {
             access: Secret::new(access),
@@ -304,11 +249,7 @@ mod tests {
     #[test]
     fn basic_client_credentials_per_rfc6749_2_3_1() {
         // The RFC's example, from shared/test-vectors.md.
-        let header = STANDARD.encode(format!(
-            "{}:{}",
-            urlencode("s6BhdRkqt3"),
-            urlencode("7Fjfp0ZBr1KtDRbnfVdmIw")
-        ));
+        let header = STANDARD.encode(format!("{}:{}", urlencode("s6BhdRkqt3"), urlencode("7Fjfp0ZBr1KtDRbnfVdmIw")));
         assert_eq!(header, "czZCaGRSa3F0Mzo3RmpmcDBaQnIxS3REUmJuZlZkbUl3");
         assert_eq!(urlencode("a:b%c+d e"), "a%3Ab%25c%2Bd%20e");
     }

@@ -19,8 +19,7 @@ use async_trait::async_trait;
 use hookgate_core::clock::rfc3339;
 use hookgate_core::plugin::auth::mask_token;
 use hookgate_core::plugin::{
-    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo,
-    Unauthorized,
+    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo, Unauthorized,
 };
 use reqwest::Url;
 use reqwest::header::HeaderName;
@@ -73,18 +72,13 @@ impl Authorizer for OAuth2Authorizer {
     }
 
     async fn fetch_token(&self) -> Option<Result<TokenInfo, AuthError>> {
-        Some(self.cache.fetch_now().await.map(|t| {
-            TokenInfo {
-                masked: mask_token(t.access.expose()),
-                token_type: t.token_type.clone(),
-                scopes: t
-                    .scope
-                    .clone()
-                    .or_else(|| self.cache.endpoint.scope.clone()),
-                expires_in_secs: t.lifetime.as_secs(),
-                expires_at: rfc3339(t.expires_at_wall),
-                has_refresh_token: t.refresh.is_some(),
-            }
+        Some(self.cache.fetch_now().await.map(|t| TokenInfo {
+            masked: mask_token(t.access.expose()),
+            token_type: t.token_type.clone(),
+            scopes: t.scope.clone().or_else(|| self.cache.endpoint.scope.clone()),
+            expires_in_secs: t.lifetime.as_secs(),
+            expires_at: rfc3339(t.expires_at_wall),
+            has_refresh_token: t.refresh.is_some(),
         }))
     }
 }
@@ -103,9 +97,7 @@ impl AuthPlugin for OAuth2Plugin {
         config.validate()?;
         let parse_url = |key: &str, text: &str| -> Result<Url, String> {
             let url = Url::parse(text).map_err(|e| format!("`{key}` is not a valid URL: {e}"))?;
-            ctx.client
-                .check_url(&url)
-                .map_err(|e| format!("`{key}`: {e}"))?;
+            ctx.client.check_url(&url).map_err(|e| format!("`{key}`: {e}"))?;
             Ok(url)
         };
         let token_url = parse_url("token_url", &config.token_url)?;
@@ -122,21 +114,14 @@ impl AuthPlugin for OAuth2Plugin {
                     .cloned()
                     .ok_or("`grant: client_credentials_jwt` needs the key store, which this gateway does not have")?;
                 let assertion_config = config.assertion.unwrap_or_default();
-                Some(AssertionSigner::new(
-                    keys,
-                    assertion_config,
-                    &config.client_id,
-                    token_url.as_str(),
-                )?)
+                Some(AssertionSigner::new(keys, assertion_config, &config.client_id, token_url.as_str())?)
             }
             _ => None,
         };
 
         // The cache key: the template and everything that shapes its tokens.
         let mut hasher = DefaultHasher::new();
-        serde_json::to_string(raw)
-            .unwrap_or_default()
-            .hash(&mut hasher);
+        serde_json::to_string(raw).unwrap_or_default().hash(&mut hasher);
         ctx.timeout.hash(&mut hasher);
         let key = (ctx.template.to_string(), hasher.finish());
 

@@ -40,11 +40,7 @@ impl fmt::Display for AttemptError {
 }
 
 /// Sends `body` with the template's method, URL, headers and auth.
-pub async fn attempt(
-    client: &HttpClient,
-    template: &Template,
-    body: &Bytes,
-) -> Result<Response, AttemptError> {
+pub async fn attempt(client: &HttpClient, template: &Template, body: &Bytes) -> Result<Response, AttemptError> {
     let mut resent = false;
     loop {
         let request = OutgoingRequest {
@@ -58,10 +54,7 @@ pub async fn attempt(
             .auth
             .authorize(&request)
             .await
-            .map_err(|error| AttemptError::Auth {
-                plugin: template.auth_type.clone(),
-                error,
-            })?;
+            .map_err(|error| AttemptError::Auth { plugin: template.auth_type.clone(), error })?;
         let mut headers = template.headers.clone();
         for (name, value) in auth.iter() {
             headers.insert(name.clone(), value.clone());

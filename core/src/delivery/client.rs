@@ -54,11 +54,7 @@ pub enum SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Timeout(d) => write!(
-                f,
-                "timeout: no answer within {}",
-                crate::duration::format_duration(*d)
-            ),
+            Self::Timeout(d) => write!(f, "timeout: no answer within {}", crate::duration::format_duration(*d)),
             Self::Refused(why) => write!(f, "destination refused: {why}"),
             Self::Connect(why) => write!(f, "{why}"),
             Self::Other(why) => write!(f, "request failed: {why}"),
@@ -82,9 +78,7 @@ pub struct HttpClient {
 
 impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient")
-            .field("policy", &self.policy)
-            .finish()
+        f.debug_struct("HttpClient").field("policy", &self.policy).finish()
     }
 }
 
@@ -95,9 +89,7 @@ impl HttpClient {
         let inner = reqwest::Client::builder()
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(PolicyResolver {
-                policy: policy.clone(),
-            })
+            .dns_resolver(PolicyResolver { policy: policy.clone() })
             .no_proxy()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -123,9 +115,7 @@ impl HttpClient {
         match url.scheme() {
             "http" | "https" => {}
             other => {
-                return Err(SendError::Refused(format!(
-                    "scheme `{other}` is not http or https"
-                )));
+                return Err(SendError::Refused(format!("scheme `{other}` is not http or https")));
             }
         }
         let ip: Option<IpAddr> = match url.host() {
@@ -161,12 +151,7 @@ impl HttpClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
             let body = read_bounded(response).await;
-            Ok(Response {
-                status,
-                retry_after,
-                body,
-                latency: started.elapsed(),
-            })
+            Ok(Response { status, retry_after, body, latency: started.elapsed() })
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
@@ -253,17 +238,12 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
         return None;
     }
     let day: u64 = parts[0].parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == parts[1])? as u64
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[1])? as u64
         + 1;
     let year: i64 = parts[2].parse().ok()?;
-    let hms: Vec<u64> = parts[3]
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
+    let hms: Vec<u64> = parts[3].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     if hms.len() != 3 || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 || !(1..=31).contains(&day) {
         return None;
     }
@@ -276,9 +256,7 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + (hms[0] * 3600 + hms[1] * 60 + hms[2]) as i64;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs).ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
 }
 
 /// The network policy, applied to every address a hostname resolves to.
@@ -302,8 +280,7 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refusal = None;
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -316,12 +293,8 @@ impl Resolve for PolicyResolver {
                 })
                 .collect();
             match (allowed.is_empty(), refusal) {
-                (true, Some(why)) => {
-                    Err(Box::new(PolicyRefusal(format!("{host} resolves to {why}"))) as _)
-                }
-                (true, None) => {
-                    Err(Box::new(PolicyRefusal(format!("{host} resolves to no address"))) as _)
-                }
+                (true, Some(why)) => Err(Box::new(PolicyRefusal(format!("{host} resolves to {why}"))) as _),
+                (true, None) => Err(Box::new(PolicyRefusal(format!("{host} resolves to no address"))) as _),
                 (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
             }
         })
@@ -335,36 +308,18 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now),
-            Some(Duration::from_secs(60))
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(Duration::from_secs(60)));
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
     fn ip_literals_are_checked_before_connecting() {
         let client = HttpClient::new(NetworkPolicy::default()).unwrap();
-        let err = client
-            .check_url(&"http://127.0.0.1:1/".parse().unwrap())
-            .unwrap_err();
-        assert!(
-            matches!(err, SendError::Refused(ref why) if why.contains("loopback")),
-            "{err}"
-        );
+        let err = client.check_url(&"http://127.0.0.1:1/".parse().unwrap()).unwrap_err();
+        assert!(matches!(err, SendError::Refused(ref why) if why.contains("loopback")), "{err}");
         assert!(!err.is_retryable());
-        assert!(
-            client
-                .check_url(&"ftp://example.com/".parse().unwrap())
-                .is_err()
-        );
+        assert!(client.check_url(&"ftp://example.com/".parse().unwrap()).is_err());
     }
 }

@@ -14,10 +14,7 @@ pub enum RetryAction {
     /// A 2xx answer.
     Success,
     /// Worth another attempt; `not_before` is the destination's `Retry-After`, if it gave one.
-    Retry {
-        reason: String,
-        not_before: Option<Duration>,
-    },
+    Retry { reason: String, not_before: Option<Duration> },
     /// Another attempt would get the same answer.
     DontRetry { reason: String },
 }
@@ -27,13 +24,8 @@ pub enum RetryAction {
 pub fn classify(outcome: &Result<Response, AttemptError>) -> RetryAction {
     match outcome {
         Ok(response) => classify_status(response.status, response.retry_after),
-        Err(error) if error.is_retryable() => RetryAction::Retry {
-            reason: error.to_string(),
-            not_before: None,
-        },
-        Err(error) => RetryAction::DontRetry {
-            reason: error.to_string(),
-        },
+        Err(error) if error.is_retryable() => RetryAction::Retry { reason: error.to_string(), not_before: None },
+        Err(error) => RetryAction::DontRetry { reason: error.to_string() },
     }
 }
 
@@ -42,18 +34,10 @@ pub fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Ret
         return RetryAction::Success;
     }
     let reason = status_reason(status);
-    if status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-    {
-        RetryAction::Retry {
-            reason,
-            not_before: retry_after,
-        }
+    if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        RetryAction::Retry { reason, not_before: retry_after }
     } else if status.is_redirection() {
-        RetryAction::DontRetry {
-            reason: format!("{reason} (redirects are not followed)"),
-        }
+        RetryAction::DontRetry { reason: format!("{reason} (redirects are not followed)") }
     } else {
         RetryAction::DontRetry { reason }
     }
@@ -93,33 +77,21 @@ mod tests {
     #[test]
     fn status_classes() {
         assert_eq!(classify_status(StatusCode::OK, None), RetryAction::Success);
-        assert_eq!(
-            classify_status(StatusCode::NO_CONTENT, None),
-            RetryAction::Success
-        );
+        assert_eq!(classify_status(StatusCode::NO_CONTENT, None), RetryAction::Success);
         for s in [408u16, 429, 500, 502, 503, 504] {
             assert!(
-                matches!(
-                    classify_status(StatusCode::from_u16(s).unwrap(), None),
-                    RetryAction::Retry { .. }
-                ),
+                matches!(classify_status(StatusCode::from_u16(s).unwrap(), None), RetryAction::Retry { .. }),
                 "{s}"
             );
         }
         for s in [400u16, 401, 403, 404, 410, 422, 301] {
             assert!(
-                matches!(
-                    classify_status(StatusCode::from_u16(s).unwrap(), None),
-                    RetryAction::DontRetry { .. }
-                ),
+                matches!(classify_status(StatusCode::from_u16(s).unwrap(), None), RetryAction::DontRetry { .. }),
                 "{s}"
             );
         }
         assert_eq!(
-            classify_status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(Duration::from_secs(3))
-            ),
+            classify_status(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3))),
             RetryAction::Retry {
                 reason: "HTTP 503 Service Unavailable".into(),
                 not_before: Some(Duration::from_secs(3))
@@ -130,34 +102,16 @@ mod tests {
     #[test]
     fn errors_retry_except_policy_refusals() {
         let send = |e: SendError| classify(&Err(AttemptError::Send(e)));
+        assert!(matches!(send(SendError::Timeout(Duration::from_secs(5))), RetryAction::Retry { .. }));
+        assert!(matches!(send(SendError::Connect("connection refused".into())), RetryAction::Retry { .. }));
+        assert!(matches!(send(SendError::Refused("loopback".into())), RetryAction::DontRetry { .. }));
+        let auth =
+            |e: crate::plugin::AuthError| classify(&Err(AttemptError::Auth { plugin: "oauth2".into(), error: e }));
         assert!(matches!(
-            send(SendError::Timeout(Duration::from_secs(5))),
+            auth(crate::plugin::AuthError::retryable("token endpoint timed out")),
             RetryAction::Retry { .. }
         ));
-        assert!(matches!(
-            send(SendError::Connect("connection refused".into())),
-            RetryAction::Retry { .. }
-        ));
-        assert!(matches!(
-            send(SendError::Refused("loopback".into())),
-            RetryAction::DontRetry { .. }
-        ));
-        let auth = |e: crate::plugin::AuthError| {
-            classify(&Err(AttemptError::Auth {
-                plugin: "oauth2".into(),
-                error: e,
-            }))
-        };
-        assert!(matches!(
-            auth(crate::plugin::AuthError::retryable(
-                "token endpoint timed out"
-            )),
-            RetryAction::Retry { .. }
-        ));
-        assert!(matches!(
-            auth(crate::plugin::AuthError::permanent("invalid_client")),
-            RetryAction::DontRetry { .. }
-        ));
+        assert!(matches!(auth(crate::plugin::AuthError::permanent("invalid_client")), RetryAction::DontRetry { .. }));
     }
 
     #[test]
@@ -169,21 +123,12 @@ mod tests {
         };
         for _ in 0..100 {
             let d2 = b.delay(2, None);
-            assert!(
-                d2 >= Duration::from_millis(500) && d2 <= Duration::from_secs(1),
-                "{d2:?}"
-            );
+            assert!(d2 >= Duration::from_millis(500) && d2 <= Duration::from_secs(1), "{d2:?}");
             let d3 = b.delay(3, None);
-            assert!(
-                d3 >= Duration::from_secs(1) && d3 <= Duration::from_secs(2),
-                "{d3:?}"
-            );
+            assert!(d3 >= Duration::from_secs(1) && d3 <= Duration::from_secs(2), "{d3:?}");
             assert!(b.delay(20, None) <= Duration::from_secs(10));
             assert!(b.delay(2, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
-            assert_eq!(
-                b.delay(2, Some(Duration::from_secs(3600))),
-                Duration::from_secs(60)
-            );
+            assert_eq!(b.delay(2, Some(Duration::from_secs(3600))), Duration::from_secs(60));
         }
     }
 }

@@ -64,62 +64,34 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
         (Ok(r), RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason }) => {
             (Some(r.status.as_u16()), Some(reason.clone()))
         }
-        (Err(_), RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason }) => {
-            (None, Some(reason.clone()))
-        }
+        (Err(_), RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason }) => (None, Some(reason.clone())),
     };
     ctx.records.record_attempt(
         job.dispatch,
         job.request,
-        AttemptRecord {
-            attempt: job.attempt,
-            at,
-            latency,
-            status,
-            error,
-        },
+        AttemptRecord { attempt: job.attempt, at, latency, status, error },
     );
-    let (campaign, name, profiles) = (
-        work.campaign.as_str(),
-        template.name.as_str(),
-        work.profiles as u64,
-    );
+    let (campaign, name, profiles) = (work.campaign.as_str(), template.name.as_str(), work.profiles as u64);
 
     let result = match action {
         RetryAction::Success => {
-            ctx.stats
-                .attempt(campaign, name, latency, AttemptResult::Success);
+            ctx.stats.attempt(campaign, name, latency, AttemptResult::Success);
             ctx.stats.delivered(campaign, name, profiles);
-            ctx.records
-                .finish(job.dispatch, job.request, RequestStatus::Delivered);
+            ctx.records.finish(job.dispatch, job.request, RequestStatus::Delivered);
             debug!(template = name, campaign, "delivered");
             ctx.queue.complete(&job).await
         }
         RetryAction::Retry { reason, not_before } if job.attempt < template.max_attempts() => {
-            ctx.stats
-                .attempt(campaign, name, latency, AttemptResult::Retry);
+            ctx.stats.attempt(campaign, name, latency, AttemptResult::Retry);
             let next = job.attempt + 1;
             let delay = ctx.backoff.delay(next, not_before);
             info!(template = name, campaign, %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-            ctx.queue
-                .retry(Job {
-                    attempt: next,
-                    due: SystemTime::now() + delay,
-                    ..job.clone()
-                })
-                .await
+            ctx.queue.retry(Job { attempt: next, due: SystemTime::now() + delay, ..job.clone() }).await
         }
         RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason } => {
-            ctx.stats
-                .attempt(campaign, name, latency, AttemptResult::Failure);
+            ctx.stats.attempt(campaign, name, latency, AttemptResult::Failure);
             ctx.stats.failed(campaign, name, profiles, &reason);
-            ctx.records.finish(
-                job.dispatch,
-                job.request,
-                RequestStatus::Failed {
-                    reason: reason.clone(),
-                },
-            );
+            ctx.records.finish(job.dispatch, job.request, RequestStatus::Failed { reason: reason.clone() });
             warn!(template = name, campaign, %reason, attempts = job.attempt, "{DISPATCH_FAILED}");
             ctx.queue.complete(&job).await
         }

@@ -59,9 +59,7 @@ impl AuthHeaders {
 
 impl fmt::Debug for AuthHeaders {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|(n, _)| format!("{n}: [redacted]")))
-            .finish()
+        f.debug_list().entries(self.0.iter().map(|(n, _)| format!("{n}: [redacted]"))).finish()
     }
 }
 
@@ -78,17 +76,11 @@ pub struct AuthError {
 
 impl AuthError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 }
 

@@ -39,9 +39,7 @@ impl FromStr for SigningAlg {
             "RS256" => Ok(Self::RS256),
             "RS384" => Ok(Self::RS384),
             "RS512" => Ok(Self::RS512),
-            other => Err(format!(
-                "`{other}` is not a supported algorithm; use RS256, RS384 or RS512"
-            )),
+            other => Err(format!("`{other}` is not a supported algorithm; use RS256, RS384 or RS512")),
         }
     }
 }

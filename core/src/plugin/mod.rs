@@ -9,8 +9,7 @@ pub mod keys;
 pub mod registry;
 
 pub use auth::{
-    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo,
-    Unauthorized,
+    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo, Unauthorized,
 };
 pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
 pub use registry::{PluginRegistry, PluginSource};

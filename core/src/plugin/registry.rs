@@ -36,10 +36,7 @@ impl PluginRegistry {
     }
 
     pub fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>> {
-        self.auth
-            .get(name)
-            .cloned()
-            .or_else(|| self.sources.iter().find_map(|s| s.auth(name)))
+        self.auth.get(name).cloned().or_else(|| self.sources.iter().find_map(|s| s.auth(name)))
     }
 
     /// Every name a template can use now, sorted.
@@ -56,8 +53,6 @@ impl PluginRegistry {
 
 impl std::fmt::Debug for PluginRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginRegistry")
-            .field("auth", &self.auth_names())
-            .finish()
+        f.debug_struct("PluginRegistry").field("auth", &self.auth_names()).finish()
     }
 }

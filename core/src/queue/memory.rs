@@ -50,9 +50,7 @@ impl MemoryQueue {
     }
 
     fn release(&self) {
-        let _ = self
-            .leased
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self.leased.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
     }
 
     /// Pops the next due job, or says how long until one is due.
@@ -78,11 +76,7 @@ impl Queue for MemoryQueue {
             let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
             for job in jobs {
                 let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-                heap.push(Reverse(Entry {
-                    due: job.due,
-                    seq,
-                    job,
-                }));
+                heap.push(Reverse(Entry { due: job.due, seq, job }));
             }
         }
         self.wake.notify_waiters();
@@ -129,24 +123,14 @@ mod tests {
     use crate::records::DispatchId;
 
     fn job(request: u32, attempt: u32, due: SystemTime) -> Job {
-        Job {
-            dispatch: DispatchId::new(),
-            request,
-            attempt,
-            due,
-        }
+        Job { dispatch: DispatchId::new(), request, attempt, due }
     }
 
     #[tokio::test]
     async fn hands_out_by_due_time_and_waits_for_future_jobs() {
         let q = MemoryQueue::new();
         let now = SystemTime::now();
-        q.push(vec![
-            job(1, 1, now + Duration::from_millis(150)),
-            job(2, 1, now),
-        ])
-        .await
-        .unwrap();
+        q.push(vec![job(1, 1, now + Duration::from_millis(150)), job(2, 1, now)]).await.unwrap();
         assert_eq!(q.next().await.unwrap().request, 2);
         let started = std::time::Instant::now();
         assert_eq!(q.next().await.unwrap().request, 1);
@@ -163,10 +147,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         q.push(vec![job(7, 1, SystemTime::now())]).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), consumer)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), consumer).await.unwrap().unwrap();
         assert_eq!(got.request, 7);
         q.complete(&got).await.unwrap();
         assert_eq!(q.len().await.unwrap(), 0);

@@ -14,12 +14,7 @@ pub struct TemplateError {
 
 impl TemplateError {
     pub fn new(file: &Path, (line, column): (usize, usize), message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-        }
+        Self { file: file.to_path_buf(), line, column, message: message.into() }
     }
 
     /// From a serde_yaml error: its location, its message without the location suffix, and
@@ -33,34 +28,18 @@ impl TemplateError {
         }
         let (line, column) = match error.location() {
             Some(l) if (l.line(), l.column()) != (1, 1) => (l.line(), l.column()),
-            _ => message
-                .split('`')
-                .nth(1)
-                .and_then(|quoted| locate_text(text, quoted))
-                .unwrap_or((1, 1)),
+            _ => message.split('`').nth(1).and_then(|quoted| locate_text(text, quoted)).unwrap_or((1, 1)),
         };
         if let Some(hint) = unknown_field_hint(&message) {
             message.push_str(&hint);
         }
-        Self {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message,
-        }
+        Self { file: file.to_path_buf(), line, column, message }
     }
 }
 
 impl fmt::Display for TemplateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
-            self.message
-        )
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
     }
 }
 
@@ -98,9 +77,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
             }
@@ -162,9 +139,7 @@ fn key_column(line: &str, key: &str) -> Option<usize> {
             || before.ends_with("- ")
             || before == "-";
         let quoted_ok = line[..at].ends_with('"') || line[..at].ends_with('\'');
-        if (boundary || quoted_ok)
-            && (after.starts_with(':') || after.starts_with("\":") || after.starts_with("':"))
-        {
+        if (boundary || quoted_ok) && (after.starts_with(':') || after.starts_with("\":") || after.starts_with("':")) {
             return Some(if quoted_ok { at - 1 } else { at });
         }
         from = at + key.len();
@@ -187,17 +162,7 @@ mod tests {
 
     #[test]
     fn nearest_key_for_typos() {
-        let keys = [
-            "name",
-            "url",
-            "method",
-            "headers",
-            "timeout",
-            "retries",
-            "batch_size",
-            "verify",
-            "auth",
-        ];
+        let keys = ["name", "url", "method", "headers", "timeout", "retries", "batch_size", "verify", "auth"];
         assert_eq!(nearest("methd", &keys), Some("method"));
         assert_eq!(nearest("header", &keys), Some("headers"));
         assert_eq!(nearest("batchsize", &keys), Some("batch_size"));
@@ -207,8 +172,7 @@ mod tests {
 
     #[test]
     fn locates_block_and_flow_keys() {
-        let text =
-            "url: http://x\nheaders:\n  X-A: 1\n  X-B: 2\nauth:\n  type: basic\n  password: p\n";
+        let text = "url: http://x\nheaders:\n  X-A: 1\n  X-B: 2\nauth:\n  type: basic\n  password: p\n";
         assert_eq!(locate(text, &["url"]), (1, 1));
         assert_eq!(locate(text, &["headers", "X-B"]), (4, 3));
         assert_eq!(locate(text, &["auth", "password"]), (7, 3));
@@ -232,11 +196,7 @@ mod tests {
         let e = TemplateError::from_yaml(Path::new("t.yaml"), text, &err);
         assert_eq!((e.line, e.column), (2, 1));
         assert!(e.message.contains("unknown field `methd`"), "{}", e.message);
-        assert!(
-            e.message.ends_with("did you mean `method`?"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.ends_with("did you mean `method`?"), "{}", e.message);
         assert!(e.to_string().starts_with("t.yaml:2:1: "));
     }
 }

@@ -19,15 +19,8 @@ use crate::plugin::auth::BuildContext;
 use crate::plugin::{KeyStore, PluginRegistry};
 
 /// Headers the gateway sets itself; a template may not.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-];
+const RESERVED_HEADERS: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
 const MAX_RETRIES: u32 = 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_BATCH: usize = 100_000;
@@ -64,22 +57,13 @@ impl Loader {
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Template, TemplateError> {
-        let at =
-            |path: &[&str], message: String| TemplateError::new(file, locate(text, path), message);
+        let at = |path: &[&str], message: String| TemplateError::new(file, locate(text, path), message);
         if text.trim().is_empty() {
-            return Err(TemplateError::new(
-                file,
-                (1, 1),
-                "the file is empty; a template needs at least `url`",
-            ));
+            return Err(TemplateError::new(file, (1, 1), "the file is empty; a template needs at least `url`"));
         }
-        let spec: TemplateSpec =
-            serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
+        let spec: TemplateSpec = serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
 
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
         validate_name(&name).map_err(|m| at(&["name"], m))?;
 
@@ -93,15 +77,9 @@ impl Loader {
         };
 
         let url_text = resolver.resolve(&spec.url).map_err(ref_error)?;
-        let url = Url::parse(&url_text).map_err(|e| {
-            at(
-                &["url"],
-                resolver.scrub(&format!("`url` is not a valid URL: {e}")),
-            )
-        })?;
-        self.client
-            .check_url(&url)
-            .map_err(|e| at(&["url"], resolver.scrub(&format!("`url`: {e}"))))?;
+        let url = Url::parse(&url_text)
+            .map_err(|e| at(&["url"], resolver.scrub(&format!("`url` is not a valid URL: {e}"))))?;
+        self.client.check_url(&url).map_err(|e| at(&["url"], resolver.scrub(&format!("`url`: {e}"))))?;
 
         let mut headers = HeaderMap::new();
         for (key, value) in &spec.headers {
@@ -109,41 +87,30 @@ impl Loader {
             let header_name = HeaderName::from_bytes(key.as_bytes())
                 .map_err(|_| header_at(format!("`{key}` is not a valid header name")))?;
             if RESERVED_HEADERS.contains(&header_name.as_str()) {
-                return Err(header_at(format!(
-                    "`{key}` is set by the gateway and cannot be a template header"
-                )));
+                return Err(header_at(format!("`{key}` is set by the gateway and cannot be a template header")));
             }
             let resolved = resolver.resolve(&value.0).map_err(ref_error)?;
             let mut header_value = HeaderValue::from_str(&resolved).map_err(|_| {
-                header_at(format!("the value of header `{key}` has characters a header cannot carry (control characters or newlines)"))
+                header_at(format!(
+                    "the value of header `{key}` has characters a header cannot carry (control characters or newlines)"
+                ))
             })?;
             header_value.set_sensitive(true);
             headers.insert(header_name, header_value);
         }
-        headers
-            .entry(CONTENT_TYPE)
-            .or_insert(HeaderValue::from_static("application/json"));
+        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
 
         let timeout = spec.timeout.unwrap_or(self.defaults.timeout);
         if timeout.is_zero() || timeout > MAX_TIMEOUT {
-            return Err(at(
-                &["timeout"],
-                "`timeout` must be more than 0 and at most 5m".into(),
-            ));
+            return Err(at(&["timeout"], "`timeout` must be more than 0 and at most 5m".into()));
         }
         let retries = spec.retries.unwrap_or(self.defaults.retries);
         if retries > MAX_RETRIES {
-            return Err(at(
-                &["retries"],
-                format!("`retries` must be at most {MAX_RETRIES}"),
-            ));
+            return Err(at(&["retries"], format!("`retries` must be at most {MAX_RETRIES}")));
         }
         let batch_size = spec.batch_size.unwrap_or(self.defaults.batch_size);
         if batch_size == 0 || batch_size > MAX_BATCH {
-            return Err(at(
-                &["batch_size"],
-                format!("`batch_size` must be between 1 and {MAX_BATCH}"),
-            ));
+            return Err(at(&["batch_size"], format!("`batch_size` must be between 1 and {MAX_BATCH}")));
         }
 
         if let Some(transform) = &spec.transform {
@@ -157,10 +124,7 @@ impl Loader {
         }
 
         let (auth_type, auth) = {
-            let default_auth = PluginSpec {
-                kind: "none".into(),
-                config: Default::default(),
-            };
+            let default_auth = PluginSpec { kind: "none".into(), config: Default::default() };
             let auth_spec = spec.auth.as_ref().unwrap_or(&default_auth);
             let plugin = self.plugins.auth(&auth_spec.kind).ok_or_else(|| {
                 let names = self.plugins.auth_names();
@@ -170,11 +134,7 @@ impl Loader {
                     .unwrap_or_default();
                 at(
                     &["auth", "type"],
-                    format!(
-                        "unknown auth plugin `{}` (known: {}){hint}",
-                        auth_spec.kind,
-                        known.join(", ")
-                    ),
+                    format!("unknown auth plugin `{}` (known: {}){hint}", auth_spec.kind, known.join(", ")),
                 )
             })?;
             let mut config = serde_json::Map::new();
@@ -182,21 +142,10 @@ impl Loader {
                 let resolved = resolve_value(&mut resolver, value).map_err(ref_error)?;
                 config.insert(key.clone(), resolved);
             }
-            let ctx = BuildContext {
-                template: &name,
-                client: &self.client,
-                timeout,
-                keys: self.keys.as_ref(),
-            };
+            let ctx = BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() };
             let authorizer = plugin.build(&ctx, &config).map_err(|message| {
-                let key = message
-                    .strip_prefix('`')
-                    .and_then(|m| m.split('`').next())
-                    .unwrap_or("type");
-                at(
-                    &["auth", key],
-                    resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)),
-                )
+                let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
+                at(&["auth", key], resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)))
             })?;
             (auth_spec.kind.clone(), authorizer)
         };
@@ -228,9 +177,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -241,10 +188,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 /// A plugin config value with its string leaves resolved, as JSON.
-fn resolve_value(
-    resolver: &mut Resolver<'_>,
-    value: &serde_yaml::Value,
-) -> Result<serde_json::Value, RefError> {
+fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Result<serde_json::Value, RefError> {
     use serde_yaml::Value as Y;
     Ok(match value {
         Y::Null => serde_json::Value::Null,
@@ -255,28 +199,19 @@ fn resolve_value(
             } else if let Some(u) = n.as_u64() {
                 u.into()
             } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(serde_json::Value::Number)
-                    .unwrap_or_default()
+                n.as_f64().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number).unwrap_or_default()
             }
         }
         Y::String(s) => serde_json::Value::String(resolver.resolve(s)?),
-        Y::Sequence(items) => serde_json::Value::Array(
-            items
-                .iter()
-                .map(|v| resolve_value(resolver, v))
-                .collect::<Result<_, _>>()?,
-        ),
+        Y::Sequence(items) => {
+            serde_json::Value::Array(items.iter().map(|v| resolve_value(resolver, v)).collect::<Result<_, _>>()?)
+        }
         Y::Mapping(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
                 let key = match k {
                     Y::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
                 };
                 out.insert(key, resolve_value(resolver, v)?);
             }
@@ -345,7 +280,11 @@ mod tests {
     fn defaults_and_resolved_values() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key"), "from-file\n").unwrap();
-        let t = load(dir.path(), "url: http://127.0.0.1:9/x\nheaders:\n  X-A: ${env:SECRET}\n  X-B: ${file:key}\n  X-N: 3\n").unwrap();
+        let t = load(
+            dir.path(),
+            "url: http://127.0.0.1:9/x\nheaders:\n  X-A: ${env:SECRET}\n  X-B: ${file:key}\n  X-N: 3\n",
+        )
+        .unwrap();
         assert_eq!(t.name, "t");
         assert_eq!(t.method, reqwest::Method::POST);
         assert_eq!(t.timeout, Duration::from_secs(5));
@@ -365,39 +304,25 @@ mod tests {
     fn a_changed_secret_is_a_new_digest() {
         let dir = tempfile::tempdir().unwrap();
         let text = "url: http://127.0.0.1:9/\nheaders: {X-A: \"${env:SECRET}\"}\n";
-        let a = loader(dir.path())
-            .load_with_env(&dir.path().join("t.yaml"), text, &env)
-            .unwrap();
-        let b = loader(dir.path())
-            .load_with_env(&dir.path().join("t.yaml"), text, &|_| Some("other".into()))
-            .unwrap();
+        let a = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &env).unwrap();
+        let b = loader(dir.path()).load_with_env(&dir.path().join("t.yaml"), text, &|_| Some("other".into())).unwrap();
         assert_ne!(a.digest, b.digest);
     }
 
     #[test]
     fn errors_are_located_and_scrubbed() {
         let dir = tempfile::tempdir().unwrap();
-        let e = load(
-            dir.path(),
-            "url: http://127.0.0.1:9/\nauth:\n  type: none\n  secret: ${env:SECRET}\n",
-        )
-        .unwrap_err();
+        let e =
+            load(dir.path(), "url: http://127.0.0.1:9/\nauth:\n  type: none\n  secret: ${env:SECRET}\n").unwrap_err();
         assert_eq!((e.line, e.column), (4, 3), "{e}");
-        assert!(
-            e.message.contains("`secret` is too short: [redacted]"),
-            "{e}"
-        );
+        assert!(e.message.contains("`secret` is too short: [redacted]"), "{e}");
         assert!(!e.to_string().contains("s3cret-value"));
 
         let e = load(dir.path(), "url: not a url\n").unwrap_err();
         assert_eq!((e.line, e.column), (1, 1));
         assert!(e.message.contains("`url` is not a valid URL"), "{e}");
 
-        let e = load(
-            dir.path(),
-            "url: http://127.0.0.1:9/\nheaders:\n  Host: x\n",
-        )
-        .unwrap_err();
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\nheaders:\n  Host: x\n").unwrap_err();
         assert_eq!((e.line, e.column), (3, 3));
         assert!(e.message.contains("set by the gateway"), "{e}");
 
@@ -413,25 +338,14 @@ mod tests {
         let e = load(dir.path(), "   \n").unwrap_err();
         assert!(e.message.contains("empty"), "{e}");
 
-        let e = load(
-            dir.path(),
-            "url: http://127.0.0.1:9/\ntransform: {type: zendesk}\n",
-        )
-        .unwrap_err();
-        assert!(
-            e.message.contains("no transform plugin named `zendesk`"),
-            "{e}"
-        );
+        let e = load(dir.path(), "url: http://127.0.0.1:9/\ntransform: {type: zendesk}\n").unwrap_err();
+        assert!(e.message.contains("no transform plugin named `zendesk`"), "{e}");
     }
 
     #[test]
     fn display_url_hides_user_info_and_query() {
         let dir = tempfile::tempdir().unwrap();
-        let t = load(
-            dir.path(),
-            "url: \"http://user:${env:SECRET}@127.0.0.1:9/hook?token=${env:SECRET}\"\n",
-        )
-        .unwrap();
+        let t = load(dir.path(), "url: \"http://user:${env:SECRET}@127.0.0.1:9/hook?token=${env:SECRET}\"\n").unwrap();
         assert_eq!(t.display_url(), "http://127.0.0.1:9/hook?[redacted]");
     }
 }

@@ -48,11 +48,7 @@ impl Template {
         let had_query = shown.query().is_some();
         shown.set_query(None);
         shown.set_fragment(None);
-        if had_query {
-            format!("{shown}?[redacted]")
-        } else {
-            shown.to_string()
-        }
+        if had_query { format!("{shown}?[redacted]") } else { shown.to_string() }
     }
 }
 

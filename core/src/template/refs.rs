@@ -25,11 +25,7 @@ pub struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     pub fn new(base: &'a Path, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Self {
-            base,
-            env,
-            values: Vec::new(),
-        }
+        Self { base, env, values: Vec::new() }
     }
 
     /// Returns `text` with every reference replaced by its value.
@@ -65,23 +61,15 @@ impl<'a> Resolver<'a> {
     }
 
     fn lookup(&self, reference: &str, inner: &str) -> Result<String, RefError> {
-        let error = |message: String| RefError {
-            reference: reference.to_string(),
-            message,
-        };
+        let error = |message: String| RefError { reference: reference.to_string(), message };
         match inner.split_once(':') {
             Some(("env", name)) if !name.is_empty() => (self.env)(name).ok_or_else(|| {
-                error(format!(
-                    "environment variable `{name}` (referenced as `{reference}`) is not set"
-                ))
+                error(format!("environment variable `{name}` (referenced as `{reference}`) is not set"))
             }),
             Some(("file", path)) if !path.is_empty() => {
                 let full: PathBuf = self.base.join(path);
                 let mut text = std::fs::read_to_string(&full).map_err(|e| {
-                    error(format!(
-                        "cannot read `{}` (referenced as `{reference}`): {e}",
-                        full.display()
-                    ))
+                    error(format!("cannot read `{}` (referenced as `{reference}`): {e}", full.display()))
                 })?;
                 // Secret files usually end with a newline that is not part of the secret.
                 while text.ends_with('\n') || text.ends_with('\r') {
@@ -126,19 +114,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key.txt"), "from-file\n").unwrap();
         let mut r = Resolver::new(dir.path(), &env);
-        assert_eq!(
-            r.resolve("Bearer ${env:TOKEN}").unwrap(),
-            "Bearer s3cr3t-value"
-        );
+        assert_eq!(r.resolve("Bearer ${env:TOKEN}").unwrap(), "Bearer s3cr3t-value");
         assert_eq!(r.resolve("${file:key.txt}").unwrap(), "from-file");
-        assert_eq!(
-            r.resolve("cost $5 and $${env:X}").unwrap(),
-            "cost $5 and ${env:X}"
-        );
-        assert_eq!(
-            r.scrub("bad value s3cr3t-value here"),
-            "bad value [redacted] here"
-        );
+        assert_eq!(r.resolve("cost $5 and $${env:X}").unwrap(), "cost $5 and ${env:X}");
+        assert_eq!(r.scrub("bad value s3cr3t-value here"), "bad value [redacted] here");
     }
 
     #[test]
@@ -147,24 +126,10 @@ mod tests {
         let mut r = Resolver::new(dir.path(), &env);
         let e = r.resolve("x${env:NOPE}").unwrap_err();
         assert_eq!(e.reference, "${env:NOPE}");
-        assert!(
-            e.message.contains("`NOPE`") && e.message.contains("not set"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("`NOPE`") && e.message.contains("not set"), "{}", e.message);
         let e = r.resolve("${file:missing.txt}").unwrap_err();
         assert!(e.message.contains("missing.txt"), "{}", e.message);
-        assert!(
-            r.resolve("${vault:x}")
-                .unwrap_err()
-                .message
-                .contains("not a reference")
-        );
-        assert!(
-            r.resolve("${env:X")
-                .unwrap_err()
-                .message
-                .contains("not closed")
-        );
+        assert!(r.resolve("${vault:x}").unwrap_err().message.contains("not a reference"));
+        assert!(r.resolve("${env:X").unwrap_err().message.contains("not closed"));
     }
 }

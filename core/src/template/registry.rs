@@ -124,12 +124,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(
-        loader: Loader,
-        dir: PathBuf,
-        verify_on_load: bool,
-        reverify_after: Duration,
-    ) -> Arc<Self> {
+    pub fn new(loader: Loader, dir: PathBuf, verify_on_load: bool, reverify_after: Duration) -> Arc<Self> {
         Arc::new(Self {
             loader,
             dir,
@@ -152,10 +147,7 @@ impl Registry {
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.snapshot.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn publish(&self, snapshot: Snapshot) {
@@ -171,9 +163,7 @@ impl Registry {
         let snapshot = self.snapshot();
         match snapshot.entries.get(name) {
             None => Lookup::Unknown,
-            Some(Entry {
-                active: Some(t), ..
-            }) => Lookup::Active(t.clone()),
+            Some(Entry { active: Some(t), .. }) => Lookup::Active(t.clone()),
             Some(entry) => Lookup::Inactive(match &entry.state {
                 State::Unverified { reason, .. } => reason.clone(),
                 State::Invalid { error } => error.to_string(),
@@ -199,23 +189,13 @@ impl Registry {
 
         // Versions live before this scan, by name: a file renamed (or a ConfigMap swapped)
         // with the same content and secrets stays active without a new verification.
-        let was_live: HashMap<String, Arc<Template>> = snap
-            .entries
-            .values()
-            .filter_map(|e| e.active.clone().map(|t| (e.name.clone(), t)))
-            .collect();
+        let was_live: HashMap<String, Arc<Template>> =
+            snap.entries.values().filter_map(|e| e.active.clone().map(|t| (e.name.clone(), t))).collect();
         let present: HashSet<&PathBuf> = files.iter().map(|(p, _)| p).collect();
-        let gone: Vec<PathBuf> = known
-            .keys()
-            .filter(|p| !present.contains(p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = known.keys().filter(|p| !present.contains(p)).cloned().collect();
         for path in gone {
             if let Some(state) = known.remove(&path)
-                && snap
-                    .entries
-                    .get(&state.name)
-                    .is_some_and(|e| e.file == path)
+                && snap.entries.get(&state.name).is_some_and(|e| e.file == path)
             {
                 snap.entries.remove(&state.name);
                 info!(template = %state.name, file = %path.display(), "template removed");
@@ -227,8 +207,7 @@ impl Registry {
             let text = match text {
                 Ok(text) => text,
                 Err(e) => {
-                    let error =
-                        TemplateError::new(path, (1, 1), format!("cannot read the file: {e}"));
+                    let error = TemplateError::new(path, (1, 1), format!("cannot read the file: {e}"));
                     self.record_error(&mut snap, &mut known, path, 0, error, &mut report);
                     continue;
                 }
@@ -237,23 +216,14 @@ impl Registry {
             if known.get(path).is_some_and(|f| f.text_hash == text_hash) {
                 continue;
             }
-            let loaded =
-                self.loader
-                    .load(path, text)
-                    .and_then(|t| match snap.entries.get(&t.name) {
-                        Some(other) if other.file != *path && present.contains(&other.file) => {
-                            Err(TemplateError::new(
-                                path,
-                                locate(text, &["name"]),
-                                format!(
-                                    "template name `{}` is already used by {}",
-                                    t.name,
-                                    other.file.display()
-                                ),
-                            ))
-                        }
-                        _ => Ok(t),
-                    });
+            let loaded = self.loader.load(path, text).and_then(|t| match snap.entries.get(&t.name) {
+                Some(other) if other.file != *path && present.contains(&other.file) => Err(TemplateError::new(
+                    path,
+                    locate(text, &["name"]),
+                    format!("template name `{}` is already used by {}", t.name, other.file.display()),
+                )),
+                _ => Ok(t),
+            });
             match loaded {
                 Ok(mut template) => {
                     template.version = self.next_version();
@@ -266,15 +236,10 @@ impl Registry {
                         snap.entries.remove(&previous);
                         report.removed.push(previous);
                     }
-                    let entry = snap
-                        .entries
-                        .entry(name.clone())
-                        .or_insert_with(|| Entry::new(&name, path));
+                    let entry = snap.entries.entry(name.clone()).or_insert_with(|| Entry::new(&name, path));
                     entry.file = path.clone();
                     entry.updated_at = now;
-                    let unchanged = was_live
-                        .get(&name)
-                        .is_some_and(|live| live.digest == template.digest);
+                    let unchanged = was_live.get(&name).is_some_and(|live| live.digest == template.digest);
                     if unchanged {
                         entry.active = Some(template.clone());
                         entry.candidate = None;
@@ -282,10 +247,7 @@ impl Registry {
                         info!(template = %name, version = template.version, "template moved; same content, stays active");
                     } else if self.verify_on_load && template.verify {
                         entry.candidate = Some(template.clone());
-                        entry.state = State::Unverified {
-                            reason: "verification in progress".into(),
-                            since: now,
-                        };
+                        entry.state = State::Unverified { reason: "verification in progress".into(), since: now };
                         to_verify.push(template.clone());
                         info!(template = %name, version = template.version, "template loaded; verifying");
                     } else {
@@ -294,28 +256,16 @@ impl Registry {
                         entry.state = State::Active;
                         info!(template = %name, version = template.version, "template loaded and active");
                     }
-                    known.insert(
-                        path.clone(),
-                        FileState {
-                            text_hash,
-                            name: name.clone(),
-                        },
-                    );
+                    known.insert(path.clone(), FileState { text_hash, name: name.clone() });
                     report.loaded.push(name);
                 }
-                Err(error) => {
-                    self.record_error(&mut snap, &mut known, path, text_hash, error, &mut report)
-                }
+                Err(error) => self.record_error(&mut snap, &mut known, path, text_hash, error, &mut report),
             }
         }
 
         for entry in snap.entries.values() {
-            if let (Some(candidate), State::Unverified { since, .. }) =
-                (&entry.candidate, &entry.state)
-            {
-                let due = since
-                    .checked_add(self.reverify_after)
-                    .is_some_and(|t| t <= now);
+            if let (Some(candidate), State::Unverified { since, .. }) = (&entry.candidate, &entry.state) {
+                let due = since.checked_add(self.reverify_after).is_some_and(|t| t <= now);
                 if due && !to_verify.iter().any(|t| Arc::ptr_eq(t, candidate)) {
                     to_verify.push(candidate.clone());
                 }
@@ -361,24 +311,15 @@ impl Registry {
         error: TemplateError,
         report: &mut ReloadReport,
     ) {
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("template")
-            .to_string();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("template").to_string();
         let name = known.get(path).map(|f| f.name.clone()).unwrap_or(stem);
         self.reload_errors.fetch_add(1, Ordering::Relaxed);
         warn!("{error}");
         if validate_name(&name).is_ok() {
-            let entry = snap
-                .entries
-                .entry(name.clone())
-                .or_insert_with(|| Entry::new(&name, path));
+            let entry = snap.entries.entry(name.clone()).or_insert_with(|| Entry::new(&name, path));
             if entry.file == path {
                 entry.candidate = None;
-                entry.state = State::Invalid {
-                    error: error.clone(),
-                };
+                entry.state = State::Invalid { error: error.clone() };
                 entry.updated_at = SystemTime::now();
             }
         }
@@ -393,11 +334,7 @@ impl Registry {
         let Some(entry) = snap.entries.get_mut(&template.name) else {
             return;
         };
-        if !entry
-            .candidate
-            .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(c, template))
-        {
+        if !entry.candidate.as_ref().is_some_and(|c| Arc::ptr_eq(c, template)) {
             return;
         }
         entry.updated_at = SystemTime::now();
@@ -410,10 +347,7 @@ impl Registry {
             }
             Err(reason) => {
                 warn!(template = %template.name, version = template.version, "{reason}");
-                entry.state = State::Unverified {
-                    reason,
-                    since: SystemTime::now(),
-                };
+                entry.state = State::Unverified { reason, since: SystemTime::now() };
             }
         }
         self.publish(snap);
@@ -421,10 +355,7 @@ impl Registry {
 
     /// Sends the test payload to the template's newest version (the candidate if there is
     /// one). A candidate that gets a 2xx becomes active.
-    pub async fn test(
-        &self,
-        name: &str,
-    ) -> Option<(Arc<Template>, Result<Response, AttemptError>)> {
+    pub async fn test(&self, name: &str) -> Option<(Arc<Template>, Result<Response, AttemptError>)> {
         let entry = self.snapshot().entries.get(name).cloned()?;
         let template = entry.candidate.clone().or(entry.active.clone())?;
         let outcome = send_test(&self.loader.client, &template).await;
@@ -446,8 +377,7 @@ impl Registry {
     /// validates the text, verifies it when the template asks for it, then writes the file
     /// atomically and activates it. Nothing is written if any step fails.
     pub async fn put(&self, name: &str, text: &str) -> Result<Arc<Template>, PutError> {
-        validate_name(name)
-            .map_err(|m| PutError::Invalid(TemplateError::new(Path::new(name), (1, 1), m)))?;
+        validate_name(name).map_err(|m| PutError::Invalid(TemplateError::new(Path::new(name), (1, 1), m)))?;
         let path = self.dir.join(format!("{name}.yaml"));
         let mut template = self.loader.load(&path, text).map_err(PutError::Invalid)?;
         if template.name != name {
@@ -465,45 +395,26 @@ impl Registry {
             )));
         }
         if self.verify_on_load && template.verify {
-            verify(&self.loader.client, &template)
-                .await
-                .map_err(PutError::Verification)?;
+            verify(&self.loader.client, &template).await.map_err(PutError::Verification)?;
         }
         let mut known = self.writer.lock().await;
         std::fs::create_dir_all(&self.dir).map_err(PutError::Io)?;
-        let tmp = self
-            .dir
-            .join(format!(".{name}.yaml.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&tmp);
-                PutError::Io(e)
-            })?;
+        let tmp = self.dir.join(format!(".{name}.yaml.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            PutError::Io(e)
+        })?;
         template.version = self.next_version();
         let template = Arc::new(template);
         let mut snap = (*self.snapshot()).clone();
-        let entry = snap
-            .entries
-            .entry(name.to_string())
-            .or_insert_with(|| Entry::new(name, &path));
+        let entry = snap.entries.entry(name.to_string()).or_insert_with(|| Entry::new(name, &path));
         entry.active = Some(template.clone());
         entry.candidate = None;
         entry.state = State::Active;
         entry.updated_at = SystemTime::now();
-        known.insert(
-            path,
-            FileState {
-                text_hash: hash_text(text),
-                name: name.to_string(),
-            },
-        );
+        known.insert(path, FileState { text_hash: hash_text(text), name: name.to_string() });
         self.publish(snap);
-        info!(
-            template = name,
-            version = template.version,
-            "template created through the API and active"
-        );
+        info!(template = name, version = template.version, "template created through the API and active");
         Ok(template)
     }
 }
@@ -526,9 +437,7 @@ pub fn scan_dir(dir: &Path) -> Vec<(PathBuf, std::io::Result<String>)> {
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
             let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            !name.starts_with('.')
-                && matches!(ext, "yaml" | "yml")
-                && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+            !name.starts_with('.') && matches!(ext, "yaml" | "yml") && std::fs::metadata(p).is_ok_and(|m| m.is_file())
         })
         .collect();
     files.sort();

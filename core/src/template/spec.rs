@@ -74,9 +74,7 @@ impl<'de> Deserialize<'de> for MethodSpec {
             "PUT" => Ok(Self::PUT),
             "GET" => Ok(Self::GET),
             "DELETE" => Ok(Self::DELETE),
-            _ => Err(de::Error::custom(format!(
-                "unknown method `{text}`; use POST, PUT, GET or DELETE"
-            ))),
+            _ => Err(de::Error::custom(format!("unknown method `{text}`; use POST, PUT, GET or DELETE"))),
         }
     }
 }

@@ -31,22 +31,12 @@ fn default_prefix() -> String {
 
 /// The key of a `whsec_` secret.
 pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
-    let encoded = secret
-        .strip_prefix("whsec_")
-        .ok_or("`secret` must start with `whsec_`")?;
-    STANDARD
-        .decode(encoded)
-        .map_err(|_| "`secret` is not `whsec_` followed by base64".to_string())
+    let encoded = secret.strip_prefix("whsec_").ok_or("`secret` must start with `whsec_`")?;
+    STANDARD.decode(encoded).map_err(|_| "`secret` is not `whsec_` followed by base64".to_string())
 }
 
 /// `v1,<base64 signature>` of `{id}.{timestamp}.{body}`.
-pub fn signature(
-    key: &[u8],
-    id: &str,
-    timestamp: u64,
-    body: &[u8],
-    hmac: impl Fn(&[u8], &[u8]) -> Vec<u8>,
-) -> String {
+pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8], hmac: impl Fn(&[u8], &[u8]) -> Vec<u8>) -> String {
     let mut content = format!("{id}.{timestamp}.").into_bytes();
     content.extend_from_slice(body);
     format!("v1,{}", STANDARD.encode(hmac(key, &content)))
@@ -65,14 +55,8 @@ impl Plugin for StandardWebhooks {
         // The id is derived from the body, so every attempt of a request carries the same id
         // and receivers can deduplicate.
         let digest = host::hmac_sha256(b"webhook-id", &request.body);
-        let id: String = format!(
-            "{}{}",
-            config.id_prefix,
-            digest[..12]
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
+        let id: String =
+            format!("{}{}", config.id_prefix, digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
         let timestamp = host::now_millis() / 1000;
         let signature = signature(&key, &id, timestamp, &request.body, host::hmac_sha256);
         Ok(vec![
@@ -100,13 +84,7 @@ mod tests {
     #[test]
     fn signs_the_spec_test_vector() {
         let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let sig = signature(
-            &key,
-            "msg_p5jXN8AQM9LWM0D4loKWxJek",
-            1614265330,
-            br#"{"test": 2432232314}"#,
-            hmac_sha256,
-        );
+        let sig = signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#, hmac_sha256);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hookgate_core::plugin::{
-    AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest,
-};
+use hookgate_core::plugin::{AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest};
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::bindings::hookgate::plugin::types::{self, Header};
@@ -74,9 +72,7 @@ pub struct WasmAuthorizer {
 
 impl std::fmt::Debug for WasmAuthorizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmAuthorizer")
-            .field("plugin", &self.slot.name)
-            .finish_non_exhaustive()
+        f.debug_struct("WasmAuthorizer").field("plugin", &self.slot.name).finish_non_exhaustive()
     }
 }
 
@@ -90,10 +86,7 @@ impl Authorizer for WasmAuthorizer {
             headers: request
                 .headers
                 .iter()
-                .map(|(n, v)| Header {
-                    name: n.to_string(),
-                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                })
+                .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
                 .collect(),
             body: request.body.to_vec(),
         };
@@ -102,21 +95,14 @@ impl Authorizer for WasmAuthorizer {
             .engine
             .authorize(&plugin, self.call.clone(), &outgoing, &self.config)
             .await
-            .map_err(|e| AuthError {
-                message: e.kind.to_string(),
-                retryable: e.retryable(),
-            })?;
+            .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
         let mut out = AuthHeaders::new();
         for Header { name, value } in headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                AuthError::permanent(format!(
-                    "returned an invalid header name `{}`",
-                    name.escape_debug()
-                ))
+                AuthError::permanent(format!("returned an invalid header name `{}`", name.escape_debug()))
             })?;
-            let value = HeaderValue::from_str(&value).map_err(|_| {
-                AuthError::permanent(format!("returned an invalid value for header `{header}`"))
-            })?;
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| AuthError::permanent(format!("returned an invalid value for header `{header}`")))?;
             out.insert(header, value);
         }
         Ok(out)

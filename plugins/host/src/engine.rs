@@ -13,13 +13,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
-    Trap, UpdateDeadline,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
+    UpdateDeadline,
 };
 
-use crate::bindings::hookgate::plugin::types::{
-    Header, OutgoingRequest, PluginError, PluginInfo, Request,
-};
+use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, PluginError, PluginInfo, Request};
 use crate::bindings::{Plugin, PluginPre};
 use crate::state::{CallContext, CallState};
 
@@ -43,10 +41,7 @@ pub struct LoadedPlugin {
 
 impl fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoadedPlugin")
-            .field("name", &self.name)
-            .field("sha256", &self.sha256)
-            .finish()
+        f.debug_struct("LoadedPlugin").field("name", &self.name).field("sha256", &self.sha256).finish()
     }
 }
 
@@ -73,10 +68,7 @@ pub enum CallErrorKind {
 
 impl CallError {
     fn new(plugin: &str, kind: CallErrorKind) -> Self {
-        Self {
-            plugin: plugin.to_string(),
-            kind,
-        }
+        Self { plugin: plugin.to_string(), kind }
     }
 
     /// Whether trying again later may help: only when the plugin says so.
@@ -148,8 +140,7 @@ impl PluginEngine {
             .max_wasm_stack(512 * 1024)
             .memory_reservation(limits.memory_bytes as u64 + (64 << 20))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine =
-            Engine::new(&config).map_err(|e| format!("cannot start the WASM engine: {e}"))?;
+        let engine = Engine::new(&config).map_err(|e| format!("cannot start the WASM engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(|e| format!("cannot link the host interface: {e}"))?;
@@ -187,29 +178,16 @@ impl PluginEngine {
     /// Compiles (or loads from the cache) and links a plugin. CPU-heavy: call it from a
     /// blocking thread.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<LoadedPlugin, String> {
-        let sha256: String = Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         let (component, from_cache) = self.compile(&sha256, bytes)?;
         let mut linker = self.linker.clone();
         // Imports beyond the contract (a Rust guest's WASI runtime, say) link, but trap if
         // called: plugins get no files, sockets or environment.
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| format!("cannot link: {e}"))?;
-        let instance_pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| format!("cannot link: {e:#}"))?;
-        let pre = PluginPre::new(instance_pre).map_err(|e| {
-            format!("does not implement the contract hookgate:plugin@0.1.0 (world `plugin`): {e:#}")
-        })?;
-        Ok(LoadedPlugin {
-            name: name.to_string(),
-            sha256,
-            from_cache,
-            pre,
-        })
+        linker.define_unknown_imports_as_traps(&component).map_err(|e| format!("cannot link: {e}"))?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
+        let pre = PluginPre::new(instance_pre)
+            .map_err(|e| format!("does not implement the contract hookgate:plugin@0.1.0 (world `plugin`): {e:#}"))?;
+        Ok(LoadedPlugin { name: name.to_string(), sha256, from_cache, pre })
     }
 
     /// The compiled component, from the cache when it has one for these bytes and this
@@ -234,25 +212,16 @@ impl PluginEngine {
                 Err(e) => tracing::warn!("ignoring the compiled cache {}: {e}", path.display()),
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
         if let Some(path) = &cached {
-            let write = component
-                .serialize()
-                .map_err(|e| e.to_string())
-                .and_then(|code| {
-                    std::fs::create_dir_all(path.parent().unwrap_or(path))
-                        .map_err(|e| e.to_string())?;
-                    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                    std::fs::write(&tmp, code)
-                        .and_then(|()| std::fs::rename(&tmp, path))
-                        .map_err(|e| e.to_string())
-                });
+            let write = component.serialize().map_err(|e| e.to_string()).and_then(|code| {
+                std::fs::create_dir_all(path.parent().unwrap_or(path)).map_err(|e| e.to_string())?;
+                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::write(&tmp, code).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| e.to_string())
+            });
             if let Err(e) = write {
-                tracing::warn!(
-                    "cannot cache the compiled plugin in {}: {e}",
-                    path.display()
-                );
+                tracing::warn!("cannot cache the compiled plugin in {}: {e}", path.display());
             }
         }
         Ok((component, false))
@@ -260,24 +229,12 @@ impl PluginEngine {
 
     /// A fresh store with this call's limits.
     fn store(&self, ctx: Arc<CallContext>) -> Result<Store<CallState>, String> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
-        let mut store = Store::new(
-            &self.engine,
-            CallState::new(limits, ctx, self.limits.timeout),
-        );
+        let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
+        let mut store = Store::new(&self.engine, CallState::new(limits, ctx, self.limits.timeout));
         store.limiter(|state| &mut state.limits);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| e.to_string())?;
+        store.set_fuel(self.limits.fuel).map_err(|e| e.to_string())?;
         store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().overdue() {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
+            Ok(if ctx.data().overdue() { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         store.set_epoch_deadline(1);
         Ok(store)
@@ -291,22 +248,10 @@ impl PluginEngine {
         call: impl AsyncFnOnce(&Plugin, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let fail = |kind| CallError::new(&plugin.name, kind);
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| fail(CallErrorKind::Instantiate(e.to_string())))?;
-        let mut store = self
-            .store(ctx)
-            .map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
-        let instance = plugin
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| fail(self.classify(&e, true)))?;
-        call(&instance, &mut store)
-            .await
-            .map_err(|e| fail(self.classify(&e, false)))
+        let _permit = self.permits.acquire().await.map_err(|e| fail(CallErrorKind::Instantiate(e.to_string())))?;
+        let mut store = self.store(ctx).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
+        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| fail(self.classify(&e, true)))?;
+        call(&instance, &mut store).await.map_err(|e| fail(self.classify(&e, false)))
     }
 
     fn classify(&self, error: &wasmtime::Error, instantiating: bool) -> CallErrorKind {
@@ -317,13 +262,8 @@ impl PluginEngine {
                 "ran longer than {} (plugins.timeout)",
                 hookgate_core::duration::format_duration(self.limits.timeout)
             )),
-            Some(Trap::OutOfFuel) => limit(format!(
-                "used up its fuel ({} units, plugins.fuel)",
-                self.limits.fuel
-            )),
-            Some(Trap::StackOverflow) => {
-                CallErrorKind::Trap("stack overflow (too deep a recursion)".into())
-            }
+            Some(Trap::OutOfFuel) => limit(format!("used up its fuel ({} units, plugins.fuel)", self.limits.fuel)),
+            Some(Trap::StackOverflow) => CallErrorKind::Trap("stack overflow (too deep a recursion)".into()),
             Some(trap) => {
                 let text = format!("{error:#}");
                 if text.contains("memory") && text.contains("limit")
@@ -339,18 +279,14 @@ impl PluginEngine {
             }
             None => {
                 let text = error.root_cause().to_string();
-                if text.contains("forcing trap when growing memory")
-                    || text.contains("memory minimum size")
-                {
+                if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
                     limit(format!(
                         "asked for more than {} bytes of memory (plugins.memory_bytes)",
                         self.limits.memory_bytes
                     ))
                 } else if let Some(import) = text.strip_prefix("unknown import: ") {
                     let import = import.split(' ').next().unwrap_or(import);
-                    CallErrorKind::Trap(format!(
-                        "called {import}, which plugins may not use (a Rust panic does)"
-                    ))
+                    CallErrorKind::Trap(format!("called {import}, which plugins may not use (a Rust panic does)"))
                 } else if instantiating {
                     CallErrorKind::Instantiate(first_line(&text))
                 } else {
@@ -363,10 +299,7 @@ impl PluginEngine {
     /// What the plugin says about itself.
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, CallError> {
         let ctx = Arc::new(CallContext::new(&plugin.name, ""));
-        self.run(plugin, ctx, async |instance, store| {
-            instance.call_describe(store).await
-        })
-        .await
+        self.run(plugin, ctx, async |instance, store| instance.call_describe(store).await).await
     }
 
     /// The headers the plugin adds to `request`.
@@ -378,9 +311,7 @@ impl PluginEngine {
         config: &str,
     ) -> Result<Vec<Header>, CallError> {
         let result = self
-            .run(plugin, ctx, async |instance, store| {
-                instance.call_authorize(store, request, config).await
-            })
+            .run(plugin, ctx, async |instance, store| instance.call_authorize(store, request, config).await)
             .await?;
         let headers = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
         let size: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
@@ -403,24 +334,15 @@ impl PluginEngine {
         ctx: Arc<CallContext>,
         payload: &[u8],
         config: &str,
-    ) -> Result<Vec<Request>, CallError> {
+    ) -> Result<TransformOutput, CallError> {
         let result = self
-            .run(plugin, ctx, async |instance, store| {
-                instance.call_transform(store, payload, config).await
-            })
+            .run(plugin, ctx, async |instance, store| instance.call_transform(store, payload, config).await)
             .await?;
-        let requests =
-            result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
-        let size: usize = requests
+        let output = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
+        let size: usize = output
+            .requests
             .iter()
-            .map(|r| {
-                r.body.len()
-                    + r.url.len()
-                    + r.headers
-                        .iter()
-                        .map(|h| h.name.len() + h.value.len())
-                        .sum::<usize>()
-            })
+            .map(|r| r.body.len() + r.url.len() + r.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>())
             .sum();
         if size > self.limits.max_output_bytes {
             return Err(CallError::new(
@@ -431,15 +353,10 @@ impl PluginEngine {
                 )),
             ));
         }
-        Ok(requests)
+        Ok(output)
     }
 }
 
 fn first_line(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or(text)
-        .chars()
-        .take(300)
-        .collect()
+    text.lines().next().unwrap_or(text).chars().take(300).collect()
 }

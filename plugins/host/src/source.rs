@@ -22,10 +22,7 @@ pub struct PluginSlot {
 
 impl PluginSlot {
     pub fn current(&self) -> Arc<LoadedPlugin> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -68,19 +65,12 @@ impl WasmPlugins {
     }
 
     pub fn slot(&self, name: &str) -> Option<Arc<PluginSlot>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
     }
 
     /// Plugins whose latest file did not load, with why.
     pub fn errors(&self) -> BTreeMap<String, String> {
-        self.errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.errors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Reads the folder and applies what changed.
@@ -88,37 +78,22 @@ impl WasmPlugins {
         let mut report = PluginReport::default();
         let mut seen = self.seen.lock().await;
         let files = wasm_files(&self.dir);
-        let gone: Vec<PathBuf> = seen
-            .keys()
-            .filter(|p| !files.contains(p))
-            .cloned()
-            .collect();
+        let gone: Vec<PathBuf> = seen.keys().filter(|p| !files.contains(p)).cloned().collect();
         for path in gone {
             seen.remove(&path);
             let name = stem(&path);
-            if self
-                .slots
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&name)
-                .is_some()
-            {
+            if self.slots.write().unwrap_or_else(|e| e.into_inner()).remove(&name).is_some() {
                 info!(plugin = %name, "plugin removed");
                 report.removed.push(name.clone());
             }
-            self.errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&name);
+            self.errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
         }
         for path in files {
             let name = stem(&path);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    report
-                        .errors
-                        .push((path.clone(), format!("cannot read: {e}")));
+                    report.errors.push((path.clone(), format!("cannot read: {e}")));
                     continue;
                 }
             };
@@ -154,38 +129,20 @@ impl WasmPlugins {
                     let plugin = Arc::new(plugin);
                     let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
                     match slots.get(&name) {
-                        Some(slot) => {
-                            *slot.current.write().unwrap_or_else(|e| e.into_inner()) = plugin
-                        }
+                        Some(slot) => *slot.current.write().unwrap_or_else(|e| e.into_inner()) = plugin,
                         None => {
                             slots.insert(
                                 name.clone(),
-                                Arc::new(PluginSlot {
-                                    name: name.clone(),
-                                    current: RwLock::new(plugin),
-                                }),
+                                Arc::new(PluginSlot { name: name.clone(), current: RwLock::new(plugin) }),
                             );
                         }
                     }
-                    self.errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&name);
+                    self.errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
                 }
                 Err(why) => {
-                    let live = if self.slot(&name).is_some() {
-                        "; the previous version stays live"
-                    } else {
-                        ""
-                    };
-                    warn!(
-                        "{}: plugin `{name}` does not load: {why}{live}",
-                        path.display()
-                    );
-                    self.errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(name, why.clone());
+                    let live = if self.slot(&name).is_some() { "; the previous version stays live" } else { "" };
+                    warn!("{}: plugin `{name}` does not load: {why}{live}", path.display());
+                    self.errors.lock().unwrap_or_else(|e| e.into_inner()).insert(name, why.clone());
                     report.errors.push((path, why));
                 }
             }
@@ -201,20 +158,12 @@ impl PluginSource for WasmPlugins {
     }
 
     fn names(&self) -> Vec<String> {
-        self.slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 }
 
 fn stem(path: &Path) -> String {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default()
-        .to_string()
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
 }
 
 /// `*.wasm` files of a folder, not hidden, following symlinks, sorted.

@@ -12,9 +12,7 @@ use hookgate_core::delivery::client::{HttpClient, describe, read_bounded};
 use hookgate_core::plugin::{KeyStore, SigningAlg};
 use wasmtime::StoreLimits;
 
-use crate::bindings::hookgate::plugin::host::{
-    self, FetchRequest, FetchResponse, LogLevel, Signature,
-};
+use crate::bindings::hookgate::plugin::host::{self, FetchRequest, FetchResponse, LogLevel, Signature};
 use crate::bindings::hookgate::plugin::types::Header;
 
 const MAX_RANDOM: u32 = 1024;
@@ -64,14 +62,7 @@ pub struct CallState {
 
 impl CallState {
     pub fn new(limits: StoreLimits, ctx: Arc<CallContext>, budget: Duration) -> Self {
-        Self {
-            limits,
-            ctx,
-            started: Instant::now(),
-            host_time: Duration::ZERO,
-            budget,
-            fetches: 0,
-        }
+        Self { limits, ctx, started: Instant::now(), host_time: Duration::ZERO, budget, fetches: 0 }
     }
 
     /// The guest has run longer than its budget.
@@ -95,10 +86,7 @@ impl host::Host for CallState {
     }
 
     fn now_millis(&mut self) -> wasmtime::Result<u64> {
-        Ok(SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0))
+        Ok(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
     }
 
     fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
@@ -168,10 +156,7 @@ impl host::Host for CallState {
             .map(|value| Signature { key_id: kid, value }))
     }
 
-    async fn fetch(
-        &mut self,
-        request: FetchRequest,
-    ) -> wasmtime::Result<Result<FetchResponse, String>> {
+    async fn fetch(&mut self, request: FetchRequest) -> wasmtime::Result<Result<FetchResponse, String>> {
         let started = Instant::now();
         let result = self.fetch_inner(request).await;
         self.host_time += started.elapsed();
@@ -194,8 +179,8 @@ impl CallState {
             ));
         }
         http.check_url(&url).map_err(|e| e.to_string())?;
-        let method = reqwest::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| "not an HTTP method".to_string())?;
+        let method =
+            reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| "not an HTTP method".to_string())?;
         let mut builder = http.reqwest().request(method, url).body(request.body);
         for Header { name, value } in request.headers {
             builder = builder.header(name, value);
@@ -206,26 +191,14 @@ impl CallState {
             let headers = response
                 .headers()
                 .iter()
-                .map(|(n, v)| Header {
-                    name: n.to_string(),
-                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                })
+                .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
                 .collect();
             let body = read_bounded(response).await.to_vec();
-            Ok(FetchResponse {
-                status,
-                headers,
-                body,
-            })
+            Ok(FetchResponse { status, headers, body })
         };
         tokio::time::timeout(self.ctx.timeout, call)
             .await
-            .map_err(|_| {
-                format!(
-                    "no answer within {}",
-                    hookgate_core::duration::format_duration(self.ctx.timeout)
-                )
-            })?
+            .map_err(|_| format!("no answer within {}", hookgate_core::duration::format_duration(self.ctx.timeout)))?
     }
 }
 

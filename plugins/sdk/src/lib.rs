@@ -43,7 +43,7 @@ pub mod bindings {
 
 pub use bindings::hookgate::plugin::host;
 pub use bindings::hookgate::plugin::types::{
-    Header, OutgoingRequest, PluginError, PluginInfo, Request,
+    Header, OutgoingRequest, PluginError, PluginInfo, Request, TransformOutput,
 };
 pub use serde_json;
 
@@ -57,17 +57,14 @@ pub trait Plugin {
     /// JSON (see [`parse_config`]).
     fn authorize(request: OutgoingRequest, config: &str) -> Result<Vec<Header>, PluginError> {
         let _ = (request, config);
-        Err(PluginError::permanent(
-            "this plugin does not authorize requests",
-        ))
+        Err(PluginError::permanent("this plugin does not authorize requests"))
     }
 
-    /// The requests to send for a campaign payload (JSON).
-    fn transform(payload: &[u8], config: &str) -> Result<Vec<Request>, PluginError> {
+    /// The requests to send for a campaign payload (JSON). For the test payload sent when
+    /// a template loads (`is_test: true`), return requests without side effects.
+    fn transform(payload: &[u8], config: &str) -> Result<TransformOutput, PluginError> {
         let _ = (payload, config);
-        Err(PluginError::permanent(
-            "this plugin does not transform payloads",
-        ))
+        Err(PluginError::permanent("this plugin does not transform payloads"))
     }
 }
 
@@ -84,19 +81,17 @@ macro_rules! export_plugin {
                 fn authorize(
                     request: $crate::OutgoingRequest,
                     config: ::std::string::String,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Header>, $crate::PluginError>
-                {
+                ) -> ::std::result::Result<::std::vec::Vec<$crate::Header>, $crate::PluginError> {
                     <$plugin as $crate::Plugin>::authorize(request, &config)
                 }
                 fn transform(
                     payload: ::std::vec::Vec<u8>,
                     config: ::std::string::String,
-                ) -> ::std::result::Result<::std::vec::Vec<$crate::Request>, $crate::PluginError>
-                {
+                ) -> ::std::result::Result<$crate::TransformOutput, $crate::PluginError> {
                     <$plugin as $crate::Plugin>::transform(&payload, &config)
                 }
             }
-    $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
+            $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
         };
     };
 }
@@ -104,47 +99,48 @@ macro_rules! export_plugin {
 impl PluginError {
     /// An error another attempt would not fix (bad config, bad input).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 
     /// An error another attempt may not meet (a token endpoint that timed out).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 }
 
 impl Header {
     pub fn new(name: &str, value: &str) -> Self {
+        Self { name: name.to_string(), value: value.to_string() }
+    }
+}
+
+impl Request {
+    /// A request with a JSON body carrying `profiles` profiles.
+    pub fn json(method: &str, url: &str, body: &serde_json::Value, profiles: u32) -> Self {
         Self {
-            name: name.to_string(),
-            value: value.to_string(),
+            method: method.into(),
+            url: url.into(),
+            headers: vec![Header::new("content-type", "application/json")],
+            body: serde_json::to_vec(body).unwrap_or_default(),
+            profiles,
         }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(Header::new(name, value));
+        self
     }
 }
 
 impl PluginInfo {
     /// Info of an auth plugin.
     pub fn auth(name: &str, version: &str) -> Self {
-        Self {
-            name: name.into(),
-            version: version.into(),
-            capabilities: vec!["authorize".into()],
-        }
+        Self { name: name.into(), version: version.into(), capabilities: vec!["authorize".into()] }
     }
 
     /// Info of a transform plugin.
     pub fn transform(name: &str, version: &str) -> Self {
-        Self {
-            name: name.into(),
-            version: version.into(),
-            capabilities: vec!["transform".into()],
-        }
+        Self { name: name.into(), version: version.into(), capabilities: vec!["transform".into()] }
     }
 }
 

@@ -6,9 +6,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hookgate_plugin_sdk::host::{self, FetchRequest, SigningAlg};
-use hookgate_plugin_sdk::{
-    Header, OutgoingRequest, Plugin, PluginError, PluginInfo, export_plugin, parse_config,
-};
+use hookgate_plugin_sdk::{Header, OutgoingRequest, Plugin, PluginError, PluginInfo, export_plugin, parse_config};
 use serde::Deserialize;
 
 /// Unknown keys are ignored, so the same template can name this plugin or another.
@@ -33,11 +31,7 @@ fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
     let mut local = [depth; 64];
     local[(depth % 64) as usize] = std::hint::black_box(depth);
     trail.push(local[0]);
-    if std::hint::black_box(true) {
-        recurse(depth + 1, trail) + local[3]
-    } else {
-        0
-    }
+    if std::hint::black_box(true) { recurse(depth + 1, trail) + local[3] } else { 0 }
 }
 
 impl Plugin for TestPlugin {
@@ -48,10 +42,7 @@ impl Plugin for TestPlugin {
     fn authorize(request: OutgoingRequest, config: &str) -> Result<Vec<Header>, PluginError> {
         let config: Config = parse_config(config)?;
         match config.mode.as_str() {
-            "calm" => Ok(vec![
-                Header::new("x-test-plugin", "calm"),
-                Header::new("x-template", &request.template),
-            ]),
+            "calm" => Ok(vec![Header::new("x-test-plugin", "calm"), Header::new("x-template", &request.template)]),
             "loop" => {
                 let mut n: u64 = 0;
                 loop {
@@ -71,24 +62,12 @@ impl Plugin for TestPlugin {
                 Ok(vec![Header::new("x-depth", &n.to_string())])
             }
             "trap" => panic!("the test plugin panics on purpose"),
-            "huge" => Ok((0..2000)
-                .map(|i| Header::new(&format!("x-huge-{i}"), &"h".repeat(1000)))
-                .collect()),
+            "huge" => Ok((0..2000).map(|i| Header::new(&format!("x-huge-{i}"), &"h".repeat(1000))).collect()),
             "fetch" => {
-                let url = config
-                    .url
-                    .unwrap_or_else(|| "http://not-allowed.invalid/".into());
-                let response = host::fetch(&FetchRequest {
-                    method: "GET".into(),
-                    url,
-                    headers: vec![],
-                    body: vec![],
-                })
-                .map_err(|e| PluginError::permanent(format!("fetch failed: {e}")))?;
-                Ok(vec![Header::new(
-                    "x-fetched-status",
-                    &response.status.to_string(),
-                )])
+                let url = config.url.unwrap_or_else(|| "http://not-allowed.invalid/".into());
+                let response = host::fetch(&FetchRequest { method: "GET".into(), url, headers: vec![], body: vec![] })
+                    .map_err(|e| PluginError::permanent(format!("fetch failed: {e}")))?;
+                Ok(vec![Header::new("x-fetched-status", &response.status.to_string())])
             }
             "jwt" => {
                 let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#);
@@ -99,14 +78,10 @@ impl Plugin for TestPlugin {
                     now + 300
                 ));
                 let input = format!("{header}.{claims}");
-                let signature =
-                    host::sign(config.key.as_deref(), SigningAlg::Rs256, input.as_bytes())
-                        .map_err(|e| PluginError::permanent(format!("sign failed: {e}")))?;
+                let signature = host::sign(config.key.as_deref(), SigningAlg::Rs256, input.as_bytes())
+                    .map_err(|e| PluginError::permanent(format!("sign failed: {e}")))?;
                 let jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&signature.value));
-                Ok(vec![
-                    Header::new("x-jwt", &jwt),
-                    Header::new("x-jwt-kid", &signature.key_id),
-                ])
+                Ok(vec![Header::new("x-jwt", &jwt), Header::new("x-jwt-kid", &signature.key_id)])
             }
             "cache" => {
                 let hits = match host::cache_get("count") {
