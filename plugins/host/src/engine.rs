@@ -17,7 +17,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, PluginError, PluginInfo, Request};
+use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, PluginError, PluginInfo, TransformOutput};
 use crate::bindings::{Plugin, PluginPre};
 use crate::state::{CallContext, CallState};
 
