@@ -72,8 +72,9 @@ pub async fn run(action: PluginAction) -> anyhow::Result<ExitCode> {
     if info.capabilities.iter().any(|c| c == "transform") {
         let ctx = Arc::new(CallContext::new(&name, "sample"));
         match engine.transform(&plugin, ctx, &body, &config_json).await {
-            Ok(requests) => {
-                println!("  transform (the test payload): {} request(s)", requests.len());
+            Ok(output) => {
+                let (requests, skipped) = (output.requests, output.skipped);
+                println!("  transform (the test payload): {} request(s), {skipped} profile(s) skipped", requests.len());
                 for r in requests.iter().take(5) {
                     println!("    {} {} ({} bytes)", r.method, r.url, r.body.len());
                 }
