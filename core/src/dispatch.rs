@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use crate::payload::{Payload, PayloadError};
+use crate::plugin::RequestTarget;
 use crate::queue::{Job, Queue, QueueError};
 use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord, RequestStatus};
 use crate::stats::Stats;
@@ -16,6 +19,8 @@ pub struct Accepted {
     pub dispatch_id: DispatchId,
     pub requests: usize,
     pub profiles: usize,
+    /// Profiles a transform plugin left out on purpose.
+    pub skipped: usize,
     /// False when an `Idempotency-Key` matched an earlier dispatch, which is returned instead.
     pub created: bool,
 }
@@ -30,6 +35,8 @@ pub enum DispatchError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("transform plugin `{plugin}`: {message}")]
+    Transform { plugin: String, message: String },
 }
 
 #[derive(Clone)]
@@ -59,13 +66,28 @@ impl Dispatcher {
             }
             Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
         };
-        let batches = payload.batches(template.batch_size);
-        let profiles = payload.profiles.len();
-        let requests = batches
-            .iter()
-            .map(|b| RequestRecord {
-                profiles: b.profiles,
-                body: Some(b.body.clone()),
+        // The requests: the transform plugin's plan, or the payload in batches.
+        let (planned, skipped): (Vec<(Option<Arc<RequestTarget>>, Bytes, usize)>, usize) = match &template.transform {
+            Some((plugin, transformer)) => {
+                let out = transformer
+                    .transform(&payload.to_json())
+                    .await
+                    .map_err(|e| DispatchError::Transform { plugin: plugin.clone(), message: e.message })?;
+                (out.requests.into_iter().map(|r| (Some(r.target), r.body, r.profiles)).collect(), out.skipped)
+            }
+            None => (
+                payload.batches(template.batch_size).into_iter().map(|b| (None, b.body, b.profiles)).collect(),
+                0,
+            ),
+        };
+        let count = planned.len();
+        let profiles: usize = planned.iter().map(|(_, _, p)| p).sum();
+        let requests = planned
+            .into_iter()
+            .map(|(target, body, profiles)| RequestRecord {
+                target,
+                profiles,
+                body: Some(body),
                 status: RequestStatus::Pending,
                 attempts: Vec::new(),
             })
@@ -76,20 +98,27 @@ impl Dispatcher {
             // A concurrent request with the same key won the race.
             return Ok(self
                 .replay(&template.name, idempotency_key.as_deref().unwrap_or_default())
-                .unwrap_or(Accepted { dispatch_id, requests: batches.len(), profiles, created: false }));
+                .unwrap_or(Accepted { dispatch_id, requests: count, profiles, skipped, created: false }));
         }
-        self.stats.accepted(&payload.campaign, &template.name, batches.len() as u64, profiles as u64);
+        self.stats.accepted(&payload.campaign, &template.name, count as u64, profiles as u64);
+        if skipped > 0 {
+            self.stats.skipped(&payload.campaign, &template.name, skipped as u64);
+        }
         let now = SystemTime::now();
-        let jobs = (0..batches.len() as u32)
-            .map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now })
-            .collect();
+        let jobs = (0..count as u32).map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now }).collect();
         self.queue.push(jobs).await?;
-        Ok(Accepted { dispatch_id, requests: batches.len(), profiles, created: true })
+        Ok(Accepted { dispatch_id, requests: count, profiles, skipped, created: true })
     }
 
     fn replay(&self, template: &str, key: &str) -> Option<Accepted> {
         let id = self.records.by_idempotency_key(template, key)?;
         let record = self.records.get(id)?;
-        Some(Accepted { dispatch_id: id, requests: record.requests.len(), profiles: record.profiles(), created: false })
+        Some(Accepted {
+            dispatch_id: id,
+            requests: record.requests.len(),
+            profiles: record.profiles(),
+            skipped: 0,
+            created: false,
+        })
     }
 }

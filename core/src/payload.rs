@@ -73,6 +73,13 @@ impl Payload {
         Ok(Self { campaign, envelope, profiles })
     }
 
+    /// The whole payload as JSON (what a transform plugin gets).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut whole = self.envelope.clone();
+        whole.insert("profiles".into(), Value::Array(self.profiles.clone()));
+        serde_json::to_vec(&whole).unwrap_or_default()
+    }
+
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
     /// each, in order. A payload without profiles is one request with an empty list.
     pub fn batches(&self, batch_size: usize) -> Vec<Batch> {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::clock::rfc3339;
 use crate::payload::CampaignId;
+use crate::plugin::RequestTarget;
 use crate::template::Template;
 
 /// The campaign-stats error of a request that exhausted its attempts.
@@ -72,6 +73,8 @@ pub struct AttemptRecord {
 
 #[derive(Debug)]
 pub struct RequestRecord {
+    /// Where it goes when a transform planned it; `None`: the template's method, URL and headers.
+    pub target: Option<Arc<RequestTarget>>,
     pub profiles: usize,
     /// The body to send; dropped once the request is finished.
     pub body: Option<Bytes>,
@@ -142,6 +145,7 @@ struct Inner {
 /// What a worker needs to send one request.
 pub struct Work {
     pub template: Arc<Template>,
+    pub target: Option<Arc<RequestTarget>>,
     pub campaign: CampaignId,
     pub body: Bytes,
     pub profiles: usize,
@@ -185,6 +189,7 @@ impl Records {
         let req = record.request(request)?;
         Some(Work {
             template: record.template.clone(),
+            target: req.target.clone(),
             campaign: record.campaign.clone(),
             body: req.body.clone()?,
             profiles: req.profiles,

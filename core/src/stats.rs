@@ -83,6 +83,8 @@ impl AttemptResult {
 pub struct DeliveryStats {
     pub requests: Counts,
     pub profiles: Counts,
+    /// Profiles a transform plugin left out on purpose.
+    pub skipped_profiles: u64,
     /// Final failures by last reason.
     pub errors: BTreeMap<String, u64>,
     pub attempts: BTreeMap<AttemptResult, u64>,
@@ -115,6 +117,10 @@ impl DeliveryStats {
         *self.errors.entry(reason.to_string()).or_default() += 1;
     }
 
+    fn skipped(&mut self, profiles: u64) {
+        self.skipped_profiles += profiles;
+    }
+
     pub fn view(&self) -> StatsView {
         let mut errors: Vec<ErrorView> = self
             .errors
@@ -127,6 +133,7 @@ impl DeliveryStats {
         StatsView {
             requests: self.requests,
             profiles: self.profiles,
+            skipped_profiles: self.skipped_profiles,
             errors,
             attempts: self.attempts.iter().map(|(k, v)| (k.label(), *v)).collect(),
             latency_ms: LatencyView {
@@ -144,6 +151,7 @@ impl DeliveryStats {
 pub struct StatsView {
     pub requests: Counts,
     pub profiles: Counts,
+    pub skipped_profiles: u64,
     pub errors: Vec<ErrorView>,
     pub attempts: BTreeMap<&'static str, u64>,
     pub latency_ms: LatencyView,
@@ -200,6 +208,10 @@ impl Stats {
 
     pub fn accepted(&self, campaign: &str, template: &str, requests: u64, profiles: u64) {
         self.update(campaign, template, |s| s.accepted(requests, profiles));
+    }
+
+    pub fn skipped(&self, campaign: &str, template: &str, profiles: u64) {
+        self.update(campaign, template, |s| s.skipped(profiles));
     }
 
     pub fn attempt(&self, campaign: &str, template: &str, latency: Duration, result: AttemptResult) {

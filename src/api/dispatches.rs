@@ -45,6 +45,7 @@ pub async fn dispatch(
         DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
         DispatchError::Inactive { .. } => ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string()),
         DispatchError::Payload(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()),
+        DispatchError::Transform { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string()),
         DispatchError::Queue(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()),
     })?;
     let mut response = (
@@ -54,6 +55,7 @@ pub async fn dispatch(
             "template": name,
             "requests": accepted.requests,
             "profiles": accepted.profiles,
+            "skipped_profiles": accepted.skipped,
             "status_url": format!("/v1/dispatches/{}", accepted.dispatch_id),
         })),
     )

@@ -7,17 +7,17 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 
 use super::client::{HttpClient, Response, SendError, SendRequest};
-use crate::plugin::{AuthError, OutgoingRequest, Unauthorized};
+use crate::plugin::{AuthError, OutgoingRequest, RequestTarget, Unauthorized};
 use crate::template::Template;
 
 /// Why an attempt got no answer to classify.
 #[derive(Debug, Clone)]
 pub enum AttemptError {
     /// The auth plugin could not produce headers (a token endpoint refused or timed out).
-    Auth {
-        plugin: String,
-        error: AuthError,
-    },
+    Auth { plugin: String, error: AuthError },
+    /// The transform plugin could not plan the requests (verification only: a dispatch
+    /// refuses such a payload up front).
+    Transform { plugin: String, error: AuthError },
     Send(SendError),
 }
 
@@ -25,6 +25,7 @@ impl AttemptError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Auth { error, .. } => error.retryable,
+            Self::Transform { .. } => false,
             Self::Send(e) => e.is_retryable(),
         }
     }
@@ -34,35 +35,40 @@ impl fmt::Display for AttemptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Auth { plugin, error } => write!(f, "auth plugin `{plugin}`: {error}"),
+            Self::Transform { plugin, error } => write!(f, "transform plugin `{plugin}`: {error}"),
             Self::Send(e) => e.fmt(f),
         }
     }
 }
 
-/// Sends `body` with the template's method, URL, headers and auth.
-pub async fn attempt(client: &HttpClient, template: &Template, body: &Bytes) -> Result<Response, AttemptError> {
+/// Sends `body` with the template's auth to `target` (a transform's planned request), or
+/// with the template's method, URL and headers.
+pub async fn attempt(
+    client: &HttpClient,
+    template: &Template,
+    target: Option<&RequestTarget>,
+    body: &Bytes,
+) -> Result<Response, AttemptError> {
+    let (method, url, base_headers) = match target {
+        Some(t) => (&t.method, &t.url, &t.headers),
+        None => (&template.method, &template.url, &template.headers),
+    };
     let mut resent = false;
     loop {
-        let request = OutgoingRequest {
-            template: &template.name,
-            method: &template.method,
-            url: &template.url,
-            headers: &template.headers,
-            body,
-        };
+        let request = OutgoingRequest { template: &template.name, method, url, headers: base_headers, body };
         let auth = template
             .auth
             .authorize(&request)
             .await
             .map_err(|error| AttemptError::Auth { plugin: template.auth_type.clone(), error })?;
-        let mut headers = template.headers.clone();
+        let mut headers = base_headers.clone();
         for (name, value) in auth.iter() {
             headers.insert(name.clone(), value.clone());
         }
         let response = client
             .send(SendRequest {
-                method: &template.method,
-                url: &template.url,
+                method,
+                url,
                 headers,
                 body: body.clone(),
                 timeout: template.timeout,

@@ -23,7 +23,13 @@ pub enum RetryAction {
 /// answer (3xx: redirects are not followed; other 4xx) is final.
 pub fn classify(outcome: &Result<Response, AttemptError>) -> RetryAction {
     match outcome {
-        Ok(response) => classify_status(response.status, response.retry_after),
+        Ok(response) => match classify_status(response.status, response.retry_after) {
+            // A final refusal says why in its body (a validation error, say): keep the start.
+            RetryAction::DontRetry { reason } if response.status.is_client_error() && !response.body.is_empty() => {
+                RetryAction::DontRetry { reason: format!("{reason}: {}", excerpt(&response.body)) }
+            }
+            action => action,
+        },
         Err(error) if error.is_retryable() => RetryAction::Retry { reason: error.to_string(), not_before: None },
         Err(error) => RetryAction::DontRetry { reason: error.to_string() },
     }
@@ -41,6 +47,13 @@ pub fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Ret
     } else {
         RetryAction::DontRetry { reason }
     }
+}
+
+/// The beginning of a response body, on one line.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 300 { format!("{}…", one_line.chars().take(300).collect::<String>()) } else { one_line }
 }
 
 /// `HTTP 503 Service Unavailable`.

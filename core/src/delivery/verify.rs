@@ -7,12 +7,28 @@ use super::attempt::{AttemptError, attempt};
 use super::client::{HttpClient, Response};
 use super::retry::status_reason;
 use crate::payload::test_payload;
+use crate::plugin::AuthError;
 use crate::template::Template;
 
-/// Sends the test payload once and returns the answer.
+/// Sends the test payload once and returns the answer. With a transform plugin, sends the
+/// requests it plans for the test payload (a credential check, say) and returns the first
+/// answer that is not a 2xx, or the last one.
 pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Response, AttemptError> {
     let body = Bytes::from(serde_json::to_vec(&test_payload()).unwrap_or_default());
-    attempt(client, template, &body).await
+    let Some((plugin, transformer)) = &template.transform else {
+        return attempt(client, template, None, &body).await;
+    };
+    let transform_error = |error| AttemptError::Transform { plugin: plugin.clone(), error };
+    let planned = transformer.transform(&body).await.map_err(transform_error)?;
+    let mut last = None;
+    for request in planned.requests {
+        let response = attempt(client, template, Some(&request.target), &request.body).await?;
+        if !response.status.is_success() {
+            return Ok(response);
+        }
+        last = Some(response);
+    }
+    last.ok_or_else(|| transform_error(AuthError::permanent("it plans no request for the test payload, so there is nothing to verify (set `verify: false`)")))
 }
 
 /// `Ok` when the destination accepts the test payload with a 2xx; otherwise why not.

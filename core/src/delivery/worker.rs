@@ -56,7 +56,7 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
     let template = &work.template;
     let at = SystemTime::now();
     let started = Instant::now();
-    let outcome = attempt(&ctx.client, template, &work.body).await;
+    let outcome = attempt(&ctx.client, template, work.target.as_deref(), &work.body).await;
     let latency = started.elapsed();
     let action = classify(&outcome);
     let (status, error) = match (&outcome, &action) {

@@ -7,9 +7,11 @@
 pub mod auth;
 pub mod keys;
 pub mod registry;
+pub mod transform;
 
 pub use auth::{
     AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo, Unauthorized,
 };
 pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
 pub use registry::{PluginRegistry, PluginSource};
+pub use transform::{PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer};

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::auth::AuthPlugin;
+use super::transform::TransformPlugin;
 
 /// A set of plugins that can change while the gateway runs.
 pub trait PluginSource: Send + Sync {
     /// The auth plugin named `name`, if this source has one now.
     fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>>;
+
+    /// The transform plugin named `name`, if this source has one now.
+    fn transform(&self, name: &str) -> Option<Arc<dyn TransformPlugin>>;
 
     /// The names this source has now.
     fn names(&self) -> Vec<String>;
@@ -33,6 +37,10 @@ impl PluginRegistry {
 
     pub fn add_source(&mut self, source: Arc<dyn PluginSource>) {
         self.sources.push(source);
+    }
+
+    pub fn transform(&self, name: &str) -> Option<Arc<dyn TransformPlugin>> {
+        self.sources.iter().find_map(|s| s.transform(name))
     }
 
     pub fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>> {

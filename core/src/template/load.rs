@@ -16,7 +16,7 @@ use super::spec::{PluginSpec, TemplateSpec};
 use crate::config::TemplateDefaults;
 use crate::delivery::client::HttpClient;
 use crate::plugin::auth::BuildContext;
-use crate::plugin::{KeyStore, PluginRegistry};
+use crate::plugin::{KeyStore, PluginRegistry, TransformContext};
 
 /// Headers the gateway sets itself; a template may not.
 const RESERVED_HEADERS: &[&str] =
@@ -113,16 +113,6 @@ impl Loader {
             return Err(at(&["batch_size"], format!("`batch_size` must be between 1 and {MAX_BATCH}")));
         }
 
-        if let Some(transform) = &spec.transform {
-            return Err(at(
-                &["transform"],
-                format!(
-                    "no transform plugin named `{}` is loaded (transform plugins are WASM files in plugins/)",
-                    transform.kind
-                ),
-            ));
-        }
-
         let (auth_type, auth) = {
             let default_auth = PluginSpec { kind: "none".into(), config: Default::default() };
             let auth_spec = spec.auth.as_ref().unwrap_or(&default_auth);
@@ -150,6 +140,35 @@ impl Loader {
             (auth_spec.kind.clone(), authorizer)
         };
 
+        let transform = match &spec.transform {
+            None => None,
+            Some(transform_spec) => {
+                let plugin = self.plugins.transform(&transform_spec.kind).ok_or_else(|| {
+                    at(
+                        &["transform", "type"],
+                        format!(
+                            "no transform plugin named `{}` is loaded (transform plugins are WASM files in plugins/)",
+                            transform_spec.kind
+                        ),
+                    )
+                })?;
+                let mut config = serde_json::Map::new();
+                for (key, value) in &transform_spec.config {
+                    config.insert(key.clone(), resolve_value(&mut resolver, value).map_err(ref_error)?);
+                }
+                let ctx = TransformContext {
+                    build: BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() },
+                    url: &url,
+                    headers: &headers,
+                };
+                let transformer = plugin.build(&ctx, &config).map_err(|message| {
+                    let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
+                    at(&["transform", key], resolver.scrub(&format!("transform plugin `{}`: {message}", transform_spec.kind)))
+                })?;
+                Some((transform_spec.kind.clone(), transformer))
+            }
+        };
+
         let mut hasher = DefaultHasher::new();
         text.hash(&mut hasher);
         resolver.hash_values(&mut hasher);
@@ -168,6 +187,7 @@ impl Loader {
             verify: spec.verify.unwrap_or(self.defaults.verify),
             auth_type,
             auth,
+            transform,
         })
     }
 }

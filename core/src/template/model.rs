@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 
-use crate::plugin::Authorizer;
+use crate::plugin::{Authorizer, Transformer};
 
 /// One version of a template, ready to send. Deliveries hold an `Arc` to the version they
 /// started with, so a reload never changes a delivery in flight.
@@ -31,6 +31,8 @@ pub struct Template {
     /// The auth plugin's name (`none`, `basic`, ...).
     pub auth_type: String,
     pub auth: Arc<dyn Authorizer>,
+    /// The transform plugin's name and transformer, when the template has one.
+    pub transform: Option<(String, Arc<dyn Transformer>)>,
 }
 
 impl Template {
@@ -64,6 +66,7 @@ impl fmt::Debug for Template {
             .field("retries", &self.retries)
             .field("batch_size", &self.batch_size)
             .field("auth", &self.auth_type)
+            .field("transform", &self.transform.as_ref().map(|(name, _)| name))
             .finish()
     }
 }

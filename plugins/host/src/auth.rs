@@ -35,23 +35,7 @@ impl AuthPlugin for WasmAuthPlugin {
         ctx: &BuildContext<'_>,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Arc<dyn Authorizer>, String> {
-        let allow_hosts = match config.get("allow_hosts") {
-            None => Vec::new(),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|h| {
-                    h.as_str()
-                        .map(str::to_ascii_lowercase)
-                        .ok_or("`allow_hosts` must be a list of host names".to_string())
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err("`allow_hosts` must be a list of host names".into()),
-        };
-        let mut call = CallContext::new(&self.slot.name, ctx.template);
-        call.keys = ctx.keys.cloned();
-        call.http = Some(ctx.client.clone());
-        call.allow_hosts = allow_hosts;
-        call.timeout = ctx.timeout;
+        let call = call_context(&self.slot.name, ctx, config)?;
         let config = serde_json::to_string(config).map_err(|e| e.to_string())?;
         Ok(Arc::new(WasmAuthorizer {
             slot: self.slot.clone(),
@@ -60,6 +44,29 @@ impl AuthPlugin for WasmAuthPlugin {
             config,
         }))
     }
+}
+
+/// The shared context of one template's calls: `allow_hosts` from the plugin's config tells
+/// the host which hosts `fetch` may reach.
+pub(crate) fn call_context(
+    plugin: &str,
+    ctx: &BuildContext<'_>,
+    config: &serde_json::Map<String, serde_json::Value>,
+) -> Result<CallContext, String> {
+    let allow_hosts = match config.get("allow_hosts") {
+        None => Vec::new(),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|h| h.as_str().map(str::to_ascii_lowercase).ok_or("`allow_hosts` must be a list of host names".to_string()))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`allow_hosts` must be a list of host names".into()),
+    };
+    let mut call = CallContext::new(plugin, ctx.template);
+    call.keys = ctx.keys.cloned();
+    call.http = Some(ctx.client.clone());
+    call.allow_hosts = allow_hosts;
+    call.timeout = ctx.timeout;
+    Ok(call)
 }
 
 pub struct WasmAuthorizer {

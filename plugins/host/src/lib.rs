@@ -11,6 +11,7 @@ pub mod bindings;
 pub mod engine;
 pub mod source;
 pub mod state;
+pub mod transform;
 
 pub use engine::{CallError, LoadedPlugin, PluginEngine};
 

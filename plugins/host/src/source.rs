@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hookgate_core::plugin::{AuthPlugin, PluginSource};
+use hookgate_core::plugin::{AuthPlugin, PluginSource, TransformPlugin};
 use hookgate_core::template::load::validate_name;
 use tracing::{info, warn};
 
 use crate::auth::WasmAuthPlugin;
+use crate::transform::WasmTransformPlugin;
 use crate::engine::{LoadedPlugin, PluginEngine};
 
 /// One plugin name and its live version. Authorizers hold the slot, so replacing the
@@ -155,6 +156,11 @@ impl PluginSource for WasmPlugins {
     fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>> {
         let slot = self.slot(name)?;
         Some(Arc::new(WasmAuthPlugin::new(slot, self.engine.clone())))
+    }
+
+    fn transform(&self, name: &str) -> Option<Arc<dyn TransformPlugin>> {
+        let slot = self.slot(name)?;
+        Some(Arc::new(WasmTransformPlugin::new(slot, self.engine.clone())))
     }
 
     fn names(&self) -> Vec<String> {
