@@ -75,10 +75,7 @@ impl Dispatcher {
                     .map_err(|e| DispatchError::Transform { plugin: plugin.clone(), message: e.message })?;
                 (out.requests.into_iter().map(|r| (Some(r.target), r.body, r.profiles)).collect(), out.skipped)
             }
-            None => (
-                payload.batches(template.batch_size).into_iter().map(|b| (None, b.body, b.profiles)).collect(),
-                0,
-            ),
+            None => (payload.batches(template.batch_size).into_iter().map(|b| (None, b.body, b.profiles)).collect(), 0),
         };
         let count = planned.len();
         let profiles: usize = planned.iter().map(|(_, _, p)| p).sum();
@@ -105,7 +102,8 @@ impl Dispatcher {
             self.stats.skipped(&payload.campaign, &template.name, skipped as u64);
         }
         let now = SystemTime::now();
-        let jobs = (0..count as u32).map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now }).collect();
+        let jobs =
+            (0..count as u32).map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now }).collect();
         self.queue.push(jobs).await?;
         Ok(Accepted { dispatch_id, requests: count, profiles, skipped, created: true })
     }

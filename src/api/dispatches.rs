@@ -45,7 +45,9 @@ pub async fn dispatch(
         DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
         DispatchError::Inactive { .. } => ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string()),
         DispatchError::Payload(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()),
-        DispatchError::Transform { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string()),
+        DispatchError::Transform { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string())
+        }
         DispatchError::Queue(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()),
     })?;
     let mut response = (

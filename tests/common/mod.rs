@@ -4,6 +4,7 @@
 
 pub mod oauth;
 pub mod wasm;
+pub mod zendesk;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The built `.wasm` of a guest crate of the workspace (`standard_webhooks`,
-/// `hookgate_test_plugin`). Builds them all on first use, in their own target folder so the
+/// `hookgate_test_plugin`, `zendesk`). Builds them all on first use, in their own target folder so the
 /// build does not wait on the test run's.
 pub fn guest(artifact: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -25,6 +25,8 @@ pub fn guest(artifact: &str) -> PathBuf {
                 "standard-webhooks",
                 "-p",
                 "hookgate-test-plugin",
+                "-p",
+                "zendesk",
             ])
             .output()
             .expect("run cargo");

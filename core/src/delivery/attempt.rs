@@ -14,10 +14,16 @@ use crate::template::Template;
 #[derive(Debug, Clone)]
 pub enum AttemptError {
     /// The auth plugin could not produce headers (a token endpoint refused or timed out).
-    Auth { plugin: String, error: AuthError },
+    Auth {
+        plugin: String,
+        error: AuthError,
+    },
     /// The transform plugin could not plan the requests (verification only: a dispatch
     /// refuses such a payload up front).
-    Transform { plugin: String, error: AuthError },
+    Transform {
+        plugin: String,
+        error: AuthError,
+    },
     Send(SendError),
 }
 
@@ -66,13 +72,7 @@ pub async fn attempt(
             headers.insert(name.clone(), value.clone());
         }
         let response = client
-            .send(SendRequest {
-                method,
-                url,
-                headers,
-                body: body.clone(),
-                timeout: template.timeout,
-            })
+            .send(SendRequest { method, url, headers, body: body.clone(), timeout: template.timeout })
             .await
             .map_err(AttemptError::Send)?;
         if response.status == StatusCode::UNAUTHORIZED

@@ -53,7 +53,11 @@ pub fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Ret
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
     let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 { format!("{}…", one_line.chars().take(300).collect::<String>()) } else { one_line }
+    if one_line.chars().count() > 300 {
+        format!("{}…", one_line.chars().take(300).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 /// `HTTP 503 Service Unavailable`.

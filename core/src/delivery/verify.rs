@@ -28,7 +28,11 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
         }
         last = Some(response);
     }
-    last.ok_or_else(|| transform_error(AuthError::permanent("it plans no request for the test payload, so there is nothing to verify (set `verify: false`)")))
+    last.ok_or_else(|| {
+        transform_error(AuthError::permanent(
+            "it plans no request for the test payload, so there is nothing to verify (set `verify: false`)",
+        ))
+    })
 }
 
 /// `Ok` when the destination accepts the test payload with a 2xx; otherwise why not.

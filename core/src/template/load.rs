@@ -163,7 +163,10 @@ impl Loader {
                 };
                 let transformer = plugin.build(&ctx, &config).map_err(|message| {
                     let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
-                    at(&["transform", key], resolver.scrub(&format!("transform plugin `{}`: {message}", transform_spec.kind)))
+                    at(
+                        &["transform", key],
+                        resolver.scrub(&format!("transform plugin `{}`: {message}", transform_spec.kind)),
+                    )
                 })?;
                 Some((transform_spec.kind.clone(), transformer))
             }

@@ -57,7 +57,9 @@ pub(crate) fn call_context(
         None => Vec::new(),
         Some(serde_json::Value::Array(items)) => items
             .iter()
-            .map(|h| h.as_str().map(str::to_ascii_lowercase).ok_or("`allow_hosts` must be a list of host names".to_string()))
+            .map(|h| {
+                h.as_str().map(str::to_ascii_lowercase).ok_or("`allow_hosts` must be a list of host names".to_string())
+            })
             .collect::<Result<_, _>>()?,
         Some(_) => return Err("`allow_hosts` must be a list of host names".into()),
     };

@@ -11,8 +11,8 @@ use hookgate_core::template::load::validate_name;
 use tracing::{info, warn};
 
 use crate::auth::WasmAuthPlugin;
-use crate::transform::WasmTransformPlugin;
 use crate::engine::{LoadedPlugin, PluginEngine};
+use crate::transform::WasmTransformPlugin;
 
 /// One plugin name and its live version. Authorizers hold the slot, so replacing the
 /// file changes their behaviour without rebuilding templates.

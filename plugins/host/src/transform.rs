@@ -77,7 +77,8 @@ impl Transformer for WasmTransformer {
         let mut requests = Vec::with_capacity(output.requests.len());
         for (i, r) in output.requests.into_iter().enumerate() {
             let bad = |why: String| AuthError::permanent(format!("request {i}: {why}"));
-            let method = Method::from_bytes(r.method.as_bytes()).map_err(|_| bad(format!("`{}` is not an HTTP method", r.method)))?;
+            let method = Method::from_bytes(r.method.as_bytes())
+                .map_err(|_| bad(format!("`{}` is not an HTTP method", r.method)))?;
             let url = Url::parse(&r.url).map_err(|e| bad(format!("not a valid URL: {e}")))?;
             if !same_origin(&self.url, &url) {
                 return Err(bad(format!(
@@ -88,8 +89,10 @@ impl Transformer for WasmTransformer {
             }
             let mut headers = self.headers.clone();
             for Header { name, value } in r.headers {
-                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("invalid header name `{}`", name.escape_debug())))?;
-                let mut value = HeaderValue::from_str(&value).map_err(|_| bad(format!("invalid value for header `{name}`")))?;
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| bad(format!("invalid header name `{}`", name.escape_debug())))?;
+                let mut value =
+                    HeaderValue::from_str(&value).map_err(|_| bad(format!("invalid value for header `{name}`")))?;
                 value.set_sensitive(true);
                 headers.insert(name, value);
             }

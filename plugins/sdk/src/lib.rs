@@ -91,7 +91,7 @@ macro_rules! export_plugin {
                     <$plugin as $crate::Plugin>::transform(&payload, &config)
                 }
             }
-            $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
+    $crate::bindings::__export_raw!(__HookgatePlugin with_types_in $crate::bindings);
         };
     };
 }
