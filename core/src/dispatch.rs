@@ -4,12 +4,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-
 use crate::payload::{Payload, PayloadError};
-use crate::plugin::RequestTarget;
 use crate::queue::{Job, Queue, QueueError};
-use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord, RequestStatus};
+use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord};
 use crate::stats::Stats;
 use crate::template::registry::{Lookup, Registry};
 
@@ -67,28 +64,22 @@ impl Dispatcher {
             Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
         };
         // The requests: the transform plugin's plan, or the payload in batches.
-        let (planned, skipped): (Vec<(Option<Arc<RequestTarget>>, Bytes, usize)>, usize) = match &template.transform {
+        let (requests, skipped): (Vec<RequestRecord>, usize) = match &template.transform {
             Some((plugin, transformer)) => {
                 let out = transformer
                     .transform(&payload.to_json())
                     .await
                     .map_err(|e| DispatchError::Transform { plugin: plugin.clone(), message: e.message })?;
-                (out.requests.into_iter().map(|r| (Some(r.target), r.body, r.profiles)).collect(), out.skipped)
+                let planned = out.requests.into_iter().map(|r| RequestRecord::new(Some(r.target), r.body, r.profiles));
+                (planned.collect(), out.skipped)
             }
-            None => (payload.batches(template.batch_size).into_iter().map(|b| (None, b.body, b.profiles)).collect(), 0),
+            None => {
+                let batches = payload.batches(template.batch_size).into_iter();
+                (batches.map(|b| RequestRecord::new(None, b.body, b.profiles)).collect(), 0)
+            }
         };
-        let count = planned.len();
-        let profiles: usize = planned.iter().map(|(_, _, p)| p).sum();
-        let requests = planned
-            .into_iter()
-            .map(|(target, body, profiles)| RequestRecord {
-                target,
-                profiles,
-                body: Some(body),
-                status: RequestStatus::Pending,
-                attempts: Vec::new(),
-            })
-            .collect();
+        let count = requests.len();
+        let profiles: usize = requests.iter().map(|r| r.profiles).sum();
         let record = DispatchRecord::new(DispatchId::new(), template.clone(), payload.campaign.clone(), requests);
         let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone());
         if !created {

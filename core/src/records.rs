@@ -82,6 +82,13 @@ pub struct RequestRecord {
     pub attempts: Vec<AttemptRecord>,
 }
 
+impl RequestRecord {
+    /// A request waiting for its first attempt.
+    pub fn new(target: Option<Arc<RequestTarget>>, body: Bytes, profiles: usize) -> Self {
+        Self { target, profiles, body: Some(body), status: RequestStatus::Pending, attempts: Vec::new() }
+    }
+}
+
 /// A dispatch: immutable facts plus one lock per request, so workers delivering the
 /// requests of one big dispatch do not contend on a shared lock.
 #[derive(Debug)]
@@ -220,10 +227,8 @@ impl Records {
     }
 
     pub fn record_attempt(&self, id: DispatchId, request: u32, attempt: AttemptRecord) {
-        if let Some(record) = self.get(id) {
-            if let Some(mut req) = record.request(request) {
-                req.attempts.push(attempt);
-            }
+        if let Some(mut req) = self.get(id).as_deref().and_then(|r| r.request(request)) {
+            req.attempts.push(attempt);
         }
     }
 

@@ -162,8 +162,10 @@ fn answer(
                 }
                 return r;
             }
-            if let Some(key) = key {
-                if let Some((first_body, first_answer)) = state.idempotency.lock().unwrap().get(key).cloned() {
+            if let Some(key) = key
+                && let Some((first_body, first_answer)) = state.idempotency.lock().unwrap().get(key).cloned()
+            {
+                {
                     if first_body != *body {
                         return error(
                             StatusCode::BAD_REQUEST,
