@@ -181,3 +181,27 @@ async fn credentials_are_checked_and_the_threshold_reloads() {
     let ratings: Vec<String> = zendesk.tickets().iter().map(|t| t["tags"][2].as_str().unwrap().to_string()).collect();
     assert_eq!(ratings, vec!["rating-1", "rating-1"], "only ratings at or below 1");
 }
+
+/// The ready templates of `examples/` load as shipped (with their plugins and variables).
+#[test]
+fn example_templates_are_valid() {
+    let config = ConfigDir::new(TEST_CONFIG);
+    setup(&config);
+    std::fs::copy(guest("standard_webhooks"), config.path().join("plugins/standard-webhooks.wasm")).unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::copy(examples.join("zendesk/zendesk.yaml"), config.template_path("zendesk.yaml")).unwrap();
+    std::fs::copy(examples.join("standard-webhooks/template.yaml"), config.template_path("signed.yaml")).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("validate")
+        .arg("--config")
+        .arg(config.path())
+        .env("ZENDESK_SUBDOMAIN", "acme")
+        .env("ZENDESK_EMAIL", AGENT)
+        .env("ZENDESK_API_TOKEN", TOKEN)
+        .env("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("ok: 2 template(s) valid"), "{stdout}");
+}
