@@ -75,3 +75,22 @@ async fn settle(rx: &mut mpsc::UnboundedReceiver<()>, debounce: Duration) {
         }
     }
 }
+
+/// The files of a folder with one of `extensions`, not hidden (editors' temp files and a
+/// ConfigMap's `..data` entries start with `.`), following symlinks, sorted by path.
+pub fn folder_files(dir: &Path, extensions: &[&str]) -> Vec<std::path::PathBuf> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<std::path::PathBuf> = read
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            !name.starts_with('.') && extensions.contains(&ext) && std::fs::metadata(p).is_ok_and(|m| m.is_file())
+        })
+        .collect();
+    files.sort();
+    files
+}

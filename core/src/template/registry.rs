@@ -425,23 +425,10 @@ fn hash_text(text: &str) -> u64 {
     h.finish()
 }
 
-/// The template files of a folder: `*.yaml` and `*.yml`, not hidden (editors' temp files
-/// and a ConfigMap's `..data` entries start with `.`), following symlinks, sorted by path.
+/// The template files of a folder (`*.yaml`, `*.yml`; see [`crate::watch::folder_files`])
+/// with their text.
 pub fn scan_dir(dir: &Path) -> Vec<(PathBuf, std::io::Result<String>)> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = read
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            !name.starts_with('.') && matches!(ext, "yaml" | "yml") && std::fs::metadata(p).is_ok_and(|m| m.is_file())
-        })
-        .collect();
-    files.sort();
-    files
+    crate::watch::folder_files(dir, &["yaml", "yml"])
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p);

@@ -174,19 +174,5 @@ fn stem(path: &Path) -> String {
 
 /// `*.wasm` files of a folder, not hidden, following symlinks, sorted.
 fn wasm_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = read
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-            !name.starts_with('.')
-                && p.extension().and_then(|e| e.to_str()) == Some("wasm")
-                && std::fs::metadata(p).is_ok_and(|m| m.is_file())
-        })
-        .collect();
-    files.sort();
-    files
+    hookgate_core::watch::folder_files(dir, &["wasm"])
 }
