@@ -177,3 +177,83 @@ async fn send_command_delivers_and_prints_stats() {
     // `send` does not verify: only the three batches arrive.
     assert_eq!(mock.requests().len(), 3);
 }
+
+/// Every attempt of a request carries the same delivery id, so receivers can deduplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_id_is_stable_across_retries() {
+    let mock = Mock::start(|n, _| Reply::Status(if n == 0 { 503 } else { 200 })).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("ids.yaml", &format!("url: {}\nverify: false\nbatch_size: 1\n", mock.url("/")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("ids", "active", Duration::from_secs(10)).await;
+    let id = gw.dispatch("ids", &payload(70, 2)).await;
+    gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    let ids: Vec<String> = mock.requests().iter().map(|r| r.header("x-hookgate-delivery-id").unwrap()).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let first = ids[0].clone();
+    assert!(first == format!("{id}.0") || first == format!("{id}.1"), "{first}");
+    assert_eq!(ids.iter().filter(|i| **i == first).count(), 2, "the retry carries the first attempt's id: {ids:?}");
+    assert_ne!(ids.iter().collect::<std::collections::BTreeSet<_>>().len(), 1, "two requests, two ids");
+}
+
+/// Isolation: a destination that hangs holds at most `destinations.max_concurrency`
+/// workers, so a healthy destination is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_does_not_hold_up_a_healthy_one() {
+    let hanging = Mock::start(|_, _| Reply::Hang).await;
+    let healthy = Mock::answering(200).await;
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}workers: 8\ndestinations:\n  max_concurrency: 2\n"));
+    config.write_template(
+        "stuck.yaml",
+        &format!("url: {}\nverify: false\nbatch_size: 1\nretries: 0\ntimeout: 6s\n", hanging.url("/")),
+    );
+    config.write_template("fine.yaml", &format!("url: {}\nverify: false\nbatch_size: 1\n", healthy.url("/")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("stuck", "active", Duration::from_secs(10)).await;
+    gw.wait_state("fine", "active", Duration::from_secs(10)).await;
+    let stuck = gw.dispatch("stuck", &payload(71, 20)).await;
+    wait_for("the hanging endpoint to hold its requests", Duration::from_secs(5), async || {
+        (hanging.requests().len() >= 2).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let fine = gw.dispatch("fine", &payload(72, 20)).await;
+    // Well inside the 6 s the stuck requests take: without the per-destination limit all 8
+    // workers would be waiting on the hanging endpoint.
+    let view = gw.wait_dispatch(&fine, Duration::from_secs(3)).await;
+    assert_eq!(view["state"], "delivered");
+    eprintln!("healthy campaign delivered in {:?} beside a hanging one", started.elapsed());
+    assert_eq!(hanging.requests().len(), 2, "at most 2 requests in flight to the hanging destination");
+    assert_eq!(gw.get(&format!("/v1/dispatches/{stuck}")).await.1["state"], "pending");
+}
+
+/// Dead letters: a failed request keeps its body and attempts; `POST /v1/dispatches/{id}/retry`
+/// sends it again and the stats follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_can_be_replayed() {
+    let mock = Mock::answering(400).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("dead.yaml", &format!("url: {}\nverify: false\n", mock.url("/")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("dead", "active", Duration::from_secs(10)).await;
+    let id = gw.dispatch("dead", &payload(73, 3)).await;
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "failed");
+    let (_, stats) = gw.get("/v1/campaigns/73").await;
+    assert_eq!(stats["requests"]["failed"], 1);
+
+    mock.set_behavior(|_, _| Reply::Status(200));
+    let (status, body) = gw.post_json(&format!("/v1/dispatches/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!((status, body["requeued"].clone()), (202, json!(1)), "{body}");
+    let view = gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    assert_eq!(view["state"], "delivered", "{view}");
+    assert_eq!(view["requests"][0]["attempts"].as_array().unwrap().len(), 2, "the history is kept");
+    let (_, stats) = gw.get("/v1/campaigns/73").await;
+    assert_eq!(stats["requests"], json!({"delivered": 1, "failed": 0, "pending": 0}));
+    assert_eq!(stats["profiles"]["delivered"], 3);
+    assert_eq!(stats["errors"], json!([]));
+    let requests = mock.requests();
+    assert_eq!(requests[0].body, requests[1].body);
+    assert_eq!(requests[0].header("x-hookgate-delivery-id"), requests[1].header("x-hookgate-delivery-id"));
+    let (status, _) = gw.post_json(&format!("/v1/dispatches/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!(status, 202, "nothing left to retry is not an error");
+}

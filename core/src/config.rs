@@ -70,6 +70,32 @@ pub struct Config {
     /// Limits of WASM plugin calls.
     #[serde(default)]
     pub plugins: PluginLimits,
+    /// Isolation between destinations.
+    #[serde(default)]
+    pub destinations: Destinations,
+}
+
+/// `destinations`: limits per destination (scheme, host, port), so one slow or failing
+/// endpoint never delays deliveries to others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destinations {
+    /// Requests in flight to one destination. Default 16.
+    #[serde(default = "default_destination_concurrency")]
+    pub max_concurrency: usize,
+    /// Requests per second to one destination; 0 (the default) means no limit.
+    #[serde(default)]
+    pub rate_limit: f64,
+}
+
+impl Default for Destinations {
+    fn default() -> Self {
+        Self { max_concurrency: default_destination_concurrency(), rate_limit: 0.0 }
+    }
+}
+
+fn default_destination_concurrency() -> usize {
+    16
 }
 
 /// `plugins`: what one WASM plugin call may use. A call past a limit fails that delivery
@@ -300,6 +326,7 @@ impl Default for Config {
             limits: Limits::default(),
             keys: Keys::default(),
             plugins: PluginLimits::default(),
+            destinations: Destinations::default(),
         }
     }
 }

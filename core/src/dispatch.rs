@@ -99,6 +99,24 @@ impl Dispatcher {
         Ok(Accepted { dispatch_id, requests: count, profiles, skipped, created: true })
     }
 
+    /// Sends the failed requests of a dispatch again (dead-letter replay), with the
+    /// template version the dispatch started with. Returns how many, or `None` for an
+    /// unknown dispatch.
+    pub async fn retry_failed(&self, id: DispatchId) -> Result<Option<usize>, DispatchError> {
+        let Some(record) = self.records.get(id) else { return Ok(None) };
+        let Some(requeued) = self.records.requeue_failed(id) else { return Ok(None) };
+        for (_, profiles, reason) in &requeued {
+            self.stats.requeued(&record.campaign, &record.template.name, *profiles as u64, reason);
+        }
+        let now = SystemTime::now();
+        let jobs = requeued
+            .iter()
+            .map(|(request, _, _)| Job { dispatch: id, request: *request, attempt: 1, due: now })
+            .collect();
+        self.queue.push(jobs).await?;
+        Ok(Some(requeued.len()))
+    }
+
     fn replay(&self, template: &str, key: &str) -> Option<Accepted> {
         let id = self.records.by_idempotency_key(template, key)?;
         let record = self.records.get(id)?;

@@ -102,6 +102,7 @@ impl Engine {
             records: records.clone(),
             stats: stats.clone(),
             backoff: config.backoff.clone(),
+            destinations: crate::delivery::destinations::DestinationLimits::new(config.destinations.clone()),
         });
         for _ in 0..config.workers {
             tasks.push(tokio::spawn(worker::run(ctx.clone(), shutdown_rx.clone())));

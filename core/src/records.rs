@@ -232,14 +232,39 @@ impl Records {
         }
     }
 
+    /// Makes the failed requests of a dispatch pending again (a dead-letter replay) and
+    /// returns (request, profiles, last reason) of each.
+    pub fn requeue_failed(&self, id: DispatchId) -> Option<Vec<(u32, usize, String)>> {
+        let record = self.get(id)?;
+        let mut requeued = Vec::new();
+        for (index, request) in record.requests.iter().enumerate() {
+            let mut req = request.lock().unwrap_or_else(|e| e.into_inner());
+            if let (RequestStatus::Failed { reason }, Some(_)) = (&req.status, &req.body) {
+                requeued.push((index as u32, req.profiles, reason.clone()));
+                req.status = RequestStatus::Pending;
+            }
+        }
+        if !requeued.is_empty() {
+            let was_finished = record.pending.fetch_add(requeued.len(), Ordering::AcqRel) == 0;
+            if was_finished {
+                // Pending again: it must not be evicted as a finished dispatch.
+                self.inner.write().unwrap_or_else(|e| e.into_inner()).finished.retain(|f| *f != id);
+            }
+        }
+        Some(requeued)
+    }
+
     /// Marks a request delivered or failed; evicts old finished dispatches past the limit.
     pub fn finish(&self, id: DispatchId, request: u32, status: RequestStatus) {
         let Some(record) = self.get(id) else { return };
         let was_pending = match record.request(request) {
             Some(mut req) => {
                 let was_pending = req.status == RequestStatus::Pending;
+                // A delivered body is not needed again; a failed one is kept for a retry.
+                if status == RequestStatus::Delivered {
+                    req.body = None;
+                }
                 req.status = status;
-                req.body = None;
                 was_pending
             }
             None => false,

@@ -117,6 +117,19 @@ impl DeliveryStats {
         *self.errors.entry(reason.to_string()).or_default() += 1;
     }
 
+    fn requeued(&mut self, profiles: u64, reason: &str) {
+        self.requests.failed = self.requests.failed.saturating_sub(1);
+        self.profiles.failed = self.profiles.failed.saturating_sub(profiles);
+        self.requests.pending += 1;
+        self.profiles.pending += profiles;
+        if let Some(count) = self.errors.get_mut(reason) {
+            *count -= 1;
+            if *count == 0 {
+                self.errors.remove(reason);
+            }
+        }
+    }
+
     fn skipped(&mut self, profiles: u64) {
         self.skipped_profiles += profiles;
     }
@@ -208,6 +221,11 @@ impl Stats {
 
     pub fn accepted(&self, campaign: &str, template: &str, requests: u64, profiles: u64) {
         self.update(campaign, template, |s| s.accepted(requests, profiles));
+    }
+
+    /// A failed request is being sent again: it counts as pending, not failed.
+    pub fn requeued(&self, campaign: &str, template: &str, profiles: u64, reason: &str) {
+        self.update(campaign, template, |s| s.requeued(profiles, reason));
     }
 
     pub fn skipped(&self, campaign: &str, template: &str, profiles: u64) {

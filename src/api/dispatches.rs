@@ -78,6 +78,18 @@ pub async fn get(State(engine): State<AppState>, Path(id): Path<String>) -> Resu
     Ok(Json(json!(view)))
 }
 
+/// Dead letters: sends the failed requests of a dispatch again.
+pub async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id: DispatchId = id.parse().map_err(|e: String| ApiError::not_found(e))?;
+    let requeued = engine
+        .dispatcher
+        .retry_failed(id)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or older than the records kept)")))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"dispatch_id": id.to_string(), "requeued": requeued}))))
+}
+
 pub async fn campaign(State(engine): State<AppState>, Path(target_id): Path<String>) -> Result<Json<Value>, ApiError> {
     let stats = engine.stats.campaign(&target_id).ok_or_else(|| {
         ApiError::not_found(format!("no dispatch has been made for campaign (targetId) `{target_id}`"))

@@ -27,6 +27,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/templates/{name}/token", post(templates::token))
         .route("/templates/{name}/dispatch", post(dispatches::dispatch))
         .route("/dispatches/{id}", get(dispatches::get))
+        .route("/dispatches/{id}/retry", post(dispatches::retry))
         .route("/campaigns/{target_id}", get(dispatches::campaign))
         .route_layer(axum::middleware::from_fn_with_state(engine.clone(), admin::require_token));
     Router::new()

@@ -5,6 +5,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use reqwest::StatusCode;
+use reqwest::header::{HeaderName, HeaderValue};
 
 use super::client::{HttpClient, Response, SendError, SendRequest};
 use crate::plugin::{AuthError, OutgoingRequest, RequestTarget, Unauthorized};
@@ -47,17 +48,33 @@ impl fmt::Display for AttemptError {
     }
 }
 
+/// The header that carries a request's delivery id: the same on every attempt of that
+/// request, so receivers can deduplicate.
+pub const DELIVERY_ID_HEADER: &str = "x-hookgate-delivery-id";
+
 /// Sends `body` with the template's auth to `target` (a transform's planned request), or
-/// with the template's method, URL and headers.
+/// with the template's method, URL and headers. `delivery_id`, when given, goes in
+/// [`DELIVERY_ID_HEADER`] (auth plugins see it, so a signature can cover it).
 pub async fn attempt(
     client: &HttpClient,
     template: &Template,
     target: Option<&RequestTarget>,
     body: &Bytes,
+    delivery_id: Option<&str>,
 ) -> Result<Response, AttemptError> {
-    let (method, url, base_headers) = match target {
+    let (method, url, template_headers) = match target {
         Some(t) => (&t.method, &t.url, &t.headers),
         None => (&template.method, &template.url, &template.headers),
+    };
+    let with_id;
+    let base_headers = match delivery_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        Some(value) => {
+            let mut headers = template_headers.clone();
+            headers.insert(HeaderName::from_static(DELIVERY_ID_HEADER), value);
+            with_id = headers;
+            &with_id
+        }
+        None => template_headers,
     };
     let mut resent = false;
     loop {

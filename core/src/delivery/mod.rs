@@ -6,6 +6,7 @@
 
 pub mod attempt;
 pub mod client;
+pub mod destinations;
 pub mod retry;
 pub mod verify;
 pub mod worker;

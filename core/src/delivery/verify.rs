@@ -16,13 +16,13 @@ use crate::template::Template;
 pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Response, AttemptError> {
     let body = Bytes::from(serde_json::to_vec(&test_payload()).unwrap_or_default());
     let Some((plugin, transformer)) = &template.transform else {
-        return attempt(client, template, None, &body).await;
+        return attempt(client, template, None, &body, None).await;
     };
     let transform_error = |error| AttemptError::Transform { plugin: plugin.clone(), error };
     let planned = transformer.transform(&body).await.map_err(transform_error)?;
     let mut last = None;
     for request in planned.requests {
-        let response = attempt(client, template, Some(&request.target), &request.body).await?;
+        let response = attempt(client, template, Some(&request.target), &request.body, None).await?;
         if !response.status.is_success() {
             return Ok(response);
         }

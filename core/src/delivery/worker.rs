@@ -8,6 +8,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::attempt::attempt;
 use super::client::HttpClient;
+use super::destinations::{Admission, DestinationLimits};
 use super::retry::{RetryAction, classify};
 use crate::config::Backoff;
 use crate::queue::{Job, Queue};
@@ -21,6 +22,7 @@ pub struct WorkerContext {
     pub records: Arc<Records>,
     pub stats: Arc<Stats>,
     pub backoff: Backoff,
+    pub destinations: DestinationLimits,
 }
 
 /// Takes jobs until `shutdown` turns true. A delivery in progress is finished first.
@@ -54,9 +56,21 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
         return;
     };
     let template = &work.template;
+    let url = work.target.as_ref().map(|t| &t.url).unwrap_or(&template.url);
+    let _permit = match ctx.destinations.admit(url) {
+        Admission::Go(permit) => permit,
+        Admission::Later(wait) => {
+            // The destination is at its limit: not an attempt, just later.
+            if let Err(e) = ctx.queue.retry(Job { due: SystemTime::now() + wait, ..job }).await {
+                warn!("{e}");
+            }
+            return;
+        }
+    };
     let at = SystemTime::now();
     let started = Instant::now();
-    let outcome = attempt(&ctx.client, template, work.target.as_deref(), &work.body).await;
+    let delivery_id = format!("{}.{}", job.dispatch, job.request);
+    let outcome = attempt(&ctx.client, template, work.target.as_deref(), &work.body, Some(&delivery_id)).await;
     let latency = started.elapsed();
     let action = classify(&outcome);
     let (status, error) = match (&outcome, &action) {
