@@ -80,7 +80,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destinations {
-    /// Requests in flight to one destination. Default 16.
+    /// Requests in flight to one destination. Default 32 (half the default workers).
     #[serde(default = "default_destination_concurrency")]
     pub max_concurrency: usize,
     /// Requests per second to one destination; 0 (the default) means no limit.
@@ -95,7 +95,7 @@ impl Default for Destinations {
 }
 
 fn default_destination_concurrency() -> usize {
-    16
+    32
 }
 
 /// `plugins`: what one WASM plugin call may use. A call past a limit fails that delivery
