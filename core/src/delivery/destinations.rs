@@ -1,7 +1,9 @@
 //! Isolation between destinations: at most `max_concurrency` requests in flight to one
 //! destination (scheme, host, port), and optionally at most `rate_limit` per second, so a
-//! slow or failing endpoint never takes every worker. A job that may not go now is put
-//! back in the queue for a moment, without counting as an attempt.
+//! slow or failing endpoint never takes every worker. A worker waits briefly for its
+//! destination to have room (a busy healthy destination frees a slot within moments); if
+//! none comes, the job goes back to the queue for a moment, without counting as an attempt,
+//! and the worker moves on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Destinations;
 
-/// How long a job waits before asking again when its destination is at its limit.
+/// How long a worker waits for room at its job's destination before putting the job back.
 const BUSY_WAIT: Duration = Duration::from_millis(50);
+/// How long a job put back waits before it is handed out again.
+const REQUEUE_DELAY: Duration = Duration::from_millis(10);
 const MAX_TRACKED: usize = 10_000;
 
 pub enum Admission {
@@ -62,8 +66,8 @@ impl DestinationLimits {
             .clone()
     }
 
-    /// Whether a request to `url` may go now.
-    pub fn admit(&self, url: &Url) -> Admission {
+    /// Whether a request to `url` may go now (waiting up to [`BUSY_WAIT`] for room).
+    pub async fn admit(&self, url: &Url) -> Admission {
         let destination = self.destination(url);
         let rate = self.settings.rate_limit;
         if rate > 0.0 {
@@ -77,9 +81,12 @@ impl DestinationLimits {
             }
             *bucket = (tokens - 1.0, now);
         }
-        match destination.permits.clone().try_acquire_owned() {
-            Ok(permit) => Admission::Go(permit),
-            Err(_) => Admission::Later(BUSY_WAIT),
+        if let Ok(permit) = destination.permits.clone().try_acquire_owned() {
+            return Admission::Go(permit);
+        }
+        match tokio::time::timeout(BUSY_WAIT, destination.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Admission::Go(permit),
+            _ => Admission::Later(REQUEUE_DELAY),
         }
     }
 }
@@ -92,30 +99,32 @@ mod tests {
         s.parse().unwrap()
     }
 
-    #[test]
-    fn concurrency_is_per_destination() {
+    #[tokio::test]
+    async fn concurrency_is_per_destination() {
         let limits = DestinationLimits::new(Destinations { max_concurrency: 2, rate_limit: 0.0 });
         let a = url("http://a.example/x");
-        let held: Vec<_> = (0..2).map(|_| matches!(limits.admit(&a), Admission::Go(_))).collect();
-        assert_eq!(held, vec![true, true]);
-        // The permits above were dropped: they are free again.
-        let _p1 = limits.admit(&a);
-        let _p2 = limits.admit(&a);
-        assert!(matches!(limits.admit(&a), Admission::Later(_)), "a third request to a waits");
-        assert!(matches!(limits.admit(&url("http://b.example/")), Admission::Go(_)), "b is not held up by a");
+        let first = limits.admit(&a).await;
+        let _second = limits.admit(&a).await;
+        assert!(matches!(first, Admission::Go(_)));
+        let started = Instant::now();
+        assert!(matches!(limits.admit(&a).await, Admission::Later(_)), "a third request to a waits, then goes back");
+        assert!(started.elapsed() >= BUSY_WAIT);
+        assert!(matches!(limits.admit(&url("http://b.example/")).await, Admission::Go(_)), "b is not held up by a");
         assert!(
-            matches!(limits.admit(&url("http://a.example:8080/")), Admission::Go(_)),
-            "another port is another destination"
+            matches!(limits.admit(&url("http://a.example:8080/")).await, Admission::Go(_)),
+            "another port, another destination"
         );
+        drop(first);
+        assert!(matches!(limits.admit(&a).await, Admission::Go(_)), "room again once a request ends");
     }
 
-    #[test]
-    fn rate_limit_spaces_requests() {
+    #[tokio::test]
+    async fn rate_limit_spaces_requests() {
         let limits = DestinationLimits::new(Destinations { max_concurrency: 100, rate_limit: 2.0 });
         let a = url("https://a.example/");
-        assert!(matches!(limits.admit(&a), Admission::Go(_)));
-        assert!(matches!(limits.admit(&a), Admission::Go(_)));
-        match limits.admit(&a) {
+        assert!(matches!(limits.admit(&a).await, Admission::Go(_)));
+        assert!(matches!(limits.admit(&a).await, Admission::Go(_)));
+        match limits.admit(&a).await {
             Admission::Later(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}"),
             Admission::Go(_) => panic!("a third request within the same second must wait"),
         }

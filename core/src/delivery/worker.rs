@@ -57,7 +57,7 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
     };
     let template = &work.template;
     let url = work.target.as_ref().map(|t| &t.url).unwrap_or(&template.url);
-    let _permit = match ctx.destinations.admit(url) {
+    let _permit = match ctx.destinations.admit(url).await {
         Admission::Go(permit) => permit,
         Admission::Later(wait) => {
             // The destination is at its limit: not an attempt, just later.
