@@ -275,3 +275,45 @@ async fn renaming_a_file_keeps_the_template_active() {
     .await;
     assert_eq!(mock.requests().len(), 1, "not verified again");
 }
+
+/// A `${file:..}` secret that changes (a rotated Kubernetes Secret, say) is picked up by the
+/// periodic rescan although the template's own text did not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_secret_file_makes_a_new_version() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    std::fs::write(config.path().join("api-key"), "first-key\n").unwrap();
+    config.write_template(
+        "keyed.yaml",
+        &template(&mock.url("/"), "verify: false\nheaders:\n  X-Api-Key: ${file:api-key}\n"),
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    let v1 = gw.wait_state("keyed", "active", Duration::from_secs(10)).await["version"].as_u64().unwrap();
+    let id = gw.dispatch("keyed", &payload(50, 1)).await;
+    gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    assert_eq!(mock.requests()[0].header("x-api-key").as_deref(), Some("first-key"));
+
+    // Two periodic rescans with nothing changed: no new version.
+    let rescans = async || -> u64 {
+        let (_, metrics) = gw.get("/metrics").await;
+        let text = metrics.as_str().unwrap().to_string();
+        text.lines().find_map(|l| l.strip_prefix("hookgate_template_rescans_total ")).unwrap().parse().unwrap()
+    };
+    let before = rescans().await;
+    wait_for("two rescans", Duration::from_secs(10), async || (rescans().await >= before + 2).then_some(())).await;
+    assert_eq!(
+        gw.get("/v1/templates/keyed").await.1["version"].as_u64(),
+        Some(v1),
+        "an unchanged secret is no new version"
+    );
+
+    std::fs::write(config.path().join("api-key"), "second-key\n").unwrap();
+    wait_for("the rotated secret to load", Duration::from_secs(10), async || {
+        (gw.get("/v1/templates/keyed").await.1["version"].as_u64() > Some(v1)).then_some(())
+    })
+    .await;
+    let id = gw.dispatch("keyed", &payload(51, 1)).await;
+    gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    assert_eq!(mock.requests()[1].header("x-api-key").as_deref(), Some("second-key"));
+    assert!(!gw.output().contains("second-key") && !gw.output().contains("first-key"));
+}

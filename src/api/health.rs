@@ -34,6 +34,8 @@ pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     }
     family(&mut out, "hookgate_template_reload_errors_total", "counter", "Template files that failed to load.");
     let _ = writeln!(out, "hookgate_template_reload_errors_total {}", engine.registry.reload_errors());
+    family(&mut out, "hookgate_template_rescans_total", "counter", "Rescans of the templates folder.");
+    let _ = writeln!(out, "hookgate_template_rescans_total {}", engine.registry.rescans());
     family(&mut out, "hookgate_queue_jobs", "gauge", "Jobs waiting or in progress.");
     let _ = writeln!(out, "hookgate_queue_jobs {}", engine.queue.len().await.unwrap_or(0));
     engine.stats.render_prometheus(&mut out);

@@ -121,6 +121,7 @@ pub struct Registry {
     /// How long after a failed verification it is tried again (by a rescan).
     reverify_after: Duration,
     reload_errors: AtomicU64,
+    rescans: AtomicU64,
 }
 
 impl Registry {
@@ -134,6 +135,7 @@ impl Registry {
             verify_on_load,
             reverify_after,
             reload_errors: AtomicU64::new(0),
+            rescans: AtomicU64::new(0),
         })
     }
 
@@ -152,6 +154,11 @@ impl Registry {
 
     fn publish(&self, snapshot: Snapshot) {
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// Rescans of the folder since start (file events and the periodic one).
+    pub fn rescans(&self) -> u64 {
+        self.rescans.load(Ordering::Relaxed)
     }
 
     /// Reloads that failed to parse or validate, since start.
@@ -213,7 +220,11 @@ impl Registry {
                 }
             };
             let text_hash = hash_text(text);
-            if known.get(path).is_some_and(|f| f.text_hash == text_hash) {
+            let same_text = known.get(path).is_some_and(|f| f.text_hash == text_hash);
+            // A file with `${env:..}`/`${file:..}` references is loaded again even when its
+            // text is the same: a mounted secret file may have changed. It only becomes a new
+            // version if what it resolves to changed.
+            if same_text && !text.contains("${") {
                 continue;
             }
             let loaded = self.loader.load(path, text).and_then(|t| match snap.entries.get(&t.name) {
@@ -224,6 +235,20 @@ impl Registry {
                 )),
                 _ => Ok(t),
             });
+            if same_text {
+                let current = known.get(path).and_then(|f| snap.entries.get(&f.name));
+                let unchanged = match (&loaded, current) {
+                    (Ok(t), Some(entry)) => {
+                        entry.candidate.as_ref().or(entry.active.as_ref()).is_some_and(|v| v.digest == t.digest)
+                            && !matches!(entry.state, State::Invalid { .. })
+                    }
+                    (Err(e), Some(entry)) => matches!(&entry.state, State::Invalid { error } if error == e),
+                    _ => false,
+                };
+                if unchanged {
+                    continue;
+                }
+            }
             match loaded {
                 Ok(mut template) => {
                     template.version = self.next_version();
@@ -273,6 +298,7 @@ impl Registry {
         }
         snap.loaded = true;
         self.publish(snap);
+        self.rescans.fetch_add(1, Ordering::Relaxed);
         drop(known);
 
         for template in to_verify {
