@@ -224,6 +224,14 @@ async fn plugins_hot_reload_keep_the_last_good_version_and_cache_compiled_code()
         })
         .await;
         assert!(gw.output().contains("the previous version stays live"));
+        let (_, plugins) = gw.get("/v1/plugins").await;
+        let acme = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "acme").unwrap().clone();
+        assert_eq!((acme["kind"].as_str(), acme["state"].as_str()), (Some("wasm"), Some("invalid")), "{acme}");
+        assert!(acme["error"].as_str().unwrap().contains("not a valid WebAssembly component"), "{acme}");
+        assert!(acme["sha256"].as_str().is_some_and(|h| h.len() == 64), "the live version's hash: {acme}");
+        assert!(
+            plugins["plugins"].as_array().unwrap().iter().any(|p| p["name"] == "oauth2" && p["kind"] == "built-in")
+        );
         assert!(send(&gw).await.header("webhook-signature").is_some(), "the last good version still signs");
         install(&config, "standard_webhooks", "acme");
     }

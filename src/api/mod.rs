@@ -26,6 +26,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/templates/{name}/test", post(templates::test))
         .route("/templates/{name}/token", post(templates::token))
         .route("/templates/{name}/dispatch", post(dispatches::dispatch))
+        .route("/plugins", get(templates::plugins))
         .route("/dispatches/{id}", get(dispatches::get))
         .route("/dispatches/{id}/retry", post(dispatches::retry))
         .route("/campaigns/{target_id}", get(dispatches::campaign))

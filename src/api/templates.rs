@@ -164,3 +164,8 @@ pub async fn token(State(engine): State<AppState>, Path(name): Path<String>) -> 
         )),
     }
 }
+
+/// The plugins templates can name: built-ins and WASM plugins, with load errors.
+pub async fn plugins(State(engine): State<AppState>) -> Json<Value> {
+    Json(json!({"plugins": engine.registry.loader().plugins.statuses()}))
+}

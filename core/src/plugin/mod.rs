@@ -13,5 +13,5 @@ pub use auth::{
     AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo, Unauthorized,
 };
 pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
-pub use registry::{PluginRegistry, PluginSource};
+pub use registry::{PluginRegistry, PluginSource, PluginStatus};
 pub use transform::{PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer};

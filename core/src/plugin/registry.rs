@@ -17,6 +17,26 @@ pub trait PluginSource: Send + Sync {
 
     /// The names this source has now.
     fn names(&self) -> Vec<String>;
+
+    /// Each plugin of this source and its state, for `GET /v1/plugins`.
+    fn statuses(&self) -> Vec<PluginStatus> {
+        Vec::new()
+    }
+}
+
+/// A plugin as `GET /v1/plugins` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginStatus {
+    pub name: String,
+    /// `built-in` or `wasm`.
+    pub kind: &'static str,
+    /// `active`, or `invalid` when the latest file did not load (`error` says why; a
+    /// previous version may still be live: `sha256` is that version's).
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Auth plugins by name. A built-in wins over a source's plugin of the same name.
@@ -45,6 +65,25 @@ impl PluginRegistry {
 
     pub fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>> {
         self.auth.get(name).cloned().or_else(|| self.sources.iter().find_map(|s| s.auth(name)))
+    }
+
+    /// Every plugin and its state: the built-ins, then each source's.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let mut all: Vec<PluginStatus> = self
+            .auth
+            .keys()
+            .map(|name| PluginStatus {
+                name: name.clone(),
+                kind: "built-in",
+                state: "active",
+                sha256: None,
+                error: None,
+            })
+            .collect();
+        for source in &self.sources {
+            all.extend(source.statuses());
+        }
+        all
     }
 
     /// Every name a template can use now, sorted.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hookgate_core::plugin::{AuthPlugin, PluginSource, TransformPlugin};
+use hookgate_core::plugin::{AuthPlugin, PluginSource, PluginStatus, TransformPlugin};
 use hookgate_core::template::load::validate_name;
 use tracing::{info, warn};
 
@@ -161,6 +161,24 @@ impl PluginSource for WasmPlugins {
     fn transform(&self, name: &str) -> Option<Arc<dyn TransformPlugin>> {
         let slot = self.slot(name)?;
         Some(Arc::new(WasmTransformPlugin::new(slot, self.engine.clone())))
+    }
+
+    fn statuses(&self) -> Vec<PluginStatus> {
+        let errors = self.errors();
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut names: Vec<&String> = slots.keys().chain(errors.keys()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|name| PluginStatus {
+                name: name.clone(),
+                kind: "wasm",
+                state: if errors.contains_key(name) { "invalid" } else { "active" },
+                sha256: slots.get(name).map(|s| s.current().sha256.clone()),
+                error: errors.get(name).cloned(),
+            })
+            .collect()
     }
 
     fn names(&self) -> Vec<String> {
