@@ -207,6 +207,16 @@ pub fn payload(target_id: u64, n: usize) -> Value {
 
 // ---------------------------------------------------------------- mock endpoints
 
+/// Serves `app` on a free port of 127.0.0.1 until the test's runtime ends.
+pub async fn spawn_server(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
@@ -257,12 +267,7 @@ pub struct Mock {
 impl Mock {
     pub async fn start(behavior: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
         let state = Arc::new(MockState { requests: Mutex::new(Vec::new()), behavior: Mutex::new(Box::new(behavior)) });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = spawn_server(axum::Router::new().fallback(handle).with_state(state.clone())).await;
         Self { addr, state }
     }
 

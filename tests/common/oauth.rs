@@ -729,12 +729,7 @@ pub struct JwksMock {
 impl JwksMock {
     pub async fn start(jwks: Value) -> Self {
         let state = Arc::new(JwksState { jwks: Mutex::new(jwks), fetches: AtomicUsize::new(0) });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(handle_jwks).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::spawn_server(axum::Router::new().fallback(handle_jwks).with_state(state.clone())).await;
         Self { addr, state }
     }
 

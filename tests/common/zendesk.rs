@@ -52,12 +52,7 @@ impl ZendeskMock {
             idempotency: Mutex::new(HashMap::new()),
             rate_limited: Mutex::new(HashMap::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = super::spawn_server(axum::Router::new().fallback(handle).with_state(state.clone())).await;
         Self { addr, state }
     }
 

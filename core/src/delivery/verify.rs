@@ -37,7 +37,12 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
 
 /// `Ok` when the destination accepts the test payload with a 2xx; otherwise why not.
 pub async fn verify(client: &HttpClient, template: &Template) -> Result<(), String> {
-    match send_test(client, template).await {
+    verdict(&send_test(client, template).await)
+}
+
+/// What a test send means for verification: `Ok` on a 2xx, otherwise the reason.
+pub fn verdict(outcome: &Result<Response, AttemptError>) -> Result<(), String> {
+    match outcome {
         Ok(response) if response.status.is_success() => Ok(()),
         Ok(response) => Err(format!(
             "verification failed: the endpoint answered the test payload with {}; the template becomes active on a 2xx answer",

@@ -127,15 +127,13 @@ impl Loader {
                     format!("unknown auth plugin `{}` (known: {}){hint}", auth_spec.kind, known.join(", ")),
                 )
             })?;
-            let mut config = serde_json::Map::new();
-            for (key, value) in &auth_spec.config {
-                let resolved = resolve_value(&mut resolver, value).map_err(ref_error)?;
-                config.insert(key.clone(), resolved);
-            }
+            let config = resolve_config(&mut resolver, auth_spec).map_err(ref_error)?;
             let ctx = BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() };
             let authorizer = plugin.build(&ctx, &config).map_err(|message| {
-                let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
-                at(&["auth", key], resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)))
+                at(
+                    &["auth", message_key(&message)],
+                    resolver.scrub(&format!("auth plugin `{}`: {message}", auth_spec.kind)),
+                )
             })?;
             (auth_spec.kind.clone(), authorizer)
         };
@@ -152,19 +150,15 @@ impl Loader {
                         ),
                     )
                 })?;
-                let mut config = serde_json::Map::new();
-                for (key, value) in &transform_spec.config {
-                    config.insert(key.clone(), resolve_value(&mut resolver, value).map_err(ref_error)?);
-                }
+                let config = resolve_config(&mut resolver, transform_spec).map_err(ref_error)?;
                 let ctx = TransformContext {
                     build: BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() },
                     url: &url,
                     headers: &headers,
                 };
                 let transformer = plugin.build(&ctx, &config).map_err(|message| {
-                    let key = message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type");
                     at(
-                        &["transform", key],
+                        &["transform", message_key(&message)],
                         resolver.scrub(&format!("transform plugin `{}`: {message}", transform_spec.kind)),
                     )
                 })?;
@@ -208,6 +202,20 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             "`{name}` is not a valid template name: use 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`"
         ))
     }
+}
+
+/// A plugin section's keys (all but `type`) with their references resolved, as JSON.
+fn resolve_config(
+    resolver: &mut Resolver<'_>,
+    spec: &PluginSpec,
+) -> Result<serde_json::Map<String, serde_json::Value>, RefError> {
+    spec.config.iter().map(|(key, value)| Ok((key.clone(), resolve_value(resolver, value)?))).collect()
+}
+
+/// The key a plugin's error names first (plugins start messages with `` `key` ``), to locate
+/// it in the file; `type` when it names none.
+fn message_key(message: &str) -> &str {
+    message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type")
 }
 
 /// A plugin config value with its string leaves resolved, as JSON.

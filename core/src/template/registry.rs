@@ -20,7 +20,7 @@ use super::load::{Loader, validate_name};
 use super::model::Template;
 use crate::delivery::attempt::AttemptError;
 use crate::delivery::client::Response;
-use crate::delivery::verify::{send_test, verify};
+use crate::delivery::verify::{send_test, verdict, verify};
 
 /// A template's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,14 +386,7 @@ impl Registry {
         let template = entry.candidate.clone().or(entry.active.clone())?;
         let outcome = send_test(&self.loader.client, &template).await;
         if entry.candidate.is_some() {
-            let verdict = match &outcome {
-                Ok(r) if r.status.is_success() => Ok(()),
-                Ok(r) => Err(format!(
-                    "verification failed: the endpoint answered the test payload with {}",
-                    crate::delivery::retry::status_reason(r.status)
-                )),
-                Err(e) => Err(format!("verification failed: {e}")),
-            };
+            let verdict = verdict(&outcome);
             self.conclude_verification(&template, verdict).await;
         }
         Some((template, outcome))
