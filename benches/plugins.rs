@@ -126,7 +126,9 @@ async fn throughput() -> (f64, f64) {
     hookgate_auth::register_builtins(&mut plugins);
     plugins.add_source(wasm_plugins);
     let (engine, report) =
-        Engine::start(settings, plugins, None, EngineOptions { watch: false, verify: false }).await.unwrap();
+        Engine::start(settings, plugins, None, EngineOptions { watch: false, verify: false, persist: false })
+            .await
+            .unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
     let profiles: Vec<serde_json::Value> =
@@ -147,7 +149,7 @@ async fn throughput() -> (f64, f64) {
     let wasm = rates[3].1;
     println!("  {:<28} {basic:>10.0} deliveries/s", "basic (built-in)");
     println!("  {:<28} {wasm:>10.0} deliveries/s", "standard-webhooks (WASM)");
-    engine.shutdown().await;
+    engine.shutdown(std::time::Duration::from_secs(5)).await;
     (basic, wasm)
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Yaml};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::duration;
 use crate::network::NetworkPolicy;
@@ -25,6 +25,9 @@ const KEYS: &[&str] = &[
     "network",
     "reload",
     "limits",
+    "retention",
+    "shutdown_grace",
+    "queue_lease",
 ];
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
@@ -40,9 +43,23 @@ pub struct Config {
     /// Where the gateway keeps its state, relative to the config folder. Default `data`.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// The delivery queue backend. `memory` (the only backend so far).
+    /// Where dispatches and the delivery queue live: `sqlite` (default: `data_dir/hookgate.db`,
+    /// durable, no server), `postgres://user:pass@host/db` (shared by several instances), or
+    /// `memory` (fast, lost on restart).
     #[serde(default)]
     pub queue: QueueBackend,
+    /// Finished dispatches (records, failed requests' bodies, and the campaign stats derived
+    /// from them) are deleted this long after they were accepted. Default 7d.
+    #[serde(default = "default_retention", deserialize_with = "duration::deserialize")]
+    pub retention: Duration,
+    /// On SIGTERM, deliveries in progress get this long to finish; what is left stays
+    /// queued for the next start. Default 30s.
+    #[serde(default = "default_shutdown_grace", deserialize_with = "duration::deserialize")]
+    pub shutdown_grace: Duration,
+    /// `postgres` only: a job an instance claimed is another instance's to take if the
+    /// claim is not renewed within this time (the instance died). Default 30s.
+    #[serde(default = "default_queue_lease", deserialize_with = "duration::deserialize")]
+    pub queue_lease: Duration,
     /// How many deliveries run at once. Default 64.
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -169,12 +186,47 @@ fn default_grace() -> Duration {
     Duration::from_secs(7 * 86_400)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// `queue`: `memory`, `sqlite` or a `postgres://` URL (which may hold a password, so it is
+/// kept as a [`Secret`]).
+#[derive(Debug, Clone, Default)]
 pub enum QueueBackend {
     /// In-process queue: fast, lost on restart.
-    #[default]
     Memory,
+    /// SQLite in `data_dir`: durable, one instance.
+    #[default]
+    Sqlite,
+    /// PostgreSQL: durable, shared by several instances.
+    Postgres(Secret),
+}
+
+impl QueueBackend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sqlite => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl std::str::FromStr for QueueBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "memory" => Ok(Self::Memory),
+            "sqlite" => Ok(Self::Sqlite),
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Self::Postgres(Secret::new(url)))
+            }
+            _ => Err("`queue` must be `sqlite`, `memory`, or a `postgres://` URL".into()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `defaults`: what a template gets for a key it does not set.
@@ -280,6 +332,15 @@ fn default_max_payload() -> usize {
 fn default_max_records() -> usize {
     10_000
 }
+fn default_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_queue_lease() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for TemplateDefaults {
     fn default() -> Self {
@@ -317,6 +378,9 @@ impl Default for Config {
             admin_token: None,
             data_dir: default_data_dir(),
             queue: QueueBackend::default(),
+            retention: default_retention(),
+            shutdown_grace: default_shutdown_grace(),
+            queue_lease: default_queue_lease(),
             workers: default_workers(),
             log: default_log(),
             defaults: TemplateDefaults::default(),
@@ -385,6 +449,11 @@ impl Settings {
     /// Where compiled plugins are cached.
     pub fn plugin_cache_dir(&self) -> PathBuf {
         self.data_dir().join("plugin-cache")
+    }
+
+    /// The SQLite database of the default queue.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir().join("hookgate.db")
     }
 
     /// Where the signing keys live.

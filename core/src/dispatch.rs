@@ -8,6 +8,7 @@ use crate::payload::{Payload, PayloadError};
 use crate::queue::{Job, Queue, QueueError};
 use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord};
 use crate::stats::Stats;
+use crate::store::StoreError;
 use crate::template::registry::{Lookup, Registry};
 
 /// A dispatch that was accepted (or found again by its idempotency key).
@@ -32,6 +33,8 @@ pub enum DispatchError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("transform plugin `{plugin}`: {message}")]
     Transform { plugin: String, message: String },
 }
@@ -52,7 +55,7 @@ impl Dispatcher {
         idempotency_key: Option<String>,
     ) -> Result<Accepted, DispatchError> {
         if let Some(key) = &idempotency_key
-            && let Some(accepted) = self.replay(template, key)
+            && let Some(accepted) = self.replay(template, key).await?
         {
             return Ok(accepted);
         }
@@ -80,12 +83,14 @@ impl Dispatcher {
         };
         let count = requests.len();
         let profiles: usize = requests.iter().map(|r| r.profiles).sum();
-        let record = DispatchRecord::new(DispatchId::new(), template.clone(), payload.campaign.clone(), requests);
-        let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone());
+        let record =
+            DispatchRecord::new(DispatchId::new(), template.clone(), payload.campaign.clone(), requests, skipped);
+        let (dispatch_id, created) = self.records.insert(record, idempotency_key.clone()).await?;
         if !created {
             // A concurrent request with the same key won the race.
             return Ok(self
                 .replay(&template.name, idempotency_key.as_deref().unwrap_or_default())
+                .await?
                 .unwrap_or(Accepted { dispatch_id, requests: count, profiles, skipped, created: false }));
         }
         self.stats.accepted(&payload.campaign, &template.name, count as u64, profiles as u64);
@@ -103,29 +108,27 @@ impl Dispatcher {
     /// template version the dispatch started with. Returns how many, or `None` for an
     /// unknown dispatch.
     pub async fn retry_failed(&self, id: DispatchId) -> Result<Option<usize>, DispatchError> {
-        let Some(record) = self.records.get(id) else { return Ok(None) };
-        let Some(requeued) = self.records.requeue_failed(id) else { return Ok(None) };
-        for (_, profiles, reason) in &requeued {
-            self.stats.requeued(&record.campaign, &record.template.name, *profiles as u64, reason);
+        let Some(record) = self.records.find(id).await? else { return Ok(None) };
+        let Some(requeued) = self.records.requeue_failed(id).await? else { return Ok(None) };
+        for r in &requeued {
+            self.stats.requeued(&record.campaign, &record.template_name, r.profiles as u64, &r.reason);
         }
         let now = SystemTime::now();
-        let jobs = requeued
-            .iter()
-            .map(|(request, _, _)| Job { dispatch: id, request: *request, attempt: 1, due: now })
-            .collect();
+        let jobs = requeued.iter().map(|r| Job { dispatch: id, request: r.request, attempt: 1, due: now }).collect();
         self.queue.push(jobs).await?;
         Ok(Some(requeued.len()))
     }
 
-    fn replay(&self, template: &str, key: &str) -> Option<Accepted> {
-        let id = self.records.by_idempotency_key(template, key)?;
-        let record = self.records.get(id)?;
-        Some(Accepted {
+    /// The earlier dispatch an idempotency key belongs to.
+    async fn replay(&self, template: &str, key: &str) -> Result<Option<Accepted>, StoreError> {
+        let Some(id) = self.records.by_idempotency_key(template, key).await? else { return Ok(None) };
+        let Some(record) = self.records.find(id).await? else { return Ok(None) };
+        Ok(Some(Accepted {
             dispatch_id: id,
             requests: record.requests.len(),
             profiles: record.profiles(),
-            skipped: 0,
+            skipped: record.skipped,
             created: false,
-        })
+        }))
     }
 }

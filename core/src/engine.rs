@@ -2,19 +2,25 @@
 
 use std::sync::Arc;
 
+use std::time::{Duration, SystemTime};
+
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info, warn};
 
 use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
 use crate::dispatch::Dispatcher;
 use crate::plugin::{KeyStore, PluginRegistry};
-use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
-use crate::records::Records;
-use crate::stats::Stats;
+use crate::queue::postgres::PgQueue;
+use crate::queue::{Job, Queue};
+use crate::records::{DispatchRecord, Records, RequestStatus, TemplateSource};
+use crate::stats::{CampaignView, Stats, StatsView};
+use crate::store::postgres::PgStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Filter, Store, StoreError};
 use crate::template::registry::ReloadReport;
 use crate::template::{Loader, Registry};
 
@@ -26,6 +32,9 @@ pub struct EngineOptions {
     /// Verify templates that ask for it before activating them (`serve`); `send` and `test`
     /// act on the template as it is.
     pub verify: bool,
+    /// Use the configured queue backend (`serve`). Otherwise the queue is in memory, so a
+    /// one-off command neither touches nor competes for a running gateway's state.
+    pub persist: bool,
 }
 
 pub struct Engine {
@@ -69,15 +78,37 @@ impl Engine {
                 .map_err(|e| EngineError(format!("cannot create {}: {e}", templates_dir.display())))?;
         }
         let registry = Registry::new(loader, templates_dir.clone(), options.verify, config.reload.rescan);
-        let queue: Arc<dyn Queue> = match config.queue {
-            QueueBackend::Memory => Arc::new(MemoryQueue::new()),
+        let backend = if options.persist { config.queue.clone() } else { QueueBackend::Memory };
+        let (store, queue): (Option<Arc<dyn Store>>, Arc<dyn Queue>) = match &backend {
+            QueueBackend::Memory => (None, Arc::new(MemoryQueue::new())),
+            QueueBackend::Sqlite => {
+                let store = SqliteStore::open(&settings.database_path()).map_err(|e| EngineError(e.to_string()))?;
+                (Some(Arc::new(store)), Arc::new(MemoryQueue::new()))
+            }
+            QueueBackend::Postgres(url) => {
+                let store = PgStore::connect(url).await.map_err(|e| EngineError(e.to_string()))?;
+                let queue = PgQueue::start(store.clone(), config.queue_lease, config.workers);
+                (Some(store), Arc::new(queue))
+            }
         };
-        let records = Arc::new(Records::new(config.limits.dispatch_records));
+        let templates: TemplateSource = {
+            let registry = registry.clone();
+            Arc::new(move |name| registry.current(name))
+        };
+        let records = Arc::new(Records::with_store(config.limits.dispatch_records, store.clone(), templates.clone()));
         let stats = Arc::new(Stats::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let report = registry.rescan().await;
+        if let Some(store) = &store
+            && !store.shared()
+        {
+            restore(store, &records, &stats, &queue, &templates).await?;
+        }
         let mut tasks = Vec::new();
+        if let Some(store) = &store {
+            tasks.push(tokio::spawn(prune(store.clone(), config.retention, shutdown_rx.clone())));
+        }
         if options.watch {
             let watched = registry.clone();
             let rescan: crate::watch::Rescan = Arc::new(move || {
@@ -111,6 +142,7 @@ impl Engine {
             templates = report.loaded.len(),
             errors = report.errors.len(),
             workers = config.workers,
+            queue = backend.name(),
             "engine started"
         );
         let dispatcher = Dispatcher {
@@ -146,13 +178,113 @@ impl Engine {
         Ok(())
     }
 
+    /// The stats of a campaign: this process's, or with a shared store every instance's,
+    /// derived from the store's rows.
+    pub async fn campaign_stats(&self, campaign: &str) -> Result<Option<CampaignView>, StoreError> {
+        match self.shared_store() {
+            Some(store) => Ok(Self::derive(store, Filter::Campaign(campaign)).await?.campaign(campaign)),
+            None => Ok(self.stats.campaign(campaign)),
+        }
+    }
+
+    /// The stats of a template, like [`Engine::campaign_stats`].
+    pub async fn template_stats(&self, template: &str) -> Result<Option<StatsView>, StoreError> {
+        match self.shared_store() {
+            Some(store) => Ok(Self::derive(store, Filter::Template(template)).await?.template(template)),
+            None => Ok(self.stats.template(template)),
+        }
+    }
+
+    fn shared_store(&self) -> Option<&Arc<dyn Store>> {
+        self.records.store().filter(|s| s.shared())
+    }
+
+    async fn derive(store: &Arc<dyn Store>, filter: Filter<'_>) -> Result<Stats, StoreError> {
+        let stats = Stats::new();
+        for d in store.select(filter, false).await? {
+            stats.replay(&d);
+        }
+        Ok(stats)
+    }
+
     /// Stops taking jobs and watching files; returns when the deliveries in progress have
-    /// finished. Jobs still queued stay in the queue.
-    pub async fn shutdown(&self) {
+    /// finished, or after `grace`: deliveries still going then are cut off (their
+    /// requests are still pending in the store, so the next start sends them again).
+    /// Jobs still queued stay in the queue.
+    pub async fn shutdown(&self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            let _ = task.await;
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let all = async {
+            for task in &mut tasks {
+                let _ = task.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            let cut = tasks.iter().filter(|t| !t.is_finished()).count();
+            warn!(
+                deliveries = cut,
+                "deliveries still in progress after the {grace:?} grace period were cut off; they stay queued"
+            );
+            for task in &tasks {
+                task.abort();
+            }
+        }
+        if let Err(e) = self.queue.close().await {
+            warn!("{e}");
+        }
+    }
+}
+
+/// Rebuilds memory from the store at start: dispatch records (the finished ones up to the
+/// memory limit), the stats derived from every retained dispatch, and a job for every
+/// pending request, due when it was due. Requests are sent with the current version of
+/// their template.
+async fn restore(
+    store: &Arc<dyn Store>,
+    records: &Records,
+    stats: &Stats,
+    queue: &Arc<dyn Queue>,
+    templates: &TemplateSource,
+) -> Result<(), EngineError> {
+    let dispatches = store.select(Filter::All, true).await.map_err(|e| EngineError(e.to_string()))?;
+    let count = dispatches.len();
+    let mut jobs = Vec::new();
+    for d in dispatches {
+        stats.replay(&d);
+        let pending: Vec<Job> = (d.requests.iter().enumerate())
+            .filter(|(_, r)| r.status == RequestStatus::Pending)
+            .map(|(i, r)| Job { dispatch: d.id, request: i as u32, attempt: r.attempt, due: r.due })
+            .collect();
+        let (id, key) = (d.id, d.idempotency_key.clone());
+        let template = templates(&d.template);
+        match DispatchRecord::from_stored(d, template) {
+            Ok(record) => {
+                records.restore(record, key);
+                jobs.extend(pending);
+            }
+            Err(e) => error!(dispatch = %id, "cannot restore this dispatch: {e}"),
+        }
+    }
+    let pending = jobs.len();
+    queue.push(jobs).await.map_err(|e| EngineError(e.to_string()))?;
+    if count > 0 {
+        info!(dispatches = count, pending_requests = pending, "restored from the store");
+    }
+    Ok(())
+}
+
+/// Deletes finished dispatches past the retention period, now and then.
+async fn prune(store: Arc<dyn Store>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        match store.prune(SystemTime::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => info!(dispatches = n, "deleted finished dispatches past the retention period"),
+            Err(e) => warn!("{e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod queue;
 pub mod records;
 pub mod secret;
 pub mod stats;
+pub mod store;
 pub mod template;
 pub mod watch;
 

@@ -16,6 +16,10 @@ use uuid::Uuid;
 use crate::clock::rfc3339;
 use crate::payload::CampaignId;
 use crate::plugin::RequestTarget;
+use crate::stats::AttemptResult;
+use crate::store::{
+    Filter, Inserted, NextState, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredTarget,
+};
 use crate::template::Template;
 
 /// The campaign-stats error of a request that exhausted its attempts.
@@ -28,6 +32,14 @@ impl DispatchId {
     /// A new, time-ordered id.
     pub fn new() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
     }
 }
 
@@ -69,6 +81,8 @@ pub struct AttemptRecord {
     pub status: Option<u16>,
     /// Why it did not succeed (never a secret: built from statuses and error kinds).
     pub error: Option<String>,
+    /// What the attempt meant for its request.
+    pub result: AttemptResult,
 }
 
 #[derive(Debug)]
@@ -76,7 +90,7 @@ pub struct RequestRecord {
     /// Where it goes when a transform planned it; `None`: the template's method, URL and headers.
     pub target: Option<Arc<RequestTarget>>,
     pub profiles: usize,
-    /// The body to send; dropped once the request is finished.
+    /// The body to send; dropped once the request is delivered (a failed one keeps it for a replay).
     pub body: Option<Bytes>,
     pub status: RequestStatus,
     pub attempts: Vec<AttemptRecord>,
@@ -94,24 +108,101 @@ impl RequestRecord {
 #[derive(Debug)]
 pub struct DispatchRecord {
     pub id: DispatchId,
-    pub template: Arc<Template>,
+    pub template_name: String,
+    /// The version the dispatch was accepted with.
+    pub template_version: u64,
+    /// The version its requests are sent with: the one it was accepted with, or after a
+    /// restart the template's current version; `None` when the template is gone.
+    pub template: Option<Arc<Template>>,
     pub campaign: CampaignId,
     pub created_at: SystemTime,
+    /// Profiles a transform plugin left out on purpose.
+    pub skipped: usize,
     pub requests: Vec<Mutex<RequestRecord>>,
     /// Requests not yet delivered or failed.
     pending: AtomicUsize,
 }
 
 impl DispatchRecord {
-    pub fn new(id: DispatchId, template: Arc<Template>, campaign: CampaignId, requests: Vec<RequestRecord>) -> Self {
+    pub fn new(
+        id: DispatchId,
+        template: Arc<Template>,
+        campaign: CampaignId,
+        requests: Vec<RequestRecord>,
+        skipped: usize,
+    ) -> Self {
         let pending = requests.iter().filter(|r| r.status == RequestStatus::Pending).count();
         Self {
             id,
-            template,
+            template_name: template.name.clone(),
+            template_version: template.version,
+            template: Some(template),
             campaign,
             created_at: SystemTime::now(),
+            skipped,
             requests: requests.into_iter().map(Mutex::new).collect(),
             pending: AtomicUsize::new(pending),
+        }
+    }
+
+    /// A stored dispatch, to be sent with `template` (its current version).
+    pub fn from_stored(stored: StoredDispatch, template: Option<Arc<Template>>) -> Result<Self, StoreError> {
+        let mut requests = Vec::with_capacity(stored.requests.len());
+        for r in stored.requests {
+            let target = match (&r.target, &template) {
+                (Some(t), Some(tpl)) => Some(Arc::new(t.to_target(&tpl.headers)?)),
+                (Some(t), None) => Some(Arc::new(t.to_target(&Default::default())?)),
+                (None, _) => None,
+            };
+            requests.push(RequestRecord {
+                target,
+                profiles: r.profiles,
+                body: r.body,
+                status: r.status,
+                attempts: r.attempts,
+            });
+        }
+        let pending = requests.iter().filter(|r| r.status == RequestStatus::Pending).count();
+        Ok(Self {
+            id: stored.id,
+            template_name: stored.template,
+            template_version: stored.template_version,
+            template,
+            campaign: stored.campaign,
+            created_at: stored.created_at,
+            skipped: stored.skipped,
+            requests: requests.into_iter().map(Mutex::new).collect(),
+            pending: AtomicUsize::new(pending),
+        })
+    }
+
+    /// What the store keeps of a new dispatch (every request due now, at attempt 1).
+    pub fn to_stored(&self, idempotency_key: Option<String>) -> StoredDispatch {
+        let requests = self
+            .requests
+            .iter()
+            .map(|r| {
+                let r = r.lock().unwrap_or_else(|e| e.into_inner());
+                StoredRequest {
+                    target: r.target.as_deref().map(StoredTarget::from_target),
+                    profiles: r.profiles,
+                    body: r.body.clone(),
+                    status: r.status.clone(),
+                    attempt: 1,
+                    due: self.created_at,
+                    attempts: Vec::new(),
+                }
+            })
+            .collect();
+        StoredDispatch {
+            id: self.id,
+            template: self.template_name.clone(),
+            template_version: self.template_version,
+            campaign: self.campaign.clone(),
+            created_at: self.created_at,
+            idempotency_key,
+            skipped: self.skipped,
+            requests,
         }
     }
 
@@ -132,13 +223,21 @@ impl DispatchRecord {
     }
 }
 
-/// The dispatch records, bounded: past `limit` finished dispatches the oldest are dropped
-/// (with their idempotency keys).
+/// Finds the current version of a template by name (after a restart, or for a dispatch
+/// another instance accepted).
+pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Sync>;
+
+/// The dispatch records: in memory, written through to the [`Store`] first when there is
+/// one. Memory is bounded: past `limit` finished dispatches the oldest are dropped from it
+/// (with their idempotency keys); the store keeps them until the retention period ends.
+/// With a shared store, memory is only a cache of what workers need to send.
 pub struct Records {
     inner: RwLock<Inner>,
     limit: usize,
     /// Woken whenever a dispatch finishes.
     finished: tokio::sync::Notify,
+    store: Option<Arc<dyn Store>>,
+    templates: TemplateSource,
 }
 
 #[derive(Default)]
@@ -146,12 +245,29 @@ struct Inner {
     by_id: HashMap<DispatchId, Arc<DispatchRecord>>,
     idempotency: HashMap<(String, String), DispatchId>,
     keys_of: HashMap<DispatchId, (String, String)>,
-    finished: VecDeque<DispatchId>,
+    /// Dispatches that may be dropped from memory, oldest first: the finished ones, or with
+    /// a shared store every cached one.
+    evictable: VecDeque<DispatchId>,
+}
+
+impl Inner {
+    fn evict_past(&mut self, limit: usize) {
+        while self.evictable.len() > limit {
+            if let Some(old) = self.evictable.pop_front() {
+                self.by_id.remove(&old);
+                if let Some(k) = self.keys_of.remove(&old) {
+                    self.idempotency.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 /// What a worker needs to send one request.
 pub struct Work {
-    pub template: Arc<Template>,
+    pub template_name: String,
+    /// `None`: the template is gone.
+    pub template: Option<Arc<Template>>,
     pub target: Option<Arc<RequestTarget>>,
     pub campaign: CampaignId,
     pub body: Bytes,
@@ -159,48 +275,151 @@ pub struct Work {
 }
 
 impl Records {
+    /// Records in memory only.
     pub fn new(limit: usize) -> Self {
-        Self { inner: RwLock::new(Inner::default()), limit: limit.max(1), finished: tokio::sync::Notify::new() }
+        Self::with_store(limit, None, Arc::new(|_| None))
+    }
+
+    pub fn with_store(limit: usize, store: Option<Arc<dyn Store>>, templates: TemplateSource) -> Self {
+        Self {
+            inner: RwLock::new(Inner::default()),
+            limit: limit.max(1),
+            finished: tokio::sync::Notify::new(),
+            store,
+            templates,
+        }
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    fn shared(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.shared())
     }
 
     /// Stores a new dispatch, unless `idempotency_key` was seen for this template: then
-    /// returns the first dispatch's id and `false`.
-    pub fn insert(&self, record: DispatchRecord, idempotency_key: Option<String>) -> (DispatchId, bool) {
+    /// returns the first dispatch's id and `false`. With a store, the dispatch is durable
+    /// when this returns.
+    pub async fn insert(
+        &self,
+        record: DispatchRecord,
+        idempotency_key: Option<String>,
+    ) -> Result<(DispatchId, bool), StoreError> {
+        let key = idempotency_key.map(|k| (record.template_name.clone(), k));
+        if let Some(k) = &key
+            && let Some(existing) = self.inner.read().unwrap_or_else(|e| e.into_inner()).idempotency.get(k)
+        {
+            return Ok((*existing, false));
+        }
+        if let Some(store) = &self.store
+            && let Inserted::Existing(id) = store.insert(&record.to_stored(key.as_ref().map(|k| k.1.clone()))).await?
+        {
+            return Ok((id, false));
+        }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(key) = &idempotency_key {
-            let k = (record.template.name.clone(), key.clone());
+        if let Some(k) = key {
             if let Some(existing) = inner.idempotency.get(&k) {
-                return (*existing, false);
+                return Ok((*existing, false));
             }
             inner.idempotency.insert(k.clone(), record.id);
             inner.keys_of.insert(record.id, k);
         }
         let id = record.id;
         inner.by_id.insert(id, Arc::new(record));
-        (id, true)
+        if self.shared() {
+            inner.evictable.push_back(id);
+            inner.evict_past(self.limit);
+        }
+        Ok((id, true))
+    }
+
+    /// Puts a dispatch read from the store back in memory (at start).
+    pub fn restore(&self, record: DispatchRecord, idempotency_key: Option<String>) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let id = record.id;
+        if let Some(key) = idempotency_key {
+            let k = (record.template_name.clone(), key);
+            inner.idempotency.insert(k.clone(), id);
+            inner.keys_of.insert(id, k);
+        }
+        let finished = record.is_finished();
+        inner.by_id.insert(id, Arc::new(record));
+        if finished || self.shared() {
+            inner.evictable.push_back(id);
+            inner.evict_past(self.limit);
+        }
     }
 
     /// The dispatch an idempotency key maps to.
-    pub fn by_idempotency_key(&self, template: &str, key: &str) -> Option<DispatchId> {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        inner.idempotency.get(&(template.to_string(), key.to_string())).copied()
+    pub async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError> {
+        let k = (template.to_string(), key.to_string());
+        if let Some(id) = self.inner.read().unwrap_or_else(|e| e.into_inner()).idempotency.get(&k) {
+            return Ok(Some(*id));
+        }
+        match &self.store {
+            Some(store) => store.by_idempotency_key(template, key).await,
+            None => Ok(None),
+        }
     }
 
+    /// The dispatch as this process holds it in memory.
     pub fn get(&self, id: DispatchId) -> Option<Arc<DispatchRecord>> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.get(&id).cloned()
     }
 
+    /// The dispatch as it stands: from the store when it is shared (other instances update
+    /// it) or when memory no longer holds it.
+    pub async fn find(&self, id: DispatchId) -> Result<Option<Arc<DispatchRecord>>, StoreError> {
+        if !self.shared()
+            && let Some(record) = self.get(id)
+        {
+            return Ok(Some(record));
+        }
+        match &self.store {
+            Some(store) => self.load(store, id, false).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn load(
+        &self,
+        store: &Arc<dyn Store>,
+        id: DispatchId,
+        bodies: bool,
+    ) -> Result<Option<Arc<DispatchRecord>>, StoreError> {
+        let Some(stored) = store.select(Filter::Id(id), bodies).await?.pop() else { return Ok(None) };
+        let template = (self.templates)(&stored.template);
+        Ok(Some(Arc::new(DispatchRecord::from_stored(stored, template)?)))
+    }
+
     /// The template version, body and campaign of a pending request.
-    pub fn work(&self, id: DispatchId, request: u32) -> Option<Work> {
-        let record = self.get(id)?;
-        let req = record.request(request)?;
-        Some(Work {
+    pub async fn work(&self, id: DispatchId, request: u32) -> Result<Option<Work>, StoreError> {
+        let record = match (self.get(id), &self.store) {
+            (Some(record), _) => record,
+            (None, Some(store)) => {
+                // Accepted by another instance (or before a restart): cache it.
+                let Some(record) = self.load(store, id, true).await? else { return Ok(None) };
+                let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+                let record = inner.by_id.entry(id).or_insert(record).clone();
+                inner.evictable.push_back(id);
+                inner.evict_past(self.limit);
+                record
+            }
+            (None, None) => return Ok(None),
+        };
+        let Some(req) = record.request(request) else { return Ok(None) };
+        Ok(Some(Work {
+            template_name: record.template_name.clone(),
             template: record.template.clone(),
             target: req.target.clone(),
             campaign: record.campaign.clone(),
-            body: req.body.clone()?,
+            body: match req.body.clone() {
+                Some(body) => body,
+                None => return Ok(None),
+            },
             profiles: req.profiles,
-        })
+        }))
     }
 
     /// Waits until every request of the dispatch is finished (or the record is gone), and
@@ -226,63 +445,84 @@ impl Records {
         }
     }
 
-    pub fn record_attempt(&self, id: DispatchId, request: u32, attempt: AttemptRecord) {
-        if let Some(mut req) = self.get(id).as_deref().and_then(|r| r.request(request)) {
-            req.attempts.push(attempt);
+    /// Records an attempt and the request's next state: in the store first, then in memory.
+    pub async fn settle(&self, settlement: Settlement) -> Result<(), StoreError> {
+        if let Some(store) = &self.store {
+            store.settle(&settlement).await?;
         }
+        let Settlement { dispatch, request, attempt, next } = settlement;
+        let Some(record) = self.get(dispatch) else { return Ok(()) };
+        {
+            let Some(mut req) = record.request(request) else { return Ok(()) };
+            if let Some(attempt) = attempt {
+                req.attempts.push(attempt);
+            }
+            let status = match next {
+                NextState::Retry { .. } => return Ok(()),
+                NextState::Delivered => RequestStatus::Delivered,
+                NextState::Failed { reason } => RequestStatus::Failed { reason },
+            };
+            if req.status != RequestStatus::Pending {
+                return Ok(());
+            }
+            // A delivered body is not needed again; a failed one is kept for a replay.
+            if status == RequestStatus::Delivered {
+                req.body = None;
+            }
+            req.status = status;
+        }
+        if record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        self.finished.notify_waiters();
+        if !self.shared() {
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            inner.evictable.push_back(dispatch);
+            inner.evict_past(self.limit);
+        }
+        Ok(())
     }
 
     /// Makes the failed requests of a dispatch pending again (a dead-letter replay) and
-    /// returns (request, profiles, last reason) of each.
-    pub fn requeue_failed(&self, id: DispatchId) -> Option<Vec<(u32, usize, String)>> {
-        let record = self.get(id)?;
-        let mut requeued = Vec::new();
-        for (index, request) in record.requests.iter().enumerate() {
-            let mut req = request.lock().unwrap_or_else(|e| e.into_inner());
-            if let (RequestStatus::Failed { reason }, Some(_)) = (&req.status, &req.body) {
-                requeued.push((index as u32, req.profiles, reason.clone()));
-                req.status = RequestStatus::Pending;
-            }
-        }
-        if !requeued.is_empty() {
-            let was_finished = record.pending.fetch_add(requeued.len(), Ordering::AcqRel) == 0;
-            if was_finished {
-                // Pending again: it must not be evicted as a finished dispatch.
-                self.inner.write().unwrap_or_else(|e| e.into_inner()).finished.retain(|f| *f != id);
-            }
-        }
-        Some(requeued)
-    }
-
-    /// Marks a request delivered or failed; evicts old finished dispatches past the limit.
-    pub fn finish(&self, id: DispatchId, request: u32, status: RequestStatus) {
-        let Some(record) = self.get(id) else { return };
-        let was_pending = match record.request(request) {
-            Some(mut req) => {
-                let was_pending = req.status == RequestStatus::Pending;
-                // A delivered body is not needed again; a failed one is kept for a retry.
-                if status == RequestStatus::Delivered {
-                    req.body = None;
+    /// returns them; `None` for an unknown dispatch.
+    pub async fn requeue_failed(&self, id: DispatchId) -> Result<Option<Vec<Requeued>>, StoreError> {
+        let requeued = match &self.store {
+            Some(store) => match store.requeue_failed(id).await? {
+                Some(requeued) => requeued,
+                None => return Ok(None),
+            },
+            None => {
+                let Some(record) = self.get(id) else { return Ok(None) };
+                let mut requeued = Vec::new();
+                for (index, request) in record.requests.iter().enumerate() {
+                    let req = request.lock().unwrap_or_else(|e| e.into_inner());
+                    if let (RequestStatus::Failed { reason }, Some(_)) = (&req.status, &req.body) {
+                        requeued.push(Requeued {
+                            request: index as u32,
+                            profiles: req.profiles,
+                            reason: reason.clone(),
+                        });
+                    }
                 }
-                req.status = status;
-                was_pending
+                requeued
             }
-            None => false,
         };
-        if !was_pending || record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        self.finished.notify_waiters();
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        inner.finished.push_back(id);
-        while inner.finished.len() > self.limit {
-            if let Some(old) = inner.finished.pop_front() {
-                inner.by_id.remove(&old);
-                if let Some(k) = inner.keys_of.remove(&old) {
-                    inner.idempotency.remove(&k);
+        if let Some(record) = self.get(id) {
+            let mut made_pending = 0;
+            for r in &requeued {
+                if let Some(mut req) = record.request(r.request)
+                    && matches!(req.status, RequestStatus::Failed { .. })
+                {
+                    req.status = RequestStatus::Pending;
+                    made_pending += 1;
                 }
             }
+            if made_pending > 0 && record.pending.fetch_add(made_pending, Ordering::AcqRel) == 0 && !self.shared() {
+                // Pending again: it must not be evicted as a finished dispatch.
+                self.inner.write().unwrap_or_else(|e| e.into_inner()).evictable.retain(|f| *f != id);
+            }
         }
+        Ok(Some(requeued))
     }
 }
 
@@ -367,8 +607,8 @@ impl DispatchRecord {
         };
         DispatchView {
             dispatch_id: self.id.to_string(),
-            template: self.template.name.clone(),
-            template_version: self.template.version,
+            template: self.template_name.clone(),
+            template_version: self.template_version,
             campaign: self.campaign.clone(),
             created_at: rfc3339(self.created_at),
             state,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::payload::CampaignId;
-use crate::records::DISPATCH_FAILED;
+use crate::records::{DISPATCH_FAILED, RequestStatus};
+use crate::store::StoredDispatch;
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
@@ -242,6 +243,28 @@ impl Stats {
 
     pub fn failed(&self, campaign: &str, template: &str, profiles: u64, reason: &str) {
         self.update(campaign, template, |s| s.failed(profiles, reason));
+    }
+
+    /// Counts a stored dispatch as if it had happened here: its acceptance, its attempts and
+    /// its requests' outcomes. Stats are derived from the dispatch records this way after a
+    /// restart, and from a shared store's rows on every read.
+    pub fn replay(&self, d: &StoredDispatch) {
+        let requests = d.requests.len() as u64;
+        let profiles = d.requests.iter().map(|r| r.profiles as u64).sum();
+        self.update(&d.campaign, &d.template, |s| {
+            s.accepted(requests, profiles);
+            s.skipped(d.skipped as u64);
+            for r in &d.requests {
+                for a in &r.attempts {
+                    s.attempt(a.latency, a.result);
+                }
+                match &r.status {
+                    RequestStatus::Pending => {}
+                    RequestStatus::Delivered => s.delivered(r.profiles as u64),
+                    RequestStatus::Failed { reason } => s.failed(r.profiles as u64, reason),
+                }
+            }
+        });
     }
 
     pub fn campaign(&self, campaign: &str) -> Option<CampaignView> {

@@ -48,7 +48,9 @@ pub async fn dispatch(
         DispatchError::Transform { .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string())
         }
-        DispatchError::Queue(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()),
+        DispatchError::Queue(_) | DispatchError::Store(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string())
+        }
     })?;
     let mut response = (
         StatusCode::ACCEPTED,
@@ -72,8 +74,10 @@ pub async fn get(State(engine): State<AppState>, Path(id): Path<String>) -> Resu
     let id: DispatchId = id.parse().map_err(|e: String| ApiError::not_found(e))?;
     let record = engine
         .records
-        .get(id)
-        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or older than the records kept)")))?;
+        .find(id)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)")))?;
     let view = record.view();
     Ok(Json(json!(view)))
 }
@@ -85,14 +89,18 @@ pub async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Re
         .dispatcher
         .retry_failed(id)
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or older than the records kept)")))?;
+        .map_err(unavailable)?
+        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)")))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"dispatch_id": id.to_string(), "requeued": requeued}))))
 }
 
 pub async fn campaign(State(engine): State<AppState>, Path(target_id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let stats = engine.stats.campaign(&target_id).ok_or_else(|| {
+    let stats = engine.campaign_stats(&target_id).await.map_err(unavailable)?.ok_or_else(|| {
         ApiError::not_found(format!("no dispatch has been made for campaign (targetId) `{target_id}`"))
     })?;
     Ok(Json(json!(stats)))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string())
 }

@@ -76,7 +76,11 @@ pub async fn list(State(engine): State<AppState>) -> Json<Value> {
 pub async fn get(State(engine): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let entry = find(&engine, &name)?;
     let mut v = entry_json(&entry);
-    if let Some(stats) = engine.stats.template(&name) {
+    let stats = engine
+        .template_stats(&name)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string()))?;
+    if let Some(stats) = stats {
         v["stats"] = json!(stats);
     }
     Ok(Json(v))

@@ -45,10 +45,14 @@ async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     crate::logging::init(&settings.config.log);
     let key_store = key_store(&settings);
     let (plugins, _wasm) = crate::plugins::load(&settings).await?;
-    let (engine, _report) =
-        Engine::start(settings, plugins, Some(key_store), EngineOptions { watch: false, verify: false })
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (engine, _report) = Engine::start(
+        settings,
+        plugins,
+        Some(key_store),
+        EngineOptions { watch: false, verify: false, persist: false },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(engine)
 }
 

@@ -59,6 +59,6 @@ pub async fn run(dir: &Path, name: &str, payload_arg: &str) -> anyhow::Result<Ex
         s.latency_ms.count, s.latency_ms.mean, s.latency_ms.p50, s.latency_ms.p99, s.latency_ms.max
     );
     let failed = s.requests.failed > 0;
-    engine.shutdown().await;
+    engine.shutdown(engine.settings.config.shutdown_grace).await;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

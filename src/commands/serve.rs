@@ -28,7 +28,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&plugins_dir).with_context(|| format!("cannot create {}", plugins_dir.display()))?;
     let (plugins, wasm) = crate::plugins::load(&settings).await?;
     let (engine, _report) =
-        Engine::start(settings, plugins, Some(key_store), EngineOptions { watch: true, verify: true })
+        Engine::start(settings, plugins, Some(key_store), EngineOptions { watch: true, verify: true, persist: true })
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     // A plugin file that changes is reloaded; templates that did not load (perhaps for a
@@ -49,9 +49,26 @@ pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(engine);
     let app = crate::api::router(engine.clone());
     info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-    info!("shutting down: finishing deliveries in progress");
-    engine.shutdown().await;
+    // On SIGTERM the API stops taking requests and the workers stop claiming jobs at once;
+    // deliveries in progress get the grace period, and what is left stays queued.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(until_stopped(stopped.clone()));
+    let grace = engine.settings.config.shutdown_grace;
+    let drain = async {
+        until_stopped(stopped).await;
+        info!("shutting down: finishing deliveries in progress (grace {grace:?}); the rest stays queued");
+        engine.shutdown(grace).await;
+    };
+    let (served, ()) = tokio::join!(server, drain);
+    served?;
+    info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

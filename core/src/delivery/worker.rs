@@ -1,10 +1,10 @@
 //! Workers: take a due job, send it, and decide: delivered, retry at T, or failed.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 use super::attempt::attempt;
 use super::client::HttpClient;
@@ -12,8 +12,9 @@ use super::destinations::{Admission, DestinationLimits};
 use super::retry::{RetryAction, classify};
 use crate::config::Backoff;
 use crate::queue::{Job, Queue};
-use crate::records::{AttemptRecord, DISPATCH_FAILED, Records, RequestStatus};
+use crate::records::{AttemptRecord, DISPATCH_FAILED, Records};
 use crate::stats::{AttemptResult, Stats};
+use crate::store::{NextState, Settlement};
 
 /// What every worker shares.
 pub struct WorkerContext {
@@ -48,22 +49,40 @@ pub async fn run(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One attempt of one job, and what follows from it.
+/// One attempt of one job, and what follows from it: the outcome is written to the
+/// records (the store, when there is one) before the stats and the queue hear of it.
 pub async fn deliver(ctx: &WorkerContext, job: Job) {
-    let Some(work) = ctx.records.work(job.dispatch, job.request) else {
-        warn!("no record for this job (already finished or evicted); dropping it");
-        let _ = ctx.queue.complete(&job).await;
+    let work = match ctx.records.work(job.dispatch, job.request).await {
+        Ok(Some(work)) => work,
+        Ok(None) => {
+            warn!("no pending request for this job (finished, or past the retention period); dropping it");
+            let _ = ctx.queue.complete(&job).await;
+            return;
+        }
+        Err(e) => {
+            warn!("{e}; trying this job again in 1s");
+            later(ctx, job, Duration::from_secs(1)).await;
+            return;
+        }
+    };
+    let (campaign, profiles) = (work.campaign.as_str(), work.profiles as u64);
+    let Some(template) = work.template.as_deref() else {
+        // Accepted before a restart, and its template has been deleted since.
+        let reason = format!("template `{}` no longer exists", work.template_name);
+        let next = NextState::Failed { reason: reason.clone() };
+        if settle(ctx, &job, None, next).await {
+            ctx.stats.failed(campaign, &work.template_name, profiles, &reason);
+            warn!(template = work.template_name, campaign, %reason, "{DISPATCH_FAILED}");
+            let _ = ctx.queue.complete(&job).await;
+        }
         return;
     };
-    let template = &work.template;
     let url = work.target.as_ref().map(|t| &t.url).unwrap_or(&template.url);
     let _permit = match ctx.destinations.admit(url).await {
         Admission::Go(permit) => permit,
         Admission::Later(wait) => {
             // The destination is at its limit: not an attempt, just later.
-            if let Err(e) = ctx.queue.retry(Job { due: SystemTime::now() + wait, ..job }).await {
-                warn!("{e}");
-            }
+            later(ctx, job, wait).await;
             return;
         }
     };
@@ -73,44 +92,66 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
     let outcome = attempt(&ctx.client, template, work.target.as_deref(), &work.body, Some(&delivery_id)).await;
     let latency = started.elapsed();
     let action = classify(&outcome);
-    let (status, error) = match (&outcome, &action) {
-        (_, RetryAction::Success) => (outcome.as_ref().ok().map(|r| r.status.as_u16()), None),
-        (Ok(r), RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason }) => {
-            (Some(r.status.as_u16()), Some(reason.clone()))
-        }
-        (Err(_), RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason }) => (None, Some(reason.clone())),
-    };
-    ctx.records.record_attempt(
-        job.dispatch,
-        job.request,
-        AttemptRecord { attempt: job.attempt, at, latency, status, error },
-    );
-    let (campaign, name, profiles) = (work.campaign.as_str(), template.name.as_str(), work.profiles as u64);
+    let status = outcome.as_ref().ok().map(|r| r.status.as_u16());
+    let name = template.name.as_str();
+    let record = |result, error| AttemptRecord { attempt: job.attempt, at, latency, status, error, result };
 
     let result = match action {
         RetryAction::Success => {
+            if !settle(ctx, &job, Some(record(AttemptResult::Success, None)), NextState::Delivered).await {
+                return;
+            }
             ctx.stats.attempt(campaign, name, latency, AttemptResult::Success);
             ctx.stats.delivered(campaign, name, profiles);
-            ctx.records.finish(job.dispatch, job.request, RequestStatus::Delivered);
             debug!(template = name, campaign, "delivered");
             ctx.queue.complete(&job).await
         }
         RetryAction::Retry { reason, not_before } if job.attempt < template.max_attempts() => {
-            ctx.stats.attempt(campaign, name, latency, AttemptResult::Retry);
             let next = job.attempt + 1;
             let delay = ctx.backoff.delay(next, not_before);
+            let due = SystemTime::now() + delay;
+            let retry = NextState::Retry { attempt: next, due };
+            if !settle(ctx, &job, Some(record(AttemptResult::Retry, Some(reason.clone()))), retry).await {
+                return;
+            }
+            ctx.stats.attempt(campaign, name, latency, AttemptResult::Retry);
             info!(template = name, campaign, %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-            ctx.queue.retry(Job { attempt: next, due: SystemTime::now() + delay, ..job.clone() }).await
+            ctx.queue.retry(Job { attempt: next, due, ..job.clone() }).await
         }
         RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason } => {
+            let failed = NextState::Failed { reason: reason.clone() };
+            if !settle(ctx, &job, Some(record(AttemptResult::Failure, Some(reason.clone()))), failed).await {
+                return;
+            }
             ctx.stats.attempt(campaign, name, latency, AttemptResult::Failure);
             ctx.stats.failed(campaign, name, profiles, &reason);
-            ctx.records.finish(job.dispatch, job.request, RequestStatus::Failed { reason: reason.clone() });
             warn!(template = name, campaign, %reason, attempts = job.attempt, "{DISPATCH_FAILED}");
             ctx.queue.complete(&job).await
         }
     };
     if let Err(e) = result {
+        warn!("{e}");
+    }
+}
+
+/// Writes an outcome to the records. When that fails the job goes back to the queue as
+/// it was (the request is still pending in the store), to be sent again later: a
+/// duplicate is better than a loss. Returns whether it was written.
+async fn settle(ctx: &WorkerContext, job: &Job, attempt: Option<AttemptRecord>, next: NextState) -> bool {
+    let settlement = Settlement { dispatch: job.dispatch, request: job.request, attempt, next };
+    match ctx.records.settle(settlement).await {
+        Ok(()) => true,
+        Err(e) => {
+            error!("{e}; the outcome of this attempt is not recorded, the request will be sent again");
+            later(ctx, job.clone(), Duration::from_secs(1)).await;
+            false
+        }
+    }
+}
+
+/// Puts a job back, unchanged, to be handed out again after `wait`.
+async fn later(ctx: &WorkerContext, job: Job, wait: Duration) {
+    if let Err(e) = ctx.queue.retry(Job { due: SystemTime::now() + wait, ..job }).await {
         warn!("{e}");
     }
 }

@@ -1,8 +1,10 @@
 //! The delivery queue: jobs are data (which request, which attempt, when it is due), so a
 //! retry that waits minutes is a row in a queue, not a sleeping task. Backends implement
-//! [`Queue`]; [`memory::MemoryQueue`] is the in-process one (and the tests' backend).
+//! [`Queue`]; [`memory::MemoryQueue`] is the in-process one (behind the SQLite store too,
+//! which refills it at start), [`postgres::PgQueue`] the one several instances share.
 
 pub mod memory;
+pub mod postgres;
 
 use std::time::SystemTime;
 
@@ -48,6 +50,11 @@ pub trait Queue: Send + Sync + 'static {
 
     async fn is_empty(&self) -> Result<bool, QueueError> {
         Ok(self.len().await? == 0)
+    }
+
+    /// Gives back what this process holds (a shared queue's claims), at shutdown.
+    async fn close(&self) -> Result<(), QueueError> {
+        Ok(())
     }
 
     /// Whether the backend can take work (for `/readyz`).

@@ -179,6 +179,13 @@ impl Registry {
         }
     }
 
+    /// The version of a template that requests accepted earlier are sent with: the active
+    /// one, or the one waiting for verification.
+    pub fn current(&self, name: &str) -> Option<Arc<Template>> {
+        let entry = self.snapshot().entries.get(name).cloned()?;
+        entry.active.or(entry.candidate)
+    }
+
     fn next_version(&self) -> u64 {
         self.versions.fetch_add(1, Ordering::Relaxed) + 1
     }
