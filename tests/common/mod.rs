@@ -127,6 +127,19 @@ impl Gateway {
         self.child.try_wait().unwrap()
     }
 
+    /// SIGKILL: the process dies at once, with no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub async fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        wait_for("the gateway to exit", deadline, async || self.try_wait()).await
+    }
+
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

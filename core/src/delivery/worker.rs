@@ -90,7 +90,8 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
     let started = Instant::now();
     let delivery_id = format!("{}.{}", job.dispatch, job.request);
     let outcome = attempt(&ctx.client, template, work.target.as_deref(), &work.body, Some(&delivery_id)).await;
-    let latency = started.elapsed();
+    // Microseconds: what the store keeps, so a record reads the same after a restart.
+    let latency = Duration::from_micros(started.elapsed().as_micros() as u64);
     let action = classify(&outcome);
     let status = outcome.as_ref().ok().map(|r| r.status.as_u16());
     let name = template.name.as_str();

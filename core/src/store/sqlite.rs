@@ -76,10 +76,6 @@ pub struct SqliteStore {
     tx: mpsc::UnboundedSender<Work>,
 }
 
-fn err(context: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |e| StoreError(format!("{context}: {e}"))
-}
-
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -87,19 +83,22 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let where_ = path.display().to_string();
-        let mut conn = Connection::open(path).map_err(err(&where_))?;
+        let opened = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError(format!(
+                "{where_} is in use by another hookgate (one gateway per data_dir; several instances share a `postgres://` queue)"
+            )),
+            _ => StoreError(format!("{where_}: {e}")),
+        };
+        let mut conn = Connection::open(path).map_err(opened)?;
+        // One connection holds the file: waiting for a lock would only wait for another gateway.
+        conn.busy_timeout(Duration::ZERO).map_err(opened)?;
         conn.execute_batch(
             "PRAGMA locking_mode = EXCLUSIVE;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;",
         )
-        .map_err(err(&where_))?;
-        migrate(&mut conn).map_err(|e| match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError(format!(
-                "{where_} is in use by another hookgate (one gateway per data_dir; several instances share a `postgres://` queue)"
-            )),
-            _ => StoreError(format!("{where_}: {e}")),
-        })?;
+        .map_err(opened)?;
+        migrate(&mut conn).map_err(opened)?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("hookgate-sqlite".into())
