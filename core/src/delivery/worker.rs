@@ -135,17 +135,26 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
     }
 }
 
-/// Writes an outcome to the records. When that fails the job goes back to the queue as
-/// it was (the request is still pending in the store), to be sent again later: a
-/// duplicate is better than a loss. Returns whether it was written.
+/// Writes an outcome to the records, trying again for a few seconds if the store fails
+/// (the outcome is known: sending again would only make a duplicate). If it still fails,
+/// the job goes back to the queue as it was (the request is still pending in the store)
+/// and is sent again later: a duplicate is better than a loss. Returns whether it was written.
 async fn settle(ctx: &WorkerContext, job: &Job, attempt: Option<AttemptRecord>, next: NextState) -> bool {
     let settlement = Settlement { dispatch: job.dispatch, request: job.request, attempt, next };
-    match ctx.records.settle(settlement).await {
-        Ok(()) => true,
-        Err(e) => {
-            error!("{e}; the outcome of this attempt is not recorded, the request will be sent again");
-            later(ctx, job.clone(), Duration::from_secs(1)).await;
-            false
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match ctx.records.settle(settlement.clone()).await {
+            Ok(()) => return true,
+            Err(e) if wait <= Duration::from_secs(2) => {
+                warn!("{e}; writing this outcome again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                error!("{e}; the outcome of this attempt is not recorded, the request will be sent again");
+                later(ctx, job.clone(), Duration::from_secs(1)).await;
+                return false;
+            }
         }
     }
 }

@@ -75,7 +75,11 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
-    move |e| StoreError(format!("postgres: {context}: {e}"))
+    move |e| match e.as_db_error() {
+        // The server's own message says what is wrong ("db error" alone does not).
+        Some(db) => StoreError(format!("postgres: {context}: {} ({})", db.message(), db.code().code())),
+        None => StoreError(format!("postgres: {context}: {e}")),
+    }
 }
 
 /// One connection and its prepared statements.
@@ -269,14 +273,15 @@ impl Store for PgStore {
         self.pool
             .query(
                 "WITH u AS (
-                    UPDATE requests SET status = $3, reason = $4, attempt = COALESCE($5, attempt),
-                        due = COALESCE($6, due), body = CASE WHEN $3 = 1 THEN NULL ELSE body END,
-                        lease_owner = CASE WHEN $3 = 0 THEN NULL ELSE lease_owner END
-                    WHERE dispatch = $1 AND idx = $2
+                    UPDATE requests SET status = $3::smallint, reason = $4::text, attempt = COALESCE($5::int, attempt),
+                        due = COALESCE($6::bigint, due), body = CASE WHEN $3::smallint = 1 THEN NULL ELSE body END,
+                        lease_owner = CASE WHEN $3::smallint = 0 THEN NULL ELSE lease_owner END
+                    WHERE dispatch = $1::uuid AND idx = $2::int
                     RETURNING 1
                  )
                  INSERT INTO attempts (dispatch, idx, attempt, at, latency_us, status, error, result)
-                 SELECT $1, $2, $7, $8, $9, $10, $11, $12 WHERE $7::int IS NOT NULL",
+                 SELECT $1::uuid, $2::int, $7::int, $8::bigint, $9::bigint, $10::int, $11::text, $12::smallint
+                 WHERE $7::int IS NOT NULL",
                 &[
                     &s.dispatch.as_uuid(),
                     &(s.request as i32),

@@ -1,0 +1,52 @@
+//! A fresh PostgreSQL database per test, on the server `HOOKGATE_TEST_POSTGRES_URL` names
+//! (`.ci/run` sets it); dropped when the test ends.
+
+use tokio_postgres::NoTls;
+
+pub const URL_VAR: &str = "HOOKGATE_TEST_POSTGRES_URL";
+
+pub struct TestDb {
+    /// The new database's URL.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    /// `None` (and a line saying the test is skipped) when no server is configured.
+    pub async fn create(test: &str) -> Option<Self> {
+        let Ok(admin) = std::env::var(URL_VAR) else {
+            eprintln!("SKIPPED {test}: set {URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/test) to run it");
+            return None;
+        };
+        let name = format!("hookgate_test_{}", uuid_like());
+        let (client, conn) = tokio_postgres::connect(&admin, NoTls).await.expect("connect to the test PostgreSQL");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        Some(Self { url: url.to_string(), admin, name })
+    }
+}
+
+fn uuid_like() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}_{}", nanos, std::process::id())
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: use a runtime of its own on another thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin, NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,171 @@
+//! Several gateways on one PostgreSQL queue (`queue: postgres://...`). Each test makes a
+//! database of its own on the server `HOOKGATE_TEST_POSTGRES_URL` names, and is skipped
+//! (saying so) when that is not set.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::postgres::TestDb;
+use common::*;
+use serde_json::{Value, json};
+
+const DELIVERY_ID: &str = "x-hookgate-delivery-id";
+const REQUESTS: usize = 10_000;
+
+fn copies(mock: &Mock) -> HashMap<String, Vec<Recorded>> {
+    let mut by_id: HashMap<String, Vec<Recorded>> = HashMap::new();
+    for r in mock.deliveries() {
+        by_id.entry(r.header(DELIVERY_ID).expect("every delivery has an id")).or_default().push(r);
+    }
+    by_id
+}
+
+async fn wait_distinct(mock: &Mock, n: usize, deadline: Duration) -> HashMap<String, Vec<Recorded>> {
+    wait_for(&format!("{n} distinct deliveries"), deadline, async || {
+        let c = copies(mock);
+        (c.len() >= n).then_some(c)
+    })
+    .await
+}
+
+/// A config folder for one instance on `db`, with the bulk template (one profile per request).
+fn instance(db: &TestDb, mock: &Mock, extra: &str) -> ConfigDir {
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}workers: 16\nqueue: {}\n{extra}", db.url));
+    config.write_template("bulk.yaml", &format!("url: {}\nverify: false\nbatch_size: 1\n", mock.url("/in")));
+    config
+}
+
+/// This instance's own count of delivered requests (`/metrics` is per instance).
+async fn delivered_here(gw: &Gateway) -> u64 {
+    let (_, metrics) = gw.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .find(|l| l.starts_with("hookgate_requests_total{template=\"bulk\",outcome=\"delivered\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn campaign(gw: &Gateway, target: u64) -> Value {
+    let (status, stats) = gw.get(&format!("/v1/campaigns/{target}")).await;
+    assert_eq!(status, 200, "{stats}");
+    stats
+}
+
+/// Acceptance 2: two instances deliver a 10,000-request campaign from one queue, each
+/// request exactly once, and either instance reports stats that add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_queue_and_deliver_each_request_once() {
+    let Some(db) = TestDb::create("two_instances_share_one_queue").await else { return };
+    let mock = Mock::start(|_, _| Reply::After(Duration::from_millis(1), 200)).await;
+    let (ca, cb) = (instance(&db, &mock, ""), instance(&db, &mock, ""));
+    let a = Gateway::start(&ca, &[]).await;
+    let b = Gateway::start(&cb, &[]).await;
+    for gw in [&a, &b] {
+        gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    }
+    // Half the campaign through each instance's API.
+    let first = a.dispatch("bulk", &payload(8001, REQUESTS / 2)).await;
+    let second = b.dispatch("bulk", &payload(8001, REQUESTS / 2)).await;
+
+    wait_for("the campaign to finish", Duration::from_secs(120), async || {
+        let stats = campaign(&a, 8001).await;
+        (stats["requests"]["pending"] == 0).then_some(())
+    })
+    .await;
+    let by_id = copies(&mock);
+    assert_eq!(by_id.len(), REQUESTS);
+    let twice: Vec<&String> = by_id.iter().filter(|(_, c)| c.len() > 1).map(|(id, _)| id).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    for (id, n) in [(&first, REQUESTS / 2), (&second, REQUESTS / 2)] {
+        for i in 0..n {
+            assert!(by_id.contains_key(&format!("{id}.{i}")), "request {id}.{i} was never delivered");
+        }
+    }
+    let expected = json!({"delivered": REQUESTS, "failed": 0, "pending": 0});
+    for gw in [&a, &b] {
+        let stats = campaign(gw, 8001).await;
+        assert_eq!(stats["requests"], expected, "{stats}");
+        assert_eq!(stats["profiles"], expected);
+        assert_eq!(stats["attempts"]["success"], REQUESTS);
+    }
+    // Both did part of the work, and their parts add up to the campaign.
+    let (da, db_) = (delivered_here(&a).await, delivered_here(&b).await);
+    assert!(da > 0 && db_ > 0, "instance A delivered {da}, B {db_}");
+    assert_eq!(da + db_, REQUESTS as u64);
+    // Either instance answers for a dispatch the other accepted.
+    let (status, view) = a.get(&format!("/v1/dispatches/{second}")).await;
+    assert_eq!((status, view["state"].clone()), (200, json!("delivered")));
+    eprintln!("instance A delivered {da}, instance B {db_}");
+}
+
+/// Acceptance 2: killing one of two instances midway loses nothing: the survivor takes over
+/// its claims when their lease runs out; only requests in flight at the kill are sent
+/// twice, with the same delivery id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_instance_loses_nothing() {
+    let Some(db) = TestDb::create("killing_one_instance_loses_nothing").await else { return };
+    let mock = Mock::start(|_, _| Reply::After(Duration::from_millis(2), 200)).await;
+    let (ca, cb) = (instance(&db, &mock, "queue_lease: 2s\n"), instance(&db, &mock, "queue_lease: 2s\n"));
+    let mut a = Gateway::start(&ca, &[]).await;
+    let b = Gateway::start(&cb, &[]).await;
+    for gw in [&a, &b] {
+        gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    }
+    let id = a.dispatch("bulk", &payload(8002, REQUESTS)).await;
+    mock.wait_deliveries(REQUESTS / 5, Duration::from_secs(60)).await;
+    a.kill();
+    let killed_at = Instant::now();
+    assert!(mock.deliveries().len() < REQUESTS, "finished before the kill; the test proves nothing");
+
+    let by_id = wait_distinct(&mock, REQUESTS, Duration::from_secs(120)).await;
+    for i in 0..REQUESTS {
+        assert!(by_id.contains_key(&format!("{id}.{i}")), "request {i} was never delivered");
+    }
+    let duplicates: Vec<&Vec<Recorded>> = by_id.values().filter(|c| c.len() > 1).collect();
+    for copies in &duplicates {
+        assert_eq!(copies.len(), 2);
+        assert!(copies[0].at <= killed_at, "the first copy of a duplicate came before the kill");
+    }
+    // In flight at the kill: at most one per worker of the killed instance.
+    assert!(duplicates.len() <= 16, "{} duplicates", duplicates.len());
+    let stats = wait_for("the survivor's stats to settle", Duration::from_secs(30), async || {
+        let stats = campaign(&b, 8002).await;
+        (stats["requests"]["pending"] == 0).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["requests"], json!({"delivered": REQUESTS, "failed": 0, "pending": 0}), "{stats}");
+    eprintln!("{} duplicates after the kill", duplicates.len());
+}
+
+/// Idempotency keys and dead-letter replay work across instances.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_and_replay_across_instances() {
+    let Some(db) = TestDb::create("idempotency_and_replay_across_instances").await else { return };
+    let mock = Mock::answering(400).await;
+    let (ca, cb) = (instance(&db, &mock, ""), instance(&db, &mock, ""));
+    let a = Gateway::start(&ca, &[]).await;
+    let b = Gateway::start(&cb, &[]).await;
+    for gw in [&a, &b] {
+        gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    }
+    let key = [("idempotency-key", "campaign-8003")];
+    let (status, first) = a.post_json("/v1/templates/bulk/dispatch", &payload(8003, 3), &key).await;
+    assert_eq!(status, 202);
+    let (status, again) = b.post_json("/v1/templates/bulk/dispatch", &payload(8003, 3), &key).await;
+    assert_eq!(status, 202);
+    assert_eq!(again["dispatch_id"], first["dispatch_id"], "the other instance knows the key");
+    let id = first["dispatch_id"].as_str().unwrap().to_string();
+    let failed = b.wait_dispatch(&id, Duration::from_secs(20)).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+
+    mock.set_behavior(|_, _| Reply::Status(200));
+    let (status, body) = b.post_json(&format!("/v1/dispatches/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!((status, body["requeued"].clone()), (202, json!(3)), "{body}");
+    let done = a.wait_dispatch(&id, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+    assert_eq!(mock.deliveries().len(), 6, "3 refused, then 3 replayed");
+    let stats = campaign(&a, 8003).await;
+    assert_eq!(stats["requests"], json!({"delivered": 3, "failed": 0, "pending": 0}), "{stats}");
+}
