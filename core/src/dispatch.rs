@@ -7,7 +7,6 @@ use std::time::SystemTime;
 use crate::payload::{Payload, PayloadError};
 use crate::queue::{Job, Queue, QueueError};
 use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord};
-use crate::stats::Stats;
 use crate::store::StoreError;
 use crate::template::registry::{Lookup, Registry};
 
@@ -44,7 +43,6 @@ pub struct Dispatcher {
     pub registry: Arc<Registry>,
     pub queue: Arc<dyn Queue>,
     pub records: Arc<Records>,
-    pub stats: Arc<Stats>,
 }
 
 impl Dispatcher {
@@ -93,10 +91,6 @@ impl Dispatcher {
                 .await?
                 .unwrap_or(Accepted { dispatch_id, requests: count, profiles, skipped, created: false }));
         }
-        self.stats.accepted(&payload.campaign, &template.name, count as u64, profiles as u64);
-        if skipped > 0 {
-            self.stats.skipped(&payload.campaign, &template.name, skipped as u64);
-        }
         let now = SystemTime::now();
         let jobs =
             (0..count as u32).map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now }).collect();
@@ -108,11 +102,7 @@ impl Dispatcher {
     /// template version the dispatch started with. Returns how many, or `None` for an
     /// unknown dispatch.
     pub async fn retry_failed(&self, id: DispatchId) -> Result<Option<usize>, DispatchError> {
-        let Some(record) = self.records.find(id).await? else { return Ok(None) };
         let Some(requeued) = self.records.requeue_failed(id).await? else { return Ok(None) };
-        for r in &requeued {
-            self.stats.requeued(&record.campaign, &record.template_name, r.profiles as u64, &r.reason);
-        }
         let now = SystemTime::now();
         let jobs = requeued.iter().map(|r| Job { dispatch: id, request: r.request, attempt: 1, due: now }).collect();
         self.queue.push(jobs).await?;

@@ -95,8 +95,13 @@ impl Engine {
             let registry = registry.clone();
             Arc::new(move |name| registry.current(name))
         };
-        let records = Arc::new(Records::with_store(config.limits.dispatch_records, store.clone(), templates.clone()));
         let stats = Arc::new(Stats::new());
+        let records = Arc::new(Records::with_store(
+            config.limits.dispatch_records,
+            store.clone(),
+            templates.clone(),
+            stats.clone(),
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let report = registry.rescan().await;
@@ -127,13 +132,15 @@ impl Engine {
             .map_err(|e| EngineError(format!("cannot watch {}: {e}", templates_dir.display())))?;
             tasks.push(handle);
         }
+        let (destinations, released) =
+            crate::delivery::destinations::DestinationLimits::new(config.destinations.clone());
+        tasks.push(tokio::spawn(worker::unpark(queue.clone(), released)));
         let ctx = Arc::new(WorkerContext {
             client: client.clone(),
             queue: queue.clone(),
             records: records.clone(),
-            stats: stats.clone(),
             backoff: config.backoff.clone(),
-            destinations: crate::delivery::destinations::DestinationLimits::new(config.destinations.clone()),
+            destinations,
         });
         for _ in 0..config.workers {
             tasks.push(tokio::spawn(worker::run(ctx.clone(), shutdown_rx.clone())));
@@ -145,12 +152,7 @@ impl Engine {
             queue = backend.name(),
             "engine started"
         );
-        let dispatcher = Dispatcher {
-            registry: registry.clone(),
-            queue: queue.clone(),
-            records: records.clone(),
-            stats: stats.clone(),
-        };
+        let dispatcher = Dispatcher { registry: registry.clone(), queue: queue.clone(), records: records.clone() };
         Ok((
             Self {
                 settings,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::clock::rfc3339;
 use crate::payload::CampaignId;
 use crate::plugin::RequestTarget;
-use crate::stats::AttemptResult;
+use crate::stats::{AttemptResult, Stats};
 use crate::store::{
     Filter, Inserted, NextState, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredTarget,
 };
@@ -238,6 +238,8 @@ pub struct Records {
     finished: tokio::sync::Notify,
     store: Option<Arc<dyn Store>>,
     templates: TemplateSource,
+    /// Derived from the records: updated with them, after the store.
+    stats: Arc<Stats>,
 }
 
 #[derive(Default)]
@@ -276,17 +278,23 @@ pub struct Work {
 
 impl Records {
     /// Records in memory only.
-    pub fn new(limit: usize) -> Self {
-        Self::with_store(limit, None, Arc::new(|_| None))
+    pub fn new(limit: usize, stats: Arc<Stats>) -> Self {
+        Self::with_store(limit, None, Arc::new(|_| None), stats)
     }
 
-    pub fn with_store(limit: usize, store: Option<Arc<dyn Store>>, templates: TemplateSource) -> Self {
+    pub fn with_store(
+        limit: usize,
+        store: Option<Arc<dyn Store>>,
+        templates: TemplateSource,
+        stats: Arc<Stats>,
+    ) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
             limit: limit.max(1),
             finished: tokio::sync::Notify::new(),
             store,
             templates,
+            stats,
         }
     }
 
@@ -326,6 +334,11 @@ impl Records {
             inner.keys_of.insert(record.id, k);
         }
         let id = record.id;
+        let (requests, profiles) = (record.requests.len() as u64, record.profiles() as u64);
+        self.stats.accepted(&record.campaign, &record.template_name, requests, profiles);
+        if record.skipped > 0 {
+            self.stats.skipped(&record.campaign, &record.template_name, record.skipped as u64);
+        }
         inner.by_id.insert(id, Arc::new(record));
         if self.shared() {
             inner.evictable.push_back(id);
@@ -445,32 +458,45 @@ impl Records {
         }
     }
 
-    /// Records an attempt and the request's next state: in the store first, then in memory.
-    pub async fn settle(&self, settlement: Settlement) -> Result<(), StoreError> {
+    /// Records an attempt and the request's next state of `work`: in the store first, then
+    /// in memory and in the stats. Waiters on the dispatch hear of it last.
+    pub async fn settle(&self, settlement: Settlement, work: &Work) -> Result<(), StoreError> {
         if let Some(store) = &self.store {
             store.settle(&settlement).await?;
         }
         let Settlement { dispatch, request, attempt, next } = settlement;
-        let Some(record) = self.get(dispatch) else { return Ok(()) };
-        {
-            let Some(mut req) = record.request(request) else { return Ok(()) };
-            if let Some(attempt) = attempt {
-                req.attempts.push(attempt);
-            }
-            let status = match next {
-                NextState::Retry { .. } => return Ok(()),
-                NextState::Delivered => RequestStatus::Delivered,
-                NextState::Failed { reason } => RequestStatus::Failed { reason },
-            };
-            if req.status != RequestStatus::Pending {
-                return Ok(());
-            }
-            // A delivered body is not needed again; a failed one is kept for a replay.
-            if status == RequestStatus::Delivered {
-                req.body = None;
-            }
-            req.status = status;
+        let (campaign, template, profiles) = (&work.campaign, &work.template_name, work.profiles as u64);
+        if let Some(attempt) = &attempt {
+            self.stats.attempt(campaign, template, attempt.latency, attempt.result);
         }
+        let record = self.get(dispatch);
+        let was_pending = match record.as_deref().and_then(|r| r.request(request)) {
+            Some(mut req) => {
+                if let Some(attempt) = attempt {
+                    req.attempts.push(attempt);
+                }
+                let was_pending = req.status == RequestStatus::Pending;
+                match &next {
+                    NextState::Retry { .. } => {}
+                    NextState::Delivered => {
+                        // A delivered body is not needed again; a failed one is kept for a replay.
+                        req.body = None;
+                        req.status = RequestStatus::Delivered;
+                    }
+                    NextState::Failed { reason } => req.status = RequestStatus::Failed { reason: reason.clone() },
+                }
+                was_pending
+            }
+            // Not in memory (evicted meanwhile): the store has it.
+            None => true,
+        };
+        match &next {
+            NextState::Retry { .. } => return Ok(()),
+            _ if !was_pending => return Ok(()),
+            NextState::Delivered => self.stats.delivered(campaign, template, profiles),
+            NextState::Failed { reason } => self.stats.failed(campaign, template, profiles, reason),
+        }
+        let Some(record) = record else { return Ok(()) };
         if record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
@@ -507,6 +533,11 @@ impl Records {
                 requeued
             }
         };
+        if let Some(record) = self.find(id).await? {
+            for r in &requeued {
+                self.stats.requeued(&record.campaign, &record.template_name, r.profiles as u64, &r.reason);
+            }
+        }
         if let Some(record) = self.get(id) {
             let mut made_pending = 0;
             for r in &requeued {

@@ -1,46 +1,72 @@
 //! Isolation between destinations: at most `max_concurrency` requests in flight to one
 //! destination (scheme, host, port), and optionally at most `rate_limit` per second, so a
-//! slow or failing endpoint never takes every worker. A worker waits briefly for its
-//! destination to have room (a busy healthy destination frees a slot within moments); if
-//! none comes, the job goes back to the queue for a moment, without counting as an attempt,
-//! and the worker moves on.
+//! slow or failing endpoint never takes every worker. A job whose destination is full is
+//! parked beside it, without counting as an attempt and without holding a worker, and goes
+//! back to the queue as soon as a request to that destination ends.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Url;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::config::Destinations;
+use crate::queue::Job;
 
-/// How long a worker waits for room at its job's destination before putting the job back.
-const BUSY_WAIT: Duration = Duration::from_millis(50);
-/// How long a job put back waits before it is handed out again.
-const REQUEUE_DELAY: Duration = Duration::from_millis(10);
 const MAX_TRACKED: usize = 10_000;
 
 pub enum Admission {
     /// Send now; the permit is held until the attempt ends.
-    Go(OwnedSemaphorePermit),
-    /// Ask again after this long.
+    Go(Permit),
+    /// The destination is at its concurrency limit: the job waits beside it, holding no
+    /// worker, and goes back to the queue when a request to the destination ends.
+    Parked,
+    /// The destination's rate limit: ask again after this long.
     Later(Duration),
 }
 
+#[derive(Default)]
+struct Slots {
+    in_flight: usize,
+    parked: VecDeque<Job>,
+}
+
 struct Destination {
-    permits: Arc<Semaphore>,
+    max: usize,
+    slots: Mutex<Slots>,
     /// Tokens left and when they were counted (rate limit only).
     bucket: Mutex<(f64, Instant)>,
+}
+
+/// A request in flight to a destination; dropping it makes room, and hands the
+/// destination's longest-parked job back to the queue.
+pub struct Permit {
+    destination: Arc<Destination>,
+    released: mpsc::UnboundedSender<Job>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut slots = self.destination.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.in_flight = slots.in_flight.saturating_sub(1);
+        if let Some(job) = slots.parked.pop_front() {
+            let _ = self.released.send(job);
+        }
+    }
 }
 
 pub struct DestinationLimits {
     settings: Destinations,
     tracked: Mutex<HashMap<String, Arc<Destination>>>,
+    released: mpsc::UnboundedSender<Job>,
 }
 
 impl DestinationLimits {
-    pub fn new(settings: Destinations) -> Self {
-        Self { settings, tracked: Mutex::new(HashMap::new()) }
+    /// The limits, and the jobs they release from parking (to be put back in the queue).
+    pub fn new(settings: Destinations) -> (Self, mpsc::UnboundedReceiver<Job>) {
+        let (released, rx) = mpsc::unbounded_channel();
+        (Self { settings, tracked: Mutex::new(HashMap::new()), released }, rx)
     }
 
     fn destination(&self, url: &Url) -> Arc<Destination> {
@@ -52,22 +78,25 @@ impl DestinationLimits {
         );
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
         if tracked.len() > MAX_TRACKED {
-            let max = self.settings.max_concurrency;
-            tracked.retain(|_, d| d.permits.available_permits() < max);
+            tracked.retain(|_, d| {
+                let slots = d.slots.lock().unwrap_or_else(|e| e.into_inner());
+                slots.in_flight > 0 || !slots.parked.is_empty()
+            });
         }
         tracked
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Destination {
-                    permits: Arc::new(Semaphore::new(self.settings.max_concurrency.max(1))),
+                    max: self.settings.max_concurrency.max(1),
+                    slots: Mutex::new(Slots::default()),
                     bucket: Mutex::new((self.settings.rate_limit.max(1.0), Instant::now())),
                 })
             })
             .clone()
     }
 
-    /// Whether a request to `url` may go now (waiting up to [`BUSY_WAIT`] for room).
-    pub async fn admit(&self, url: &Url) -> Admission {
+    /// Whether `job`, a request to `url`, may go now.
+    pub fn admit(&self, url: &Url, job: &Job) -> Admission {
         let destination = self.destination(url);
         let rate = self.settings.rate_limit;
         if rate > 0.0 {
@@ -81,52 +110,61 @@ impl DestinationLimits {
             }
             *bucket = (tokens - 1.0, now);
         }
-        if let Ok(permit) = destination.permits.clone().try_acquire_owned() {
-            return Admission::Go(permit);
+        let mut slots = destination.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.in_flight < destination.max {
+            slots.in_flight += 1;
+            drop(slots);
+            return Admission::Go(Permit { destination, released: self.released.clone() });
         }
-        match tokio::time::timeout(BUSY_WAIT, destination.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Admission::Go(permit),
-            _ => Admission::Later(REQUEUE_DELAY),
-        }
+        slots.parked.push_back(job.clone());
+        Admission::Parked
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::DispatchId;
+    use std::time::SystemTime;
 
     fn url(s: &str) -> Url {
         s.parse().unwrap()
     }
 
-    #[tokio::test]
-    async fn concurrency_is_per_destination() {
-        let limits = DestinationLimits::new(Destinations { max_concurrency: 2, rate_limit: 0.0 });
-        let a = url("http://a.example/x");
-        let first = limits.admit(&a).await;
-        let _second = limits.admit(&a).await;
-        assert!(matches!(first, Admission::Go(_)));
-        let started = Instant::now();
-        assert!(matches!(limits.admit(&a).await, Admission::Later(_)), "a third request to a waits, then goes back");
-        assert!(started.elapsed() >= BUSY_WAIT);
-        assert!(matches!(limits.admit(&url("http://b.example/")).await, Admission::Go(_)), "b is not held up by a");
-        assert!(
-            matches!(limits.admit(&url("http://a.example:8080/")).await, Admission::Go(_)),
-            "another port, another destination"
-        );
-        drop(first);
-        assert!(matches!(limits.admit(&a).await, Admission::Go(_)), "room again once a request ends");
+    fn job(request: u32) -> Job {
+        Job { dispatch: DispatchId::new(), request, attempt: 1, due: SystemTime::now() }
     }
 
-    #[tokio::test]
-    async fn rate_limit_spaces_requests() {
-        let limits = DestinationLimits::new(Destinations { max_concurrency: 100, rate_limit: 2.0 });
+    #[test]
+    fn concurrency_is_per_destination_and_parked_jobs_come_back_in_order() {
+        let (limits, mut released) = DestinationLimits::new(Destinations { max_concurrency: 2, rate_limit: 0.0 });
+        let a = url("http://a.example/x");
+        let first = limits.admit(&a, &job(1));
+        let _second = limits.admit(&a, &job(2));
+        assert!(matches!(first, Admission::Go(_)));
+        assert!(matches!(limits.admit(&a, &job(3)), Admission::Parked), "a third request to a is parked");
+        assert!(matches!(limits.admit(&a, &job(4)), Admission::Parked));
+        assert!(matches!(limits.admit(&url("http://b.example/"), &job(5)), Admission::Go(_)), "b is not held up by a");
+        assert!(
+            matches!(limits.admit(&url("http://a.example:8080/"), &job(6)), Admission::Go(_)),
+            "another port, another destination"
+        );
+        assert!(released.try_recv().is_err(), "nothing is released while a is full");
+        drop(first);
+        assert_eq!(released.try_recv().unwrap().request, 3, "the longest-parked job goes back first");
+        assert!(released.try_recv().is_err(), "one ended request releases one job");
+        assert!(matches!(limits.admit(&a, &job(3)), Admission::Go(_)), "room again once a request ends");
+    }
+
+    #[test]
+    fn rate_limit_spaces_requests() {
+        let (limits, _released) = DestinationLimits::new(Destinations { max_concurrency: 100, rate_limit: 2.0 });
         let a = url("https://a.example/");
-        assert!(matches!(limits.admit(&a).await, Admission::Go(_)));
-        assert!(matches!(limits.admit(&a).await, Admission::Go(_)));
-        match limits.admit(&a).await {
+        assert!(matches!(limits.admit(&a, &job(1)), Admission::Go(_)));
+        assert!(matches!(limits.admit(&a, &job(2)), Admission::Go(_)));
+        match limits.admit(&a, &job(3)) {
             Admission::Later(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}"),
-            Admission::Go(_) => panic!("a third request within the same second must wait"),
+            _ => panic!("a third request within the same second must wait"),
         }
     }
 }

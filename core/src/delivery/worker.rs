@@ -12,8 +12,8 @@ use super::destinations::{Admission, DestinationLimits};
 use super::retry::{RetryAction, classify};
 use crate::config::Backoff;
 use crate::queue::{Job, Queue};
-use crate::records::{AttemptRecord, DISPATCH_FAILED, Records};
-use crate::stats::{AttemptResult, Stats};
+use crate::records::{AttemptRecord, DISPATCH_FAILED, Records, Work};
+use crate::stats::AttemptResult;
 use crate::store::{NextState, Settlement};
 
 /// What every worker shares.
@@ -21,7 +21,6 @@ pub struct WorkerContext {
     pub client: HttpClient,
     pub queue: Arc<dyn Queue>,
     pub records: Arc<Records>,
-    pub stats: Arc<Stats>,
     pub backoff: Backoff,
     pub destinations: DestinationLimits,
 }
@@ -50,7 +49,8 @@ pub async fn run(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// One attempt of one job, and what follows from it: the outcome is written to the
-/// records (the store, when there is one) before the stats and the queue hear of it.
+/// records (the store first, when there is one; then memory and the stats it derives)
+/// before the queue hears of it.
 pub async fn deliver(ctx: &WorkerContext, job: Job) {
     let work = match ctx.records.work(job.dispatch, job.request).await {
         Ok(Some(work)) => work,
@@ -65,23 +65,24 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
             return;
         }
     };
-    let (campaign, profiles) = (work.campaign.as_str(), work.profiles as u64);
+    let campaign = work.campaign.as_str();
     let Some(template) = work.template.as_deref() else {
         // Accepted before a restart, and its template has been deleted since.
         let reason = format!("template `{}` no longer exists", work.template_name);
         let next = NextState::Failed { reason: reason.clone() };
-        if settle(ctx, &job, None, next).await {
-            ctx.stats.failed(campaign, &work.template_name, profiles, &reason);
+        if settle(ctx, &job, &work, None, next).await {
             warn!(template = work.template_name, campaign, %reason, "{DISPATCH_FAILED}");
             let _ = ctx.queue.complete(&job).await;
         }
         return;
     };
     let url = work.target.as_ref().map(|t| &t.url).unwrap_or(&template.url);
-    let _permit = match ctx.destinations.admit(url).await {
+    let _permit = match ctx.destinations.admit(url, &job) {
         Admission::Go(permit) => permit,
+        // The destination is full: the job waits beside it until a request to it ends.
+        Admission::Parked => return,
         Admission::Later(wait) => {
-            // The destination is at its limit: not an attempt, just later.
+            // The destination's rate limit: not an attempt, just later.
             later(ctx, job, wait).await;
             return;
         }
@@ -99,11 +100,9 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
 
     let result = match action {
         RetryAction::Success => {
-            if !settle(ctx, &job, Some(record(AttemptResult::Success, None)), NextState::Delivered).await {
+            if !settle(ctx, &job, &work, Some(record(AttemptResult::Success, None)), NextState::Delivered).await {
                 return;
             }
-            ctx.stats.attempt(campaign, name, latency, AttemptResult::Success);
-            ctx.stats.delivered(campaign, name, profiles);
             debug!(template = name, campaign, "delivered");
             ctx.queue.complete(&job).await
         }
@@ -112,20 +111,17 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
             let delay = ctx.backoff.delay(next, not_before);
             let due = SystemTime::now() + delay;
             let retry = NextState::Retry { attempt: next, due };
-            if !settle(ctx, &job, Some(record(AttemptResult::Retry, Some(reason.clone()))), retry).await {
+            if !settle(ctx, &job, &work, Some(record(AttemptResult::Retry, Some(reason.clone()))), retry).await {
                 return;
             }
-            ctx.stats.attempt(campaign, name, latency, AttemptResult::Retry);
             info!(template = name, campaign, %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
             ctx.queue.retry(Job { attempt: next, due, ..job.clone() }).await
         }
         RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason } => {
             let failed = NextState::Failed { reason: reason.clone() };
-            if !settle(ctx, &job, Some(record(AttemptResult::Failure, Some(reason.clone()))), failed).await {
+            if !settle(ctx, &job, &work, Some(record(AttemptResult::Failure, Some(reason.clone()))), failed).await {
                 return;
             }
-            ctx.stats.attempt(campaign, name, latency, AttemptResult::Failure);
-            ctx.stats.failed(campaign, name, profiles, &reason);
             warn!(template = name, campaign, %reason, attempts = job.attempt, "{DISPATCH_FAILED}");
             ctx.queue.complete(&job).await
         }
@@ -139,11 +135,11 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
 /// (the outcome is known: sending again would only make a duplicate). If it still fails,
 /// the job goes back to the queue as it was (the request is still pending in the store)
 /// and is sent again later: a duplicate is better than a loss. Returns whether it was written.
-async fn settle(ctx: &WorkerContext, job: &Job, attempt: Option<AttemptRecord>, next: NextState) -> bool {
+async fn settle(ctx: &WorkerContext, job: &Job, work: &Work, attempt: Option<AttemptRecord>, next: NextState) -> bool {
     let settlement = Settlement { dispatch: job.dispatch, request: job.request, attempt, next };
     let mut wait = Duration::from_millis(100);
     loop {
-        match ctx.records.settle(settlement.clone()).await {
+        match ctx.records.settle(settlement.clone(), work).await {
             Ok(()) => return true,
             Err(e) if wait <= Duration::from_secs(2) => {
                 warn!("{e}; writing this outcome again in {wait:?}");
@@ -155,6 +151,15 @@ async fn settle(ctx: &WorkerContext, job: &Job, attempt: Option<AttemptRecord>, 
                 later(ctx, job.clone(), Duration::from_secs(1)).await;
                 return false;
             }
+        }
+    }
+}
+
+/// Puts the jobs the destination limits release from parking back in the queue, due now.
+pub async fn unpark(queue: Arc<dyn Queue>, mut released: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = released.recv().await {
+        if let Err(e) = queue.retry(Job { due: SystemTime::now(), ..job }).await {
+            warn!("{e}");
         }
     }
 }

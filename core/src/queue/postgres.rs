@@ -31,6 +31,9 @@ pub struct PgQueue {
     /// This instance, as the owner of its leases.
     owner: Uuid,
     jobs: Mutex<mpsc::Receiver<Job>>,
+    /// The claimer's side of `jobs`: a job this instance holds that is due again at once
+    /// (it waited for room at its destination) goes back here, keeping its lease.
+    local: mpsc::Sender<Job>,
     wake: Arc<Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -47,9 +50,9 @@ impl PgQueue {
         let owner = Uuid::now_v7();
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let wake = Arc::new(Notify::new());
-        let claimer = tokio::spawn(claim_loop(store.clone(), owner, lease, tx, wake.clone()));
+        let claimer = tokio::spawn(claim_loop(store.clone(), owner, lease, tx.clone(), wake.clone()));
         let renewer = tokio::spawn(renew_loop(store.clone(), owner, lease));
-        Self { store, owner, jobs: Mutex::new(rx), wake, tasks: vec![claimer, renewer] }
+        Self { store, owner, jobs: Mutex::new(rx), local: tx, wake, tasks: vec![claimer, renewer] }
     }
 
     async fn release(&self, job: &Job) -> Result<(), QueueError> {
@@ -160,7 +163,17 @@ impl Queue for PgQueue {
         self.jobs.lock().await.recv().await.ok_or_else(|| QueueError("the PostgreSQL claimer has stopped".into()))
     }
 
+    /// A job due now stays with this instance when its buffer has room; any other goes
+    /// back to the table for whichever instance claims it when it is due.
     async fn retry(&self, job: Job) -> Result<(), QueueError> {
+        if job.due <= SystemTime::now() {
+            match self.local.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) => {
+                    return self.release(&job).await;
+                }
+            }
+        }
         self.release(&job).await
     }
 

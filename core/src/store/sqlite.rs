@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -25,9 +26,40 @@ use super::{
 };
 use crate::records::{AttemptRecord, DispatchId};
 
-/// Closures the writer runs; each returns what to do once the transaction is over.
-type Work = Box<dyn FnOnce(&mut Transaction<'_>) -> Reply + Send>;
-type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// What the writer runs: a closure, run again alone if its batch fails, and the caller
+/// waiting for its result.
+type Work = Box<dyn Op>;
+
+trait Op: Send {
+    /// Runs the closure (again, after a failed batch), keeping its result.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller: the kept result, or the error that undid the transaction.
+    fn answer(self: Box<Self>, failed: Option<&StoreError>);
+}
+
+struct Call<T, F> {
+    f: F,
+    result: Option<rusqlite::Result<T>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T: Send, F: Fn(&Connection) -> rusqlite::Result<T> + Send> Op for Call<T, F> {
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.f)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&StoreError>) {
+        let answer = match (failed, self.result) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(result)) => result.map_err(|e| StoreError(e.to_string())),
+            (None, None) => Err(StoreError("the write was not run".into())),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
 
 /// Closures taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
@@ -56,19 +88,10 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT,
         attempt INTEGER NOT NULL,
         due INTEGER NOT NULL,
+        -- A JSON array of the request's attempts: one row write per attempt.
+        attempts TEXT NOT NULL DEFAULT '[]',
         PRIMARY KEY (dispatch, idx)
-    ) WITHOUT ROWID;
-    CREATE TABLE attempts (
-        dispatch BLOB NOT NULL,
-        idx INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        at INTEGER NOT NULL,
-        latency_us INTEGER NOT NULL,
-        status INTEGER,
-        error TEXT,
-        result INTEGER NOT NULL
-    );
-    CREATE INDEX attempts_request ON attempts (dispatch, idx);",
+    ) WITHOUT ROWID;",
 ];
 
 pub struct SqliteStore {
@@ -114,26 +137,11 @@ impl SqliteStore {
     /// Runs `f` in the writer's next transaction and returns its result once committed.
     async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move |txn| {
-            let result = match txn.savepoint() {
-                Ok(sp) => {
-                    let r = f(&sp);
-                    if r.is_ok() { sp.commit().map(|_| r).unwrap_or_else(Err) } else { r }
-                }
-                Err(e) => Err(e),
-            };
-            Box::new(move |commit: Option<&StoreError>| {
-                let _ = reply.send(match commit {
-                    Some(e) => Err(e.clone()),
-                    None => result.map_err(|e| StoreError(e.to_string())),
-                });
-            })
-        });
         let stopped = || StoreError("the SQLite writer has stopped".into());
-        self.tx.send(work).map_err(|_| stopped())?;
+        self.tx.send(Box::new(Call { f, result: None, reply })).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -148,7 +156,9 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     txn.commit()
 }
 
-/// The writer thread: group commit of whatever is waiting.
+/// The writer thread: group commit of whatever is waiting. If a closure fails, the batch
+/// is rolled back and each closure runs again in a transaction of its own, so only the
+/// failing one fails.
 fn writer(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Work>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -158,21 +168,71 @@ fn writer(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Work>) {
                 Err(_) => break,
             }
         }
-        let mut replies = Vec::with_capacity(batch.len());
-        let outcome = match conn.transaction() {
-            Ok(mut txn) => {
-                for work in batch {
-                    replies.push(work(&mut txn));
+        match run_batch(&mut conn, &mut batch) {
+            Ok(true) => batch.into_iter().for_each(|w| w.answer(None)),
+            Ok(false) => {
+                for mut work in batch {
+                    let outcome = run_batch(&mut conn, std::slice::from_mut(&mut work));
+                    work.answer(outcome.as_ref().err());
                 }
-                txn.commit().map_err(|e| StoreError(format!("commit: {e}")))
             }
-            Err(e) => Err(StoreError(format!("begin: {e}"))),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!("{e}");
+            Err(e) => {
+                tracing::error!("{e}");
+                batch.into_iter().for_each(|w| w.answer(Some(&e)));
+            }
         }
-        for reply in replies {
-            reply(outcome.as_ref().err());
+    }
+}
+
+/// Runs `batch` in one transaction: `Ok(true)` committed, `Ok(false)` rolled back because
+/// a closure failed.
+fn run_batch(conn: &mut Connection, batch: &mut [Work]) -> Result<bool, StoreError> {
+    let txn = conn.transaction().map_err(|e| StoreError(format!("begin: {e}")))?;
+    for work in batch.iter_mut() {
+        if !work.run(&txn) {
+            return Ok(false); // dropping `txn` rolls it back
+        }
+    }
+    txn.commit().map_err(|e| StoreError(format!("commit: {e}")))?;
+    Ok(true)
+}
+
+/// An attempt in a request's `attempts` JSON array.
+#[derive(Serialize, Deserialize)]
+struct StoredAttempt {
+    attempt: u32,
+    /// Unix milliseconds.
+    at: i64,
+    latency_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    result: i16,
+}
+
+impl From<&AttemptRecord> for StoredAttempt {
+    fn from(a: &AttemptRecord) -> Self {
+        Self {
+            attempt: a.attempt,
+            at: millis(a.at),
+            latency_us: a.latency.as_micros() as u64,
+            status: a.status,
+            error: a.error.clone(),
+            result: result_code(a.result),
+        }
+    }
+}
+
+impl From<StoredAttempt> for AttemptRecord {
+    fn from(a: StoredAttempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            at: from_millis(a.at),
+            latency: Duration::from_micros(a.latency_us),
+            status: a.status,
+            error: a.error,
+            result: result_from(a.result),
         }
     }
 }
@@ -216,50 +276,32 @@ fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Resul
     })?;
     let mut dispatches = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     let requests_sql = if bodies {
-        "SELECT idx, profiles, target, body, status, reason, attempt, due FROM requests WHERE dispatch = ?1 ORDER BY idx"
+        "SELECT idx, profiles, target, body, status, reason, attempt, due, attempts FROM requests WHERE dispatch = ?1 ORDER BY idx"
     } else {
-        "SELECT idx, profiles, target, NULL, status, reason, attempt, due FROM requests WHERE dispatch = ?1 ORDER BY idx"
+        "SELECT idx, profiles, target, NULL, status, reason, attempt, due, attempts FROM requests WHERE dispatch = ?1 ORDER BY idx"
     };
     let mut requests = txn.prepare_cached(requests_sql)?;
-    let mut attempts = txn.prepare_cached(
-        "SELECT idx, attempt, at, latency_us, status, error, result FROM attempts WHERE dispatch = ?1 ORDER BY rowid",
-    )?;
+    let invalid = |column: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+    };
     for d in &mut dispatches {
         let id = id_bytes(d.id);
         let rows = requests.query_map([&id[..]], |r| {
             let target: Option<String> = r.get(2)?;
+            let attempts: String = r.get(8)?;
+            let attempts: Vec<StoredAttempt> =
+                serde_json::from_str(&attempts).map_err(|e| invalid(8, e.to_string()))?;
             Ok(StoredRequest {
-                target: target_from_json(target).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.0.into())
-                })?,
+                target: target_from_json(target).map_err(|e| invalid(2, e.0))?,
                 profiles: r.get::<_, i64>(1)? as usize,
                 body: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
                 status: status_from(r.get(4)?, r.get(5)?),
                 attempt: r.get::<_, i64>(6)? as u32,
                 due: from_millis(r.get(7)?),
-                attempts: Vec::new(),
+                attempts: attempts.into_iter().map(AttemptRecord::from).collect(),
             })
         })?;
         d.requests = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-        let rows = attempts.query_map([&id[..]], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as usize,
-                AttemptRecord {
-                    attempt: r.get::<_, i64>(1)? as u32,
-                    at: from_millis(r.get(2)?),
-                    latency: Duration::from_micros(r.get::<_, i64>(3)?.max(0) as u64),
-                    status: r.get::<_, Option<i64>>(4)?.map(|s| s as u16),
-                    error: r.get(5)?,
-                    result: result_from(r.get(6)?),
-                },
-            ))
-        })?;
-        for row in rows {
-            let (idx, attempt) = row?;
-            if let Some(req) = d.requests.get_mut(idx) {
-                req.attempts.push(attempt);
-            }
-        }
     }
     Ok(dispatches)
 }
@@ -318,27 +360,14 @@ impl Store for SqliteStore {
         self.call(move |txn| {
             let id = id_bytes(s.dispatch);
             let (status, reason, attempt, due) = next_columns(&s.next);
+            let tried = s.attempt.as_ref().map(|a| serde_json::to_string(&StoredAttempt::from(a)).expect("serializes"));
             txn.prepare_cached(
                 "UPDATE requests SET status = ?1, reason = ?2, attempt = COALESCE(?3, attempt), due = COALESCE(?4, due),
-                     body = CASE WHEN ?1 = 1 THEN NULL ELSE body END
+                     body = CASE WHEN ?1 = 1 THEN NULL ELSE body END,
+                     attempts = CASE WHEN ?7 IS NULL THEN attempts ELSE json_insert(attempts, '$[#]', json(?7)) END
                  WHERE dispatch = ?5 AND idx = ?6",
             )?
-            .execute(params![status, reason, attempt, due, &id[..], i64::from(s.request)])?;
-            let Some(a) = &s.attempt else { return Ok(()) };
-            txn.prepare_cached(
-                "INSERT INTO attempts (dispatch, idx, attempt, at, latency_us, status, error, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                &id[..],
-                i64::from(s.request),
-                i64::from(a.attempt),
-                millis(a.at),
-                a.latency.as_micros() as i64,
-                a.status.map(i64::from),
-                a.error,
-                result_code(a.result)
-            ])?;
+            .execute(params![status, reason, attempt, due, &id[..], i64::from(s.request), tried])?;
             Ok(())
         })
         .await
@@ -401,8 +430,7 @@ impl Store for SqliteStore {
                 [before],
             )?;
             txn.execute_batch(
-                "DELETE FROM attempts WHERE dispatch IN (SELECT id FROM pruned);
-                 DELETE FROM requests WHERE dispatch IN (SELECT id FROM pruned);
+                "DELETE FROM requests WHERE dispatch IN (SELECT id FROM pruned);
                  DELETE FROM dispatches WHERE id IN (SELECT id FROM pruned);
                  DELETE FROM pruned;",
             )?;
