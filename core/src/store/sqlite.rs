@@ -469,3 +469,124 @@ impl OwnedFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::RequestStatus;
+    use crate::stats::AttemptResult;
+    use crate::store::{NextState, StoredTarget};
+
+    fn dispatch(key: Option<&str>, requests: usize) -> StoredDispatch {
+        let now = SystemTime::now();
+        StoredDispatch {
+            id: DispatchId::new(),
+            template: "orders".into(),
+            template_version: 3,
+            campaign: "42".into(),
+            created_at: now,
+            idempotency_key: key.map(str::to_string),
+            skipped: 1,
+            requests: (0..requests)
+                .map(|i| StoredRequest {
+                    target: (i == 0).then(|| StoredTarget {
+                        method: "POST".into(),
+                        url: "https://example.test/t".into(),
+                        headers: vec![("x-a".into(), "1".into())],
+                    }),
+                    profiles: 10 + i,
+                    body: Some(Bytes::from(format!("body {i}"))),
+                    status: RequestStatus::Pending,
+                    attempt: 1,
+                    due: now,
+                    attempts: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn tried(attempt: u32, result: AttemptResult, status: u16) -> AttemptRecord {
+        AttemptRecord {
+            attempt,
+            at: SystemTime::now(),
+            latency: Duration::from_micros(1234),
+            status: Some(status),
+            error: (status >= 400).then(|| format!("HTTP {status}")),
+            result,
+        }
+    }
+
+    #[tokio::test]
+    async fn dispatches_outcomes_and_replays_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db")).unwrap();
+        let d = dispatch(Some("k"), 3);
+        assert_eq!(store.insert(&d).await.unwrap(), Inserted::Created);
+        assert_eq!(store.insert(&dispatch(Some("k"), 1)).await.unwrap(), Inserted::Existing(d.id));
+        assert_eq!(store.by_idempotency_key("orders", "k").await.unwrap(), Some(d.id));
+
+        let settle = |request, attempt, next| Settlement { dispatch: d.id, request, attempt: Some(attempt), next };
+        store.settle(&settle(0, tried(1, AttemptResult::Success, 200), NextState::Delivered)).await.unwrap();
+        let due = SystemTime::now() + Duration::from_secs(60);
+        store
+            .settle(&settle(1, tried(1, AttemptResult::Retry, 503), NextState::Retry { attempt: 2, due }))
+            .await
+            .unwrap();
+        let failed = NextState::Failed { reason: "HTTP 400".into() };
+        store.settle(&settle(2, tried(1, AttemptResult::Failure, 400), failed)).await.unwrap();
+
+        let got = store.select(Filter::Id(d.id), true).await.unwrap().pop().unwrap();
+        assert_eq!((got.template.as_str(), got.template_version, got.skipped), ("orders", 3, 1));
+        assert_eq!(got.idempotency_key.as_deref(), Some("k"));
+        let [delivered, retrying, dead] = &got.requests[..] else { panic!("three requests") };
+        assert_eq!(delivered.status, RequestStatus::Delivered);
+        assert_eq!(delivered.body, None, "a delivered body is dropped");
+        assert_eq!(delivered.target, d.requests[0].target);
+        assert_eq!(delivered.attempts[0].latency, Duration::from_micros(1234));
+        assert_eq!((retrying.status.clone(), retrying.attempt), (RequestStatus::Pending, 2));
+        assert_eq!(millis(retrying.due), millis(due));
+        assert_eq!(retrying.attempts[0].result, AttemptResult::Retry);
+        assert_eq!(dead.status, RequestStatus::Failed { reason: "HTTP 400".into() });
+        assert_eq!(dead.body.as_deref(), Some(&b"body 2"[..]), "a dead letter keeps its body");
+        assert_eq!(dead.attempts[0].error.as_deref(), Some("HTTP 400"));
+
+        let requeued = store.requeue_failed(d.id).await.unwrap().unwrap();
+        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into() }]);
+        assert_eq!(store.requeue_failed(DispatchId::new()).await.unwrap(), None);
+        let without = store.select(Filter::Campaign("42"), false).await.unwrap();
+        assert!(without[0].requests.iter().all(|r| r.body.is_none()), "no bodies unless asked");
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_fails_alone_and_pruning_keeps_pending_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("h.db")).unwrap());
+        // Written at the same moment: likely one batch. The bad one must not undo the good.
+        let bad = store.call(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ()));
+        let (finished, pending) = (dispatch(None, 1), dispatch(None, 1));
+        let (bad, a, b) = tokio::join!(bad, store.insert(&finished), store.insert(&pending));
+        assert!(bad.unwrap_err().0.contains("no_such_table"));
+        assert_eq!((a.unwrap(), b.unwrap()), (Inserted::Created, Inserted::Created));
+
+        let done = Settlement {
+            dispatch: finished.id,
+            request: 0,
+            attempt: Some(tried(1, AttemptResult::Success, 200)),
+            next: NextState::Delivered,
+        };
+        store.settle(&done).await.unwrap();
+        let pruned = store.prune(SystemTime::now() + Duration::from_secs(1)).await.unwrap();
+        assert_eq!(pruned, 1, "the finished dispatch is past the retention period");
+        let left: Vec<DispatchId> = store.select(Filter::All, false).await.unwrap().iter().map(|d| d.id).collect();
+        assert_eq!(left, vec![pending.id], "pending work is never pruned");
+    }
+
+    #[test]
+    fn one_gateway_per_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let _first = SqliteStore::open(&path).unwrap();
+        let second = SqliteStore::open(&path).err().expect("the file is taken");
+        assert!(second.0.contains("in use by another hookgate"), "{second}");
+    }
+}
