@@ -230,7 +230,8 @@ pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Syn
 /// The dispatch records: in memory, written through to the [`Store`] first when there is
 /// one. Memory is bounded: past `limit` finished dispatches the oldest are dropped from it
 /// (with their idempotency keys); the store keeps them until the retention period ends.
-/// With a shared store, memory is only a cache of what workers need to send.
+/// With a shared store, memory holds nothing: the rows are the record, and other
+/// instances change them.
 pub struct Records {
     inner: RwLock<Inner>,
     limit: usize,
@@ -247,8 +248,7 @@ struct Inner {
     by_id: HashMap<DispatchId, Arc<DispatchRecord>>,
     idempotency: HashMap<(String, String), DispatchId>,
     keys_of: HashMap<DispatchId, (String, String)>,
-    /// Dispatches that may be dropped from memory, oldest first: the finished ones, or with
-    /// a shared store every cached one.
+    /// Finished dispatches, oldest first: the ones memory may drop.
     evictable: VecDeque<DispatchId>,
 }
 
@@ -326,7 +326,9 @@ impl Records {
             return Ok((id, false));
         }
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = key {
+        if let Some(k) = key
+            && !self.shared()
+        {
             if let Some(existing) = inner.idempotency.get(&k) {
                 return Ok((*existing, false));
             }
@@ -339,10 +341,9 @@ impl Records {
         if record.skipped > 0 {
             self.stats.skipped(&record.campaign, &record.template_name, record.skipped as u64);
         }
-        inner.by_id.insert(id, Arc::new(record));
-        if self.shared() {
-            inner.evictable.push_back(id);
-            inner.evict_past(self.limit);
+        // A shared store's rows are the record: other instances change them.
+        if !self.shared() {
+            inner.by_id.insert(id, Arc::new(record));
         }
         Ok((id, true))
     }
@@ -358,7 +359,7 @@ impl Records {
         }
         let finished = record.is_finished();
         inner.by_id.insert(id, Arc::new(record));
-        if finished || self.shared() {
+        if finished {
             inner.evictable.push_back(id);
             inner.evict_past(self.limit);
         }
@@ -390,61 +391,66 @@ impl Records {
             return Ok(Some(record));
         }
         match &self.store {
-            Some(store) => self.load(store, id, false).await,
+            Some(store) => self.load(store, id).await,
             None => Ok(None),
         }
     }
 
-    async fn load(
-        &self,
-        store: &Arc<dyn Store>,
-        id: DispatchId,
-        bodies: bool,
-    ) -> Result<Option<Arc<DispatchRecord>>, StoreError> {
-        let Some(stored) = store.select(Filter::Id(id), bodies).await?.pop() else { return Ok(None) };
+    async fn load(&self, store: &Arc<dyn Store>, id: DispatchId) -> Result<Option<Arc<DispatchRecord>>, StoreError> {
+        let Some(stored) = store.select(Filter::Id(id), false).await?.pop() else { return Ok(None) };
         let template = (self.templates)(&stored.template);
         Ok(Some(Arc::new(DispatchRecord::from_stored(stored, template)?)))
     }
 
-    /// The template version, body and campaign of a pending request.
+    /// The template version, body and campaign of a pending request: from memory, or from
+    /// the store (a shared store's dispatch, or one evicted from memory).
     pub async fn work(&self, id: DispatchId, request: u32) -> Result<Option<Work>, StoreError> {
-        let record = match (self.get(id), &self.store) {
-            (Some(record), _) => record,
-            (None, Some(store)) => {
-                // Accepted by another instance (or before a restart): cache it.
-                let Some(record) = self.load(store, id, true).await? else { return Ok(None) };
-                let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-                let record = inner.by_id.entry(id).or_insert(record).clone();
-                inner.evictable.push_back(id);
-                inner.evict_past(self.limit);
-                record
-            }
-            (None, None) => return Ok(None),
+        if let Some(record) = self.get(id) {
+            let Some(req) = record.request(request) else { return Ok(None) };
+            let Some(body) = req.body.clone() else { return Ok(None) };
+            return Ok(Some(Work {
+                template_name: record.template_name.clone(),
+                template: record.template.clone(),
+                target: req.target.clone(),
+                campaign: record.campaign.clone(),
+                body,
+                profiles: req.profiles,
+            }));
+        }
+        let Some(store) = &self.store else { return Ok(None) };
+        let Some(stored) = store.work(id, request).await? else { return Ok(None) };
+        let (Some(body), RequestStatus::Pending) = (stored.request.body, &stored.request.status) else {
+            return Ok(None);
         };
-        let Some(req) = record.request(request) else { return Ok(None) };
+        let template = (self.templates)(&stored.template);
+        let target = match &stored.request.target {
+            Some(t) => {
+                Some(Arc::new(t.to_target(template.as_ref().map(|t| &t.headers).unwrap_or(&Default::default()))?))
+            }
+            None => None,
+        };
         Ok(Some(Work {
-            template_name: record.template_name.clone(),
-            template: record.template.clone(),
-            target: req.target.clone(),
-            campaign: record.campaign.clone(),
-            body: match req.body.clone() {
-                Some(body) => body,
-                None => return Ok(None),
-            },
-            profiles: req.profiles,
+            template_name: stored.template,
+            template,
+            target,
+            campaign: stored.campaign,
+            body,
+            profiles: stored.request.profiles,
         }))
     }
 
     /// Waits until every request of the dispatch is finished (or the record is gone), and
     /// calls `progress` with (finished, total) requests when that changes, at most every
-    /// 100 ms. Waiters are woken when a dispatch finishes, not on every request.
+    /// 100 ms. Waiters are woken when a dispatch finishes, not on every request; with a
+    /// shared store, the store is asked every 100 ms.
     pub async fn wait_finished(&self, id: DispatchId, mut progress: impl FnMut(usize, usize)) {
         let mut last = usize::MAX;
         loop {
             let notified = self.finished.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let Some(record) = self.get(id) else { return };
+            let record = if self.shared() { self.find(id).await.ok().flatten() } else { self.get(id) };
+            let Some(record) = record else { return };
             let (pending, total) = (record.pending(), record.requests.len());
             let done = total - pending;
             if done != last {

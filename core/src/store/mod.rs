@@ -96,6 +96,15 @@ impl StoredTarget {
     }
 }
 
+/// One request of a dispatch, with what it takes to send it.
+#[derive(Debug, Clone)]
+pub struct StoredWork {
+    pub template: String,
+    pub campaign: CampaignId,
+    /// Without its attempts.
+    pub request: StoredRequest,
+}
+
 /// What inserting a dispatch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -162,6 +171,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The dispatch an idempotency key belongs to.
     async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError>;
+
+    /// One request with its body, its dispatch's template name and campaign: what a worker
+    /// needs when memory does not hold the dispatch. `None` for an unknown request.
+    async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError>;
 
     /// Dispatches with their requests and attempts, oldest first; request bodies only
     /// with `bodies`.

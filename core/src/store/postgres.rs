@@ -17,8 +17,8 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, from_millis, millis,
-    next_columns, result_code, result_from, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredWork, from_millis,
+    millis, next_columns, result_code, result_from, status_from, target_from_json, target_json,
 };
 use crate::records::{AttemptRecord, DispatchId};
 use crate::secret::Secret;
@@ -334,6 +334,31 @@ impl Store for PgStore {
             .query("SELECT id FROM dispatches WHERE template = $1 AND idempotency_key = $2", &[&template, &key])
             .await?;
         Ok(rows.first().map(|r| DispatchId::from_uuid(r.get(0))))
+    }
+
+    async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
+        let rows = self
+            .pool
+            .query(
+                "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
+                 FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = $1 AND r.idx = $2",
+                &[&id.as_uuid(), &(request as i32)],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        Ok(Some(StoredWork {
+            template: row.get(0),
+            campaign: row.get(1),
+            request: StoredRequest {
+                target: target_from_json(row.get(3))?,
+                profiles: row.get::<_, i64>(2) as usize,
+                body: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
+                status: status_from(row.get(5), row.get(6)),
+                attempt: row.get::<_, i32>(7) as u32,
+                due: from_millis(row.get(8)),
+                attempts: Vec::new(),
+            },
+        }))
     }
 
     async fn select(&self, filter: Filter<'_>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {

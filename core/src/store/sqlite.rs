@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, from_millis, millis,
-    next_columns, result_code, result_from, status_code, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredWork, from_millis,
+    millis, next_columns, result_code, result_from, status_code, status_from, target_from_json, target_json,
 };
 use crate::records::{AttemptRecord, DispatchId};
 
@@ -411,6 +411,36 @@ impl Store for SqliteStore {
                 .query_row(params![template, key], |r| r.get(0))
                 .optional()?;
             id.map(id_from).transpose()
+        })
+        .await
+    }
+
+    async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
+        self.call(move |txn| {
+            let id = id_bytes(id);
+            txn.prepare_cached(
+                "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
+                 FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = ?1 AND r.idx = ?2",
+            )?
+            .query_row(params![&id[..], i64::from(request)], |r| {
+                let target: Option<String> = r.get(3)?;
+                Ok(StoredWork {
+                    template: r.get(0)?,
+                    campaign: r.get(1)?,
+                    request: StoredRequest {
+                        target: target_from_json(target).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.0.into())
+                        })?,
+                        profiles: r.get::<_, i64>(2)? as usize,
+                        body: r.get::<_, Option<Vec<u8>>>(4)?.map(Bytes::from),
+                        status: status_from(r.get(5)?, r.get(6)?),
+                        attempt: r.get::<_, i64>(7)? as u32,
+                        due: from_millis(r.get(8)?),
+                        attempts: Vec::new(),
+                    },
+                })
+            })
+            .optional()
         })
         .await
     }
