@@ -56,10 +56,17 @@ async fn engine(config: &str, templates: &[(&str, String)]) -> (Engine, tempfile
     (engine, dir)
 }
 
+/// A campaign id unique to this run and `n` (a PostgreSQL database may hold earlier runs).
+fn campaign_id(n: usize) -> String {
+    static RUN: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    format!("bench-{run}-{n}")
+}
+
 fn payload(target: usize, n: usize) -> Payload {
     let profiles: Vec<serde_json::Value> =
         (0..n).map(|i| serde_json::json!({"Identity": i, "Email": "user@example.com"})).collect();
-    Payload::from_value(serde_json::json!({"targetId": target, "profiles": profiles})).unwrap()
+    Payload::from_value(serde_json::json!({"targetId": campaign_id(target), "profiles": profiles})).unwrap()
 }
 
 /// Deliveries per second of one `n`-request campaign through `template`, from the dispatch
@@ -69,7 +76,7 @@ async fn campaign(engine: &Engine, template: &str, target: usize, n: usize) -> f
     let accepted = engine.dispatcher.dispatch(template, payload(target, n), None).await.unwrap();
     engine.records.wait_finished(accepted.dispatch_id, |_, _| {}).await;
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    let stats = engine.campaign_stats(&target.to_string()).await.unwrap().unwrap();
+    let stats = engine.campaign_stats(&campaign_id(target)).await.unwrap().unwrap();
     assert_eq!(stats.total.requests.delivered as usize, n, "{template}: every request delivered");
     rate
 }
@@ -122,6 +129,10 @@ async fn isolation() -> (f64, f64) {
     engine.shutdown(Duration::from_millis(100)).await;
     (alone, beside)
 }
+
+/// The binary's allocator (src/main.rs), so the figures are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     hookgate_core::delivery::client::install_crypto_provider();

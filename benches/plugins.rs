@@ -153,6 +153,10 @@ async fn throughput() -> (f64, f64) {
     (basic, wasm)
 }
 
+/// The binary's allocator (src/main.rs), so the figures are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     hookgate_core::delivery::client::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
