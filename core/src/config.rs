@@ -513,4 +513,23 @@ mod tests {
         let err = Settings::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
     }
+
+    #[test]
+    fn queue_backends_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |yaml: &str| {
+            std::fs::write(dir.path().join("hookgate.yaml"), yaml).unwrap();
+            Settings::load(dir.path())
+        };
+        assert!(matches!(load("").unwrap().config.queue, QueueBackend::Sqlite), "durable by default");
+        assert!(matches!(load("queue: memory\n").unwrap().config.queue, QueueBackend::Memory));
+        let pg = load("queue: postgres://hg:s3cret@db.internal/hookgate\nqueue_lease: 5s\n").unwrap().config;
+        let QueueBackend::Postgres(url) = &pg.queue else { panic!("a postgres URL") };
+        assert_eq!(url.expose(), "postgres://hg:s3cret@db.internal/hookgate");
+        assert!(!format!("{:?}", pg.queue).contains("s3cret"), "the URL's password stays out of Debug");
+        assert_eq!(pg.queue_lease, Duration::from_secs(5));
+        let err = load("queue: mysql://db/hookgate\n").unwrap_err().to_string();
+        assert!(err.contains("`queue` must be `sqlite`, `memory`, or a `postgres://` URL"), "{err}");
+        assert!(!err.contains("db/hookgate"), "the value (it may hold a password) is not repeated: {err}");
+    }
 }
