@@ -196,7 +196,8 @@ async fn a_second_gateway_on_the_same_data_dir_refuses_to_start() {
     assert!(stderr.contains("is in use by another hookgate"), "{stderr}");
 }
 
-/// Finished dispatches are deleted after the retention period; pending ones never are.
+/// Finished dispatches are deleted after the retention period, from disk and memory;
+/// pending ones never are (tests/store: pruning keeps pending work).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_dispatches_are_deleted_after_the_retention_period() {
     let mock = Mock::answering(200).await;
@@ -211,8 +212,11 @@ async fn finished_dispatches_are_deleted_after_the_retention_period() {
     gw.wait_dispatch(&second, Duration::from_secs(10)).await;
     let (status, _) = gw.get(&format!("/v1/dispatches/{first}")).await;
     assert_eq!(status, 200, "a dispatch evicted from memory is read from the store");
-    wait_for("the retention period to delete the first dispatch", Duration::from_secs(10), async || {
-        (gw.get(&format!("/v1/dispatches/{first}")).await.0 == 404).then_some(())
+    // Past the retention period both are gone: from disk, and the second from memory too.
+    wait_for("the retention period to delete both dispatches", Duration::from_secs(10), async || {
+        let first_gone = gw.get(&format!("/v1/dispatches/{first}")).await.0 == 404;
+        let second_gone = gw.get(&format!("/v1/dispatches/{second}")).await.0 == 404;
+        (first_gone && second_gone).then_some(())
     })
     .await;
 }

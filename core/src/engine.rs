@@ -112,7 +112,7 @@ impl Engine {
         }
         let mut tasks = Vec::new();
         if let Some(store) = &store {
-            tasks.push(tokio::spawn(prune(store.clone(), config.retention, shutdown_rx.clone())));
+            tasks.push(tokio::spawn(prune(store.clone(), records.clone(), config.retention, shutdown_rx.clone())));
         }
         if options.watch {
             let watched = registry.clone();
@@ -275,15 +275,18 @@ async fn restore(
     Ok(())
 }
 
-/// Deletes finished dispatches past the retention period, now and then.
-async fn prune(store: Arc<dyn Store>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+/// Deletes finished dispatches past the retention period, now and then, from the store
+/// and from memory.
+async fn prune(store: Arc<dyn Store>, records: Arc<Records>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
-        match store.prune(SystemTime::now() - retention).await {
+        let before = SystemTime::now() - retention;
+        match store.prune(before).await {
             Ok(0) => {}
             Ok(n) => info!(dispatches = n, "deleted finished dispatches past the retention period"),
             Err(e) => warn!("{e}"),
         }
+        records.forget_finished_before(before);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

@@ -365,6 +365,25 @@ impl Records {
         }
     }
 
+    /// Drops from memory the finished dispatches created before `before` (the retention
+    /// period, which the store applies to its rows).
+    pub fn forget_finished_before(&self, before: SystemTime) {
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *guard;
+        let old: Vec<DispatchId> = (inner.evictable.iter())
+            .filter(|id| inner.by_id.get(id).is_some_and(|r| r.is_finished() && r.created_at < before))
+            .copied()
+            .collect();
+        for id in &old {
+            inner.by_id.remove(id);
+            if let Some(k) = inner.keys_of.remove(id) {
+                inner.idempotency.remove(&k);
+            }
+        }
+        let by_id = &inner.by_id;
+        inner.evictable.retain(|id| by_id.contains_key(id));
+    }
+
     /// The dispatch an idempotency key maps to.
     pub async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError> {
         let k = (template.to_string(), key.to_string());
