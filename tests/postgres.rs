@@ -4,31 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::postgres::TestDb;
 use common::*;
 use serde_json::{Value, json};
 
-const DELIVERY_ID: &str = "x-hookgate-delivery-id";
 const REQUESTS: usize = 10_000;
-
-fn copies(mock: &Mock) -> HashMap<String, Vec<Recorded>> {
-    let mut by_id: HashMap<String, Vec<Recorded>> = HashMap::new();
-    for r in mock.deliveries() {
-        by_id.entry(r.header(DELIVERY_ID).expect("every delivery has an id")).or_default().push(r);
-    }
-    by_id
-}
-
-async fn wait_distinct(mock: &Mock, n: usize, deadline: Duration) -> HashMap<String, Vec<Recorded>> {
-    wait_for(&format!("{n} distinct deliveries"), deadline, async || {
-        let c = copies(mock);
-        (c.len() >= n).then_some(c)
-    })
-    .await
-}
 
 /// A config folder for one instance on `db`, with the bulk template (one profile per request).
 fn instance(db: &TestDb, mock: &Mock, extra: &str) -> ConfigDir {
@@ -74,7 +56,7 @@ async fn two_instances_share_one_queue_and_deliver_each_request_once() {
         (stats["requests"]["pending"] == 0).then_some(())
     })
     .await;
-    let by_id = copies(&mock);
+    let by_id = mock.by_delivery_id();
     assert_eq!(by_id.len(), REQUESTS);
     let twice: Vec<&String> = by_id.iter().filter(|(_, c)| c.len() > 1).map(|(id, _)| id).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
@@ -119,7 +101,7 @@ async fn killing_one_instance_loses_nothing() {
     let killed_at = Instant::now();
     assert!(mock.deliveries().len() < REQUESTS, "finished before the kill; the test proves nothing");
 
-    let by_id = wait_distinct(&mock, REQUESTS, Duration::from_secs(120)).await;
+    let by_id = mock.wait_distinct(REQUESTS, Duration::from_secs(120)).await;
     for i in 0..REQUESTS {
         assert!(by_id.contains_key(&format!("{id}.{i}")), "request {i} was never delivered");
     }

@@ -1,6 +1,7 @@
 //! Dispatch records: each dispatch's requests and their attempts, for
 //! `GET /v1/dispatches/{id}`, plus the idempotency keys that map a resend to its first
-//! dispatch. Records hold the template version the dispatch started with.
+//! dispatch. Records hold the template version the dispatch started with (the current
+//! version once read back from the store).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -256,11 +257,16 @@ impl Inner {
     fn evict_past(&mut self, limit: usize) {
         while self.evictable.len() > limit {
             if let Some(old) = self.evictable.pop_front() {
-                self.by_id.remove(&old);
-                if let Some(k) = self.keys_of.remove(&old) {
-                    self.idempotency.remove(&k);
-                }
+                self.forget(old);
             }
+        }
+    }
+
+    /// Drops a dispatch and its idempotency key from memory.
+    fn forget(&mut self, id: DispatchId) {
+        self.by_id.remove(&id);
+        if let Some(k) = self.keys_of.remove(&id) {
+            self.idempotency.remove(&k);
         }
     }
 }
@@ -374,11 +380,8 @@ impl Records {
             .filter(|id| inner.by_id.get(id).is_some_and(|r| r.is_finished() && r.created_at < before))
             .copied()
             .collect();
-        for id in &old {
-            inner.by_id.remove(id);
-            if let Some(k) = inner.keys_of.remove(id) {
-                inner.idempotency.remove(&k);
-            }
+        for id in old {
+            inner.forget(id);
         }
         let by_id = &inner.by_id;
         inner.evictable.retain(|id| by_id.contains_key(id));

@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod wasm;
 pub mod zendesk;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -305,6 +306,24 @@ impl Mock {
     /// Requests that are not the on-load test payload.
     pub fn deliveries(&self) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| !r.is_test()).collect()
+    }
+
+    /// The deliveries by `X-Hookgate-Delivery-Id`: each id's copies, in arrival order.
+    pub fn by_delivery_id(&self) -> HashMap<String, Vec<Recorded>> {
+        let mut by_id: HashMap<String, Vec<Recorded>> = HashMap::new();
+        for r in self.deliveries() {
+            by_id.entry(r.header("x-hookgate-delivery-id").expect("every delivery has an id")).or_default().push(r);
+        }
+        by_id
+    }
+
+    /// Waits until `n` distinct delivery ids arrived; returns them as [`Mock::by_delivery_id`].
+    pub async fn wait_distinct(&self, n: usize, deadline: Duration) -> HashMap<String, Vec<Recorded>> {
+        wait_for(&format!("{n} distinct deliveries"), deadline, async || {
+            let by_id = self.by_delivery_id();
+            (by_id.len() >= n).then_some(by_id)
+        })
+        .await
     }
 
     pub async fn wait_deliveries(&self, n: usize, deadline: Duration) -> Vec<Recorded> {

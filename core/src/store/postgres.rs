@@ -209,6 +209,20 @@ fn dispatch_from(row: &Row) -> StoredDispatch {
     }
 }
 
+/// A request (without its attempts) from columns 2 to 8 of a row: profiles, target, body,
+/// status, reason, attempt, due.
+fn request_from(row: &Row) -> Result<StoredRequest, StoreError> {
+    Ok(StoredRequest {
+        target: target_from_json(row.get(3))?,
+        profiles: row.get::<_, i64>(2) as usize,
+        body: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
+        status: status_from(row.get(5), row.get(6)),
+        attempt: row.get::<_, i32>(7) as u32,
+        due: from_millis(row.get(8)),
+        attempts: Vec::new(),
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn insert(&self, d: &StoredDispatch) -> Result<Inserted, StoreError> {
@@ -346,19 +360,7 @@ impl Store for PgStore {
             )
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
-        Ok(Some(StoredWork {
-            template: row.get(0),
-            campaign: row.get(1),
-            request: StoredRequest {
-                target: target_from_json(row.get(3))?,
-                profiles: row.get::<_, i64>(2) as usize,
-                body: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
-                status: status_from(row.get(5), row.get(6)),
-                attempt: row.get::<_, i32>(7) as u32,
-                due: from_millis(row.get(8)),
-                attempts: Vec::new(),
-            },
-        }))
+        Ok(Some(StoredWork { template: row.get(0), campaign: row.get(1), request: request_from(row)? }))
     }
 
     async fn select(&self, filter: Filter<'_>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
@@ -392,16 +394,7 @@ impl Store for PgStore {
              FROM requests WHERE dispatch = ANY ($1) ORDER BY dispatch, idx"
         };
         for row in self.pool.query(requests, &[&ids]).await? {
-            let d = &mut dispatches[position[&row.get::<_, Uuid>(0)]];
-            d.requests.push(StoredRequest {
-                target: target_from_json(row.get(3))?,
-                profiles: row.get::<_, i64>(2) as usize,
-                body: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
-                status: status_from(row.get(5), row.get(6)),
-                attempt: row.get::<_, i32>(7) as u32,
-                due: from_millis(row.get(8)),
-                attempts: Vec::new(),
-            });
+            dispatches[position[&row.get::<_, Uuid>(0)]].requests.push(request_from(&row)?);
         }
         let attempts = "SELECT dispatch, idx, attempt, at, latency_us, status, error, result
                         FROM attempts WHERE dispatch = ANY ($1) ORDER BY id";

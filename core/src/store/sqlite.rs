@@ -247,6 +247,24 @@ fn id_from(bytes: Vec<u8>) -> rusqlite::Result<DispatchId> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
 }
 
+fn invalid(column: usize, e: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
+}
+
+/// A request (without its attempts) from the columns profiles, target, body, status,
+/// reason, attempt, due of a row, starting at column `at`.
+fn request_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredRequest> {
+    Ok(StoredRequest {
+        target: target_from_json(r.get(at + 1)?).map_err(|e| invalid(at + 1, e.0))?,
+        profiles: r.get::<_, i64>(at)? as usize,
+        body: r.get::<_, Option<Vec<u8>>>(at + 2)?.map(Bytes::from),
+        status: status_from(r.get(at + 3)?, r.get(at + 4)?),
+        attempt: r.get::<_, i64>(at + 5)? as u32,
+        due: from_millis(r.get(at + 6)?),
+        attempts: Vec::new(),
+    })
+}
+
 fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Result<Vec<StoredDispatch>> {
     const COLUMNS: &str =
         "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped FROM dispatches";
@@ -281,25 +299,15 @@ fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Resul
         "SELECT idx, profiles, target, NULL, status, reason, attempt, due, attempts FROM requests WHERE dispatch = ?1 ORDER BY idx"
     };
     let mut requests = txn.prepare_cached(requests_sql)?;
-    let invalid = |column: usize, e: String| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
-    };
     for d in &mut dispatches {
         let id = id_bytes(d.id);
         let rows = requests.query_map([&id[..]], |r| {
-            let target: Option<String> = r.get(2)?;
             let attempts: String = r.get(8)?;
             let attempts: Vec<StoredAttempt> =
                 serde_json::from_str(&attempts).map_err(|e| invalid(8, e.to_string()))?;
-            Ok(StoredRequest {
-                target: target_from_json(target).map_err(|e| invalid(2, e.0))?,
-                profiles: r.get::<_, i64>(1)? as usize,
-                body: r.get::<_, Option<Vec<u8>>>(3)?.map(Bytes::from),
-                status: status_from(r.get(4)?, r.get(5)?),
-                attempt: r.get::<_, i64>(6)? as u32,
-                due: from_millis(r.get(7)?),
-                attempts: attempts.into_iter().map(AttemptRecord::from).collect(),
-            })
+            let mut request = request_from(r, 1)?;
+            request.attempts = attempts.into_iter().map(AttemptRecord::from).collect();
+            Ok(request)
         })?;
         d.requests = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     }
@@ -423,22 +431,7 @@ impl Store for SqliteStore {
                  FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = ?1 AND r.idx = ?2",
             )?
             .query_row(params![&id[..], i64::from(request)], |r| {
-                let target: Option<String> = r.get(3)?;
-                Ok(StoredWork {
-                    template: r.get(0)?,
-                    campaign: r.get(1)?,
-                    request: StoredRequest {
-                        target: target_from_json(target).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.0.into())
-                        })?,
-                        profiles: r.get::<_, i64>(2)? as usize,
-                        body: r.get::<_, Option<Vec<u8>>>(4)?.map(Bytes::from),
-                        status: status_from(r.get(5)?, r.get(6)?),
-                        attempt: r.get::<_, i64>(7)? as u32,
-                        due: from_millis(r.get(8)?),
-                        attempts: Vec::new(),
-                    },
-                })
+                Ok(StoredWork { template: r.get(0)?, campaign: r.get(1)?, request: request_from(r, 2)? })
             })
             .optional()
         })
