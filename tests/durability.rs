@@ -3,31 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-
-const DELIVERY_ID: &str = "x-hookgate-delivery-id";
-
-/// The copies each delivery id reached the mock in, by id.
-fn copies(mock: &Mock) -> HashMap<String, Vec<Recorded>> {
-    let mut by_id: HashMap<String, Vec<Recorded>> = HashMap::new();
-    for r in mock.deliveries() {
-        by_id.entry(r.header(DELIVERY_ID).expect("every delivery has an id")).or_default().push(r);
-    }
-    by_id
-}
-
-/// Waits until `n` distinct delivery ids reached the mock.
-async fn wait_distinct(mock: &Mock, n: usize, deadline: Duration) -> HashMap<String, Vec<Recorded>> {
-    wait_for(&format!("{n} distinct deliveries"), deadline, async || {
-        let c = copies(mock);
-        (c.len() >= n).then_some(c)
-    })
-    .await
-}
 
 fn config(workers: usize, extra: &str) -> ConfigDir {
     ConfigDir::new(&format!("{TEST_CONFIG}workers: {workers}\n{extra}"))
@@ -55,7 +34,7 @@ async fn sigkill_midway_loses_nothing() {
 
     let gw = Gateway::start(&config, &[]).await;
     assert!(gw.output().contains("restored from the store"), "{}", gw.output());
-    let by_id = wait_distinct(&mock, REQUESTS, Duration::from_secs(120)).await;
+    let by_id = mock.wait_distinct(REQUESTS, Duration::from_secs(120)).await;
     let done = gw.wait_dispatch(&id, Duration::from_secs(30)).await;
     assert_eq!(done["state"], "delivered", "{done}");
 
@@ -99,13 +78,37 @@ async fn sigterm_leaves_the_rest_queued_for_the_restart() {
     assert_eq!(mock.deliveries().len(), at_exit);
 
     let gw = Gateway::start(&config, &[]).await;
-    let by_id = wait_distinct(&mock, REQUESTS, Duration::from_secs(60)).await;
+    let by_id = mock.wait_distinct(REQUESTS, Duration::from_secs(60)).await;
     let duplicates = by_id.values().filter(|c| c.len() > 1).count();
     assert_eq!(duplicates, 0, "a graceful stop sends nothing twice");
     let done = gw.wait_dispatch(&id, Duration::from_secs(30)).await;
     assert_eq!(done["state"], "delivered");
     let (_, stats) = gw.get("/v1/campaigns/7002").await;
     assert_eq!(stats["requests"], json!({"delivered": REQUESTS, "failed": 0, "pending": 0}), "{stats}");
+}
+
+/// SIGTERM with a delivery that will not end within `shutdown_grace`: the gateway cuts it
+/// off and exits; the next start sends that request again, with the same delivery id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_longer_than_the_grace_period_is_cut_off_and_sent_again() {
+    let mock = Mock::start(|n, _| if n == 0 { Reply::Hang } else { Reply::Status(200) }).await;
+    let config = config(2, "shutdown_grace: 500ms\n");
+    config.write_template("stuck.yaml", &format!("url: {}\nverify: false\ntimeout: 60s\n", mock.url("/")));
+    let mut gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("stuck", "active", Duration::from_secs(10)).await;
+    let id = gw.dispatch("stuck", &payload(7006, 1)).await;
+    mock.wait_deliveries(1, Duration::from_secs(10)).await;
+
+    // Far sooner than the 60 s timeout the delivery would otherwise wait out.
+    let status = gw.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(gw.output().contains("were cut off"), "{}", gw.output());
+
+    let gw = Gateway::start(&config, &[]).await;
+    let done = gw.wait_dispatch(&id, Duration::from_secs(20)).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+    let copies = mock.by_delivery_id();
+    assert_eq!(copies[&format!("{id}.0")].len(), 2, "sent again after the restart, with the same id");
 }
 
 /// Dispatch records (with their attempts), campaign stats, dead letters and idempotency

@@ -99,8 +99,8 @@ impl Dispatcher {
     }
 
     /// Sends the failed requests of a dispatch again (dead-letter replay), with the
-    /// template version the dispatch started with. Returns how many, or `None` for an
-    /// unknown dispatch.
+    /// template version its record holds (see [`DispatchRecord::template`]). Returns how
+    /// many, or `None` for an unknown dispatch.
     pub async fn retry_failed(&self, id: DispatchId) -> Result<Option<usize>, DispatchError> {
         let Some(requeued) = self.records.requeue_failed(id).await? else { return Ok(None) };
         let now = SystemTime::now();
