@@ -47,7 +47,8 @@ fn verify_standard_webhook(
 }
 
 /// Acceptance 1: the example plugin, built from source, signs deliveries that the verifier
-/// accepts; retries of a request carry the same `webhook-id`.
+/// accepts; retries of a request carry the same `webhook-id` (the delivery id), another
+/// delivery of the same body another one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_webhooks_example_signs_deliveries() {
     let mock = Mock::start(|n, _| Reply::Status(if n == 1 { 503 } else { 200 })).await;
@@ -78,6 +79,25 @@ async fn standard_webhooks_example_signs_deliveries() {
         assert!(verify_standard_webhook(SECRET, &id, &ts, &tampered, &sig).is_err());
     }
     assert_eq!(requests[1].header("webhook-id"), requests[2].header("webhook-id"), "a retry keeps its id");
+    let delivery = requests[1].header("x-hookgate-delivery-id").unwrap();
+    assert_eq!(requests[1].header("webhook-id").unwrap(), format!("msg_{delivery}"), "the id is the delivery's");
+
+    // The same payload dispatched again: the same body, but another message, so another id
+    // (an id derived from the body would make receivers drop it as a duplicate).
+    let again = gw.dispatch("signed", &payload(900, 3)).await;
+    assert_eq!(gw.wait_dispatch(&again, Duration::from_secs(10)).await["state"], "delivered");
+    let requests = mock.requests();
+    let last = requests.last().unwrap();
+    assert_eq!(last.body, requests[1].body, "the same body");
+    assert_ne!(last.header("webhook-id"), requests[1].header("webhook-id"), "another message, another id");
+    verify_standard_webhook(
+        SECRET,
+        &last.header("webhook-id").unwrap(),
+        &last.header("webhook-timestamp").unwrap(),
+        &last.body,
+        &last.header("webhook-signature").unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let logs = gw.output();
     assert!(!logs.contains(SECRET) && !logs.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
 }

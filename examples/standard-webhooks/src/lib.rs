@@ -1,7 +1,8 @@
 //! Signs each webhook the way the Standard Webhooks spec does
 //! (<https://www.standardwebhooks.com/>):
 //!
-//! - `webhook-id`: the message id, the same on every attempt of a request;
+//! - `webhook-id`: `msg_` + hookgate's delivery id: unique per request, the same on every
+//!   attempt of it;
 //! - `webhook-timestamp`: seconds since the Unix epoch;
 //! - `webhook-signature`: `v1,` + base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")),
 //!   where the key is the base64 after the secret's `whsec_` prefix.
@@ -37,9 +38,38 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
 
 /// `v1,<base64 signature>` of `{id}.{timestamp}.{body}`.
 pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &[u8], hmac: impl Fn(&[u8], &[u8]) -> Vec<u8>) -> String {
-    let mut content = format!("{id}.{timestamp}.").into_bytes();
-    content.extend_from_slice(body);
-    format!("v1,{}", STANDARD.encode(hmac(key, &content)))
+    let timestamp = timestamp.to_string();
+    let mut content = Vec::with_capacity(id.len() + timestamp.len() + 2 + body.len());
+    for part in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
+        content.extend_from_slice(part);
+    }
+    let mut signature = String::with_capacity(48);
+    signature.push_str("v1,");
+    STANDARD.encode_string(hmac(key, &content), &mut signature);
+    signature
+}
+
+/// The message id: `prefix` + the request's delivery id, which is unique per request and the
+/// same on every attempt of it, so receivers can deduplicate. A request without one (the
+/// test payload sent when a template loads) gets an id derived from its body.
+pub fn message_id(
+    prefix: &str,
+    delivery_id: Option<&str>,
+    body: &[u8],
+    hmac: impl Fn(&[u8], &[u8]) -> Vec<u8>,
+) -> String {
+    let mut id = String::from(prefix);
+    match delivery_id {
+        Some(delivery) => id.push_str(delivery),
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for byte in &hmac(b"webhook-id", body)[..12] {
+                id.push(HEX[usize::from(byte >> 4)] as char);
+                id.push(HEX[usize::from(byte & 15)] as char);
+            }
+        }
+    }
+    id
 }
 
 struct StandardWebhooks;
@@ -52,11 +82,7 @@ impl Plugin for StandardWebhooks {
     fn authorize(request: OutgoingRequest, config: &str) -> Result<Vec<Header>, PluginError> {
         let config: Config = parse_config(config)?;
         let key = secret_key(&config.secret).map_err(PluginError::permanent)?;
-        // The id is derived from the body, so every attempt of a request carries the same id
-        // and receivers can deduplicate.
-        let digest = host::hmac_sha256(b"webhook-id", &request.body);
-        let id: String =
-            format!("{}{}", config.id_prefix, digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let id = message_id(&config.id_prefix, request.delivery_id(), &request.body, host::hmac_sha256);
         let timestamp = host::now_millis() / 1000;
         let signature = signature(&key, &id, timestamp, &request.body, host::hmac_sha256);
         Ok(vec![
@@ -86,6 +112,16 @@ mod tests {
         let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let sig = signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#, hmac_sha256);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn the_message_id_is_the_delivery_id_or_derived_from_the_body() {
+        assert_eq!(message_id("msg_", Some("0193-7"), b"{}", hmac_sha256), "msg_0193-7");
+        let derived = message_id("msg_", None, b"{}", hmac_sha256);
+        assert_eq!(derived.len(), 4 + 24, "{derived}");
+        assert!(derived[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{derived}");
+        assert_eq!(derived, message_id("msg_", None, b"{}", hmac_sha256), "the same body, the same id");
+        assert_ne!(derived, message_id("msg_", None, b"[]", hmac_sha256));
     }
 
     #[test]

@@ -114,6 +114,25 @@ impl Header {
     }
 }
 
+/// The header in which hookgate gives each webhook request its delivery id: unique per
+/// request and the same on every attempt of it.
+pub const DELIVERY_ID_HEADER: &str = "x-hookgate-delivery-id";
+
+impl OutgoingRequest {
+    /// The value of header `name` (any case), if the request has it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    }
+
+    /// The request's delivery id ([`DELIVERY_ID_HEADER`]): unique per request and the same
+    /// on every attempt, so it suits idempotency keys and message ids. Requests hookgate
+    /// makes outside a dispatch (the test payload sent when a template loads,
+    /// `hookgate plugin check`) have none.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.header(DELIVERY_ID_HEADER)
+    }
+}
+
 impl Request {
     /// A request with a JSON body carrying `profiles` profiles.
     pub fn json(method: &str, url: &str, body: &serde_json::Value, profiles: u32) -> Self {
