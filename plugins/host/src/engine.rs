@@ -11,7 +11,9 @@ use std::time::Duration;
 use hookgate_core::config::PluginLimits;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, HasSelf, InstancePre, Lift, Linker, Lower,
+};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap,
     UpdateDeadline,
@@ -36,7 +38,15 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
-    pre: PluginPre<CallState>,
+    pre: InstancePre<CallState>,
+    exports: Exports,
+}
+
+/// The contract's exports of one plugin, found once when it loads.
+struct Exports {
+    describe: ComponentExportIndex,
+    authorize: ComponentExportIndex,
+    transform: ComponentExportIndex,
 }
 
 impl fmt::Debug for LoadedPlugin {
@@ -185,9 +195,15 @@ impl PluginEngine {
         // called: plugins get no files, sockets or environment.
         linker.define_unknown_imports_as_traps(&component).map_err(|e| format!("cannot link: {e}"))?;
         let instance_pre = linker.instantiate_pre(&component).map_err(|e| format!("cannot link: {e:#}"))?;
-        let pre = PluginPre::new(instance_pre)
+        // Checks every export against the contract, once; calls then look up only the
+        // function they run.
+        PluginPre::new(instance_pre.clone())
             .map_err(|e| format!("does not implement the contract hookgate:plugin@0.1.0 (world `plugin`): {e:#}"))?;
-        Ok(LoadedPlugin { name: name.to_string(), sha256, from_cache, pre })
+        let export =
+            |name: &str| component.get_export_index(None, name).ok_or_else(|| format!("does not export `{name}`"));
+        let exports =
+            Exports { describe: export("describe")?, authorize: export("authorize")?, transform: export("transform")? };
+        Ok(LoadedPlugin { name: name.to_string(), sha256, from_cache, pre: instance_pre, exports })
     }
 
     /// The compiled component, from the cache when it has one for these bytes and this
@@ -240,18 +256,27 @@ impl PluginEngine {
         Ok(store)
     }
 
-    /// Runs `call` on a fresh instance of `plugin`, mapping every failure to a [`CallError`].
-    async fn run<R>(
+    /// Calls `export` with `params` on a fresh instance of `plugin`, mapping every failure to
+    /// a [`CallError`].
+    async fn run<P, R>(
         &self,
         plugin: &LoadedPlugin,
         ctx: Arc<CallContext>,
-        call: impl AsyncFnOnce(&Plugin, &mut Store<CallState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+        export: &ComponentExportIndex,
+        params: P,
+    ) -> Result<R, CallError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentNamedList + Lift + Send + Sync + 'static,
+    {
         let fail = |kind| CallError::new(&plugin.name, kind);
         let _permit = self.permits.acquire().await.map_err(|e| fail(CallErrorKind::Instantiate(e.to_string())))?;
         let mut store = self.store(ctx).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| fail(self.classify(&e, true)))?;
-        call(&instance, &mut store).await.map_err(|e| fail(self.classify(&e, false)))
+        let func = instance
+            .get_typed_func::<P, R>(&mut store, export)
+            .map_err(|e| fail(CallErrorKind::Instantiate(first_line(&format!("{e:#}")))))?;
+        func.call_async(&mut store, params).await.map_err(|e| fail(self.classify(&e, false)))
     }
 
     fn classify(&self, error: &wasmtime::Error, instantiating: bool) -> CallErrorKind {
@@ -299,7 +324,8 @@ impl PluginEngine {
     /// What the plugin says about itself.
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, CallError> {
         let ctx = Arc::new(CallContext::new(&plugin.name, ""));
-        self.run(plugin, ctx, async |instance, store| instance.call_describe(store).await).await
+        let (info,) = self.run::<(), (PluginInfo,)>(plugin, ctx, &plugin.exports.describe, ()).await?;
+        Ok(info)
     }
 
     /// The headers the plugin adds to `request`.
@@ -310,8 +336,8 @@ impl PluginEngine {
         request: &OutgoingRequest,
         config: &str,
     ) -> Result<Vec<Header>, CallError> {
-        let result = self
-            .run(plugin, ctx, async |instance, store| instance.call_authorize(store, request, config).await)
+        let (result,) = self
+            .run::<_, (Result<Vec<Header>, PluginError>,)>(plugin, ctx, &plugin.exports.authorize, (request, config))
             .await?;
         let headers = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
         let size: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
@@ -335,8 +361,13 @@ impl PluginEngine {
         payload: &[u8],
         config: &str,
     ) -> Result<TransformOutput, CallError> {
-        let result = self
-            .run(plugin, ctx, async |instance, store| instance.call_transform(store, payload, config).await)
+        let (result,) = self
+            .run::<_, (Result<TransformOutput, PluginError>,)>(
+                plugin,
+                ctx,
+                &plugin.exports.transform,
+                (payload, config),
+            )
             .await?;
         let output = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
         let size: usize = output
