@@ -417,14 +417,20 @@ impl Settings {
             KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
         let config: Config = Figment::new().merge(Yaml::file(&file)).merge(env).extract().map_err(|e| {
-            let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, e)).collect();
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, &text, e)).collect();
             ConfigError(errors.join("\n"))
         })?;
+        let at_least_one = |path: &[&str]| {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let (line, column) = crate::yaml::locate(&text, path);
+            ConfigError(format!("{}:{line}:{column}: `{}` must be at least 1", file.display(), path.join(".")))
+        };
         if config.workers == 0 {
-            return Err(ConfigError(format!("{}: `workers` must be at least 1", file.display())));
+            return Err(at_least_one(&["workers"]));
         }
         if config.defaults.batch_size == 0 {
-            return Err(ConfigError(format!("{}: `defaults.batch_size` must be at least 1", file.display())));
+            return Err(at_least_one(&["defaults", "batch_size"]));
         }
         Ok(Self { dir: dir.to_path_buf(), config })
     }
@@ -462,24 +468,45 @@ impl Settings {
     }
 }
 
-fn describe_figment_error(file: &Path, e: figment::Error) -> String {
-    let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
-    let source = match &e.metadata {
-        Some(m) if m.name.contains("environment") => "environment (HOOKGATE_*)".to_string(),
-        _ => file.display().to_string(),
-    };
+/// One figment error as `file:line:col: `key`: what`, the line and column being where the key
+/// is written in `text` (the file's contents), or as `environment (HOOKGATE_*): ...`.
+fn describe_figment_error(file: &Path, text: &str, e: figment::Error) -> String {
     // figment prints the failing value for some errors; config values can be secrets
     // (admin_token), so only the kind of error is shown.
+    let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
     let kind = match &e.kind {
-        figment::error::Kind::InvalidType(actual, expected) => {
-            format!("expected {expected}, found {}", actual)
-        }
-        figment::error::Kind::InvalidValue(_, expected) => {
-            format!("invalid value, expected {expected}")
+        figment::error::Kind::InvalidType(actual, expected) => format!("expected {expected}, found {actual}"),
+        figment::error::Kind::InvalidValue(_, expected) => format!("invalid value, expected {expected}"),
+        figment::error::Kind::UnknownField(field, expected) => {
+            let known: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+            let hint = crate::yaml::nearest(field, expected).map(|k| format!("; did you mean `{k}`?"));
+            format!("unknown key, expected one of {}{}", known.join(", "), hint.unwrap_or_default())
         }
         other => other.to_string(),
     };
-    format!("{source}: {key}{kind}")
+    let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
+    match &e.metadata {
+        Some(m) if m.name.contains("environment") => format!("environment (HOOKGATE_*): {key}{kind}"),
+        // A YAML syntax error says where it is itself: "... at line 2 column 11, while ...".
+        _ if path.is_empty() => match yaml_error_position(&kind) {
+            Some((message, line, column)) => format!("{}:{line}:{column}: {message}", file.display()),
+            None => format!("{}: {kind}", file.display()),
+        },
+        _ => {
+            let (line, column) = crate::yaml::locate(text, &path);
+            format!("{}:{line}:{column}: {key}{kind}", file.display())
+        }
+    }
+}
+
+/// The message and the 1-based position of a YAML parser's "... at line L column C..." text.
+fn yaml_error_position(text: &str) -> Option<(String, usize, usize)> {
+    let (message, rest) = text.split_once(" at line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let column = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    let after = rest[column.len()..].trim_start_matches(',').trim();
+    let message = if after.is_empty() { message.to_string() } else { format!("{message}, {after}") };
+    Some((message, line.parse().ok()?, column.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -512,6 +539,35 @@ mod tests {
         std::fs::write(dir.path().join("hookgate.yaml"), "listn: 1\n").unwrap();
         let err = Settings::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    /// Errors in hookgate.yaml point at the line and column of the key, and a misspelt key
+    /// gets the one it was meant to be.
+    #[test]
+    fn file_errors_name_the_line_of_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.yaml");
+        let load = |yaml: &str| {
+            std::fs::write(&file, yaml).unwrap();
+            Settings::load(dir.path()).unwrap_err().to_string()
+        };
+        let at = |line_col: &str| format!("{}:{line_col}: ", file.display());
+
+        let err = load("listen: 127.0.0.1:9999\ndefaults:\n  retries: 2\n  timeout: [1, 2]\n");
+        assert!(err.starts_with(&at("4:3")), "{err}");
+        assert!(err.contains("`defaults.timeout`: "), "{err}");
+
+        let err = load("# the gateway\nlisten: 127.0.0.1:9999\nworkrs: 4\n");
+        assert!(err.starts_with(&at("3:1")), "{err}");
+        assert!(err.contains("`workrs`: unknown key, expected one of `listen`, "), "{err}");
+        assert!(err.ends_with("; did you mean `workers`?"), "{err}");
+
+        // A syntax error: the parser says where.
+        let err = load("listen: 127.0.0.1:9999\nworkers: 4: 5\n");
+        assert_eq!(err, format!("{}mapping values are not allowed in this context", at("2:11")));
+
+        let err = load("defaults:\n  timeout: 1s\n  batch_size: 0\n");
+        assert_eq!(err, format!("{}`defaults.batch_size` must be at least 1", at("3:3")));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod stats;
 pub mod store;
 pub mod template;
 pub mod watch;
+pub mod yaml;
 
 pub use engine::{Engine, EngineOptions};
 pub use secret::Secret;

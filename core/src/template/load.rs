@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::error::{TemplateError, locate, locate_text};
+use super::error::TemplateError;
 use super::model::Template;
 use super::refs::{RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
@@ -17,6 +17,7 @@ use crate::config::TemplateDefaults;
 use crate::delivery::client::HttpClient;
 use crate::plugin::auth::BuildContext;
 use crate::plugin::{KeyStore, PluginRegistry, TransformContext};
+use crate::yaml::{locate, locate_text};
 
 /// Headers the gateway sets itself; a template may not.
 const RESERVED_HEADERS: &[&str] =
@@ -119,7 +120,7 @@ impl Loader {
             let plugin = self.plugins.auth(&auth_spec.kind).ok_or_else(|| {
                 let names = self.plugins.auth_names();
                 let known: Vec<&str> = names.iter().map(String::as_str).collect();
-                let hint = super::error::nearest(&auth_spec.kind, &known)
+                let hint = crate::yaml::nearest(&auth_spec.kind, &known)
                     .map(|n| format!("; did you mean `{n}`?"))
                     .unwrap_or_default();
                 at(

@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use tracing::{info, warn};
 
-use super::error::{TemplateError, locate};
+use super::error::TemplateError;
 use super::load::{Loader, validate_name};
 use super::model::Template;
 use crate::delivery::attempt::AttemptError;
 use crate::delivery::client::Response;
 use crate::delivery::verify::{send_test, verdict, verify};
+use crate::yaml::locate;
 
 /// A template's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
