@@ -170,3 +170,182 @@ async fn later(ctx: &WorkerContext, job: Job, wait: Duration) {
         warn!("{e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use reqwest::header::HeaderMap;
+
+    use super::*;
+    use crate::config::Destinations;
+    use crate::network::NetworkPolicy;
+    use crate::plugin::{AuthError, AuthHeaders, Authorizer, OutgoingRequest};
+    use crate::queue::memory::MemoryQueue;
+    use crate::records::{DispatchId, DispatchRecord, RequestRecord, RequestStatus};
+    use crate::stats::Stats;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Filter, Inserted, Requeued, Store, StoreError, StoredDispatch, StoredWork};
+    use crate::template::Template;
+
+    /// A SQLite store whose next `failures` outcome writes fail.
+    struct FlakyStore {
+        inner: SqliteStore,
+        failures: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn insert(&self, dispatch: &StoredDispatch) -> Result<Inserted, StoreError> {
+            self.inner.insert(dispatch).await
+        }
+        async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {
+            if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Err(StoreError("disk I/O error (on purpose)".into()));
+            }
+            self.inner.settle(settlement).await
+        }
+        async fn requeue_failed(&self, id: DispatchId) -> Result<Option<Vec<Requeued>>, StoreError> {
+            self.inner.requeue_failed(id).await
+        }
+        async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError> {
+            self.inner.by_idempotency_key(template, key).await
+        }
+        async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
+            self.inner.work(id, request).await
+        }
+        async fn select(&self, filter: Filter<'_>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
+            self.inner.select(filter, bodies).await
+        }
+        async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
+            self.inner.prune(before).await
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoAuth;
+    #[async_trait]
+    impl Authorizer for NoAuth {
+        async fn authorize(&self, _: &OutgoingRequest<'_>) -> Result<AuthHeaders, AuthError> {
+            Ok(AuthHeaders::new())
+        }
+    }
+
+    /// An endpoint on 127.0.0.1 answering 200, keeping the delivery id of every request.
+    async fn endpoint() -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let kept = kept.clone();
+            async move {
+                let id =
+                    headers.get(super::super::attempt::DELIVERY_ID_HEADER).map(|v| v.to_str().unwrap().to_string());
+                kept.lock().unwrap().push(id.unwrap_or_default());
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    /// A worker context over a flaky store holding one pending request of one dispatch.
+    struct Fixture {
+        ctx: WorkerContext,
+        id: DispatchId,
+        store: Arc<FlakyStore>,
+        /// The delivery ids the endpoint received.
+        seen: Arc<Mutex<Vec<String>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn status(&self) -> RequestStatus {
+            self.ctx.records.get(self.id).unwrap().requests[0].lock().unwrap().status.clone()
+        }
+
+        /// The request as the store has it: its status and how many attempts it recorded.
+        async fn stored(&self) -> (RequestStatus, usize) {
+            let mut stored = self.store.select(Filter::Id(self.id), false).await.unwrap();
+            let request = stored.pop().unwrap().requests.remove(0);
+            (request.status, request.attempts.len())
+        }
+
+        fn job(&self) -> Job {
+            Job { dispatch: self.id, request: 0, attempt: 1, due: SystemTime::now() }
+        }
+    }
+
+    async fn one_request(failures: u32) -> Fixture {
+        crate::delivery::client::install_crypto_provider();
+        let (url, seen) = endpoint().await;
+        let template = Arc::new(Template {
+            name: "orders".into(),
+            file: PathBuf::from("templates/orders.yaml"),
+            version: 1,
+            digest: 0,
+            url,
+            method: reqwest::Method::POST,
+            headers: HeaderMap::new(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            batch_size: 100,
+            verify: false,
+            auth_type: "none".into(),
+            auth: Arc::new(NoAuth),
+            transform: None,
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteStore::open(&dir.path().join("h.db")).unwrap();
+        let store = Arc::new(FlakyStore { inner, failures: AtomicU32::new(failures) });
+        let stats = Arc::new(Stats::new());
+        let records = Arc::new(Records::with_store(100, Some(store.clone()), Arc::new(|_| None), stats));
+        let id = DispatchId::new();
+        let request = RequestRecord::new(None, Bytes::from_static(b"{\"profiles\":[{}]}"), 1);
+        records.insert(DispatchRecord::new(id, template, "42".into(), vec![request], 0), None).await.unwrap();
+        let ctx = WorkerContext {
+            client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),
+            queue: Arc::new(MemoryQueue::new()),
+            records,
+            backoff: Backoff::default(),
+            destinations: DestinationLimits::new(Destinations::default()).0,
+        };
+        Fixture { ctx, id, store, seen, _dir: dir }
+    }
+
+    /// A store that fails for a moment: the outcome is written again, and the request is
+    /// not sent twice.
+    #[tokio::test]
+    async fn an_outcome_write_that_fails_for_a_moment_is_written_again() {
+        let f = one_request(2).await;
+        deliver(&f.ctx, f.job()).await;
+        assert_eq!(f.status(), RequestStatus::Delivered);
+        assert_eq!(f.stored().await, (RequestStatus::Delivered, 1), "written, with its one attempt");
+        assert_eq!(f.seen.lock().unwrap().len(), 1, "sent once");
+    }
+
+    /// A store that keeps failing (~3 s): the outcome is not recorded, so the job goes back
+    /// to the queue and the request is sent again, with the same delivery id — a duplicate
+    /// the receiver can recognise, never a loss.
+    #[tokio::test]
+    async fn an_outcome_that_cannot_be_written_is_sent_again() {
+        let f = one_request(6).await;
+        deliver(&f.ctx, f.job()).await;
+        assert_eq!(f.status(), RequestStatus::Pending, "not recorded as delivered");
+        assert_eq!(f.stored().await, (RequestStatus::Pending, 0));
+        let again = tokio::time::timeout(Duration::from_secs(10), f.ctx.queue.next()).await.unwrap().unwrap();
+        assert_eq!((again.dispatch, again.request, again.attempt), (f.id, 0, 1), "the same job, unchanged");
+        deliver(&f.ctx, again).await;
+        assert_eq!(f.status(), RequestStatus::Delivered);
+        assert_eq!(f.stored().await, (RequestStatus::Delivered, 1));
+        let seen = f.seen.lock().unwrap();
+        assert_eq!(seen.len(), 2, "sent again");
+        assert_eq!(seen[0], seen[1], "with the same delivery id");
+        assert_eq!(seen[0], format!("{}.0", f.id));
+    }
+}
