@@ -184,7 +184,7 @@ mod tests {
     use super::*;
     use crate::config::Destinations;
     use crate::network::NetworkPolicy;
-    use crate::plugin::{AuthError, AuthHeaders, Authorizer, OutgoingRequest};
+    use crate::plugin::auth::NoHeaders;
     use crate::queue::memory::MemoryQueue;
     use crate::records::{DispatchId, DispatchRecord, RequestRecord, RequestStatus};
     use crate::stats::Stats;
@@ -223,15 +223,6 @@ mod tests {
         }
         async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
             self.inner.prune(before).await
-        }
-    }
-
-    #[derive(Debug)]
-    struct NoAuth;
-    #[async_trait]
-    impl Authorizer for NoAuth {
-        async fn authorize(&self, _: &OutgoingRequest<'_>) -> Result<AuthHeaders, AuthError> {
-            Ok(AuthHeaders::new())
         }
     }
 
@@ -297,7 +288,7 @@ mod tests {
             batch_size: 100,
             verify: false,
             auth_type: "none".into(),
-            auth: Arc::new(NoAuth),
+            auth: Arc::new(NoHeaders),
             transform: None,
         });
         let dir = tempfile::tempdir().unwrap();

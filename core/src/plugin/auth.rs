@@ -111,6 +111,19 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     }
 }
 
+/// An authorizer that adds no header: for tests of what surrounds auth.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct NoHeaders;
+
+#[cfg(test)]
+#[async_trait]
+impl Authorizer for NoHeaders {
+    async fn authorize(&self, _: &OutgoingRequest<'_>) -> Result<AuthHeaders, AuthError> {
+        Ok(AuthHeaders::new())
+    }
+}
+
 /// What "Generate" shows of a token: never the token itself.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenInfo {

@@ -257,19 +257,10 @@ fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Resu
 mod tests {
     use super::*;
     use crate::network::NetworkPolicy;
-    use crate::plugin::auth::{AuthPlugin, Authorizer, BuildContext};
-    use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest};
+    use crate::plugin::auth::{AuthPlugin, Authorizer, BuildContext, NoHeaders};
 
     /// A plugin that needs a `secret` key of at least 8 characters.
     struct Needy;
-    #[derive(Debug)]
-    struct Nothing;
-    #[async_trait::async_trait]
-    impl Authorizer for Nothing {
-        async fn authorize(&self, _: &OutgoingRequest<'_>) -> Result<AuthHeaders, AuthError> {
-            Ok(AuthHeaders::new())
-        }
-    }
     impl AuthPlugin for Needy {
         fn name(&self) -> &str {
             "none"
@@ -280,10 +271,10 @@ mod tests {
             config: &serde_json::Map<String, serde_json::Value>,
         ) -> Result<Arc<dyn Authorizer>, String> {
             match config.get("secret").and_then(|v| v.as_str()) {
-                None => Ok(Arc::new(Nothing)),
+                None => Ok(Arc::new(NoHeaders)),
                 // A careless plugin that quotes the value: the loader must scrub it.
                 Some(s) if s.len() < 20 => Err(format!("`secret` is too short: {s}")),
-                Some(_) => Ok(Arc::new(Nothing)),
+                Some(_) => Ok(Arc::new(NoHeaders)),
             }
         }
     }
