@@ -10,32 +10,17 @@
 //! Targets (issue 6): the durable default at least 60% of in-memory; a hanging destination
 //! slows a healthy one by at most 10%.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::endpoint;
 use hookgate_core::config::Settings;
 use hookgate_core::engine::{Engine, EngineOptions};
 use hookgate_core::payload::Payload;
 use hookgate_core::plugin::PluginRegistry;
 
 const DELIVERIES: usize = 20_000;
-
-/// An endpoint that answers 200 after `latency` (none: at once), or never.
-async fn endpoint(latency: Option<Duration>, hang: bool) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(move || async move {
-        if hang {
-            std::future::pending::<()>().await;
-        }
-        if let Some(latency) = latency {
-            tokio::time::sleep(latency).await;
-        }
-        "ok"
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
 
 /// An engine on a config folder of its own with `hookgate.yaml` and the given templates.
 async fn engine(config: &str, templates: &[(&str, String)]) -> (Engine, tempfile::TempDir) {
@@ -129,10 +114,6 @@ async fn isolation() -> (f64, f64) {
     engine.shutdown(Duration::from_millis(100)).await;
     (alone, beside)
 }
-
-/// The binary's allocator (src/main.rs), so the figures are the gateway's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     hookgate_core::delivery::client::install_crypto_provider();

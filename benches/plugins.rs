@@ -12,6 +12,7 @@
 //! `-- per-call` or `-- throughput` runs one part.
 //! Targets (issue 4): p50 under 50 µs per plugin call; plugin throughput at least 80% of basic's.
 
+mod common;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 
@@ -25,7 +26,7 @@ use hookgate_core::payload::Payload;
 use hookgate_core::plugin::{Authorizer, OutgoingRequest, PluginRegistry};
 use hookgate_plugin_host::bindings::hookgate::plugin::types;
 use hookgate_plugin_host::state::CallContext;
-use hookgate_plugin_host::{LoadedPlugin, PluginEngine, WasmPlugins};
+use hookgate_plugin_host::{PluginEngine, WasmPlugins};
 
 /// Calls measured per plugin; `HOOKGATE_BENCH_CALLS` sets another count (more, to profile).
 fn calls() -> usize {
@@ -69,11 +70,19 @@ async fn per_call() -> Duration {
         body: body.clone(),
     };
     let config = format!(r#"{{"secret":"{SECRET}"}}"#);
-    let wasm_p50 = report("standard-webhooks (WASM)", time_authorize(&engine, &plugin, &request, &config).await);
+    let ctx = Arc::new(CallContext::new(&plugin.name, "bench"));
+    let wasm = time(async || {
+        engine.authorize(&plugin, ctx.clone(), &request, &config).await.unwrap();
+    });
+    let wasm_p50 = report("standard-webhooks (WASM)", wasm.await);
     // The floor: the test plugin's `calm` mode adds two fixed headers, so nearly all of its
     // cost is the host's (a fresh instance, limits, passing the request in and out).
     let calm = engine.load("calm", &std::fs::read(wasm::guest("hookgate_test_plugin")).unwrap()).unwrap();
-    report("calm test plugin (floor)", time_authorize(&engine, &calm, &request, r#"{"mode":"calm"}"#).await);
+    let ctx = Arc::new(CallContext::new(&calm.name, "bench"));
+    let floor = time(async || {
+        engine.authorize(&calm, ctx.clone(), &request, r#"{"mode":"calm"}"#).await.unwrap();
+    });
+    report("calm test plugin (floor)", floor.await);
 
     let basic = hookgate_auth::BasicAuth::new("svc", &hookgate_core::Secret::new("password")).unwrap();
     let (method, url, headers, body) = (
@@ -83,42 +92,25 @@ async fn per_call() -> Duration {
         Bytes::from(body),
     );
     let outgoing = OutgoingRequest { template: "bench", method: &method, url: &url, headers: &headers, body: &body };
-    let mut samples = Vec::with_capacity(calls());
-    for _ in 0..calls() {
-        let t = Instant::now();
+    let samples = time(async || {
         basic.authorize(&outgoing).await.unwrap();
-        samples.push(t.elapsed());
-    }
-    report("basic (built-in)", samples);
+    });
+    report("basic (built-in)", samples.await);
     wasm_p50
 }
 
-/// `calls()` timed calls of `authorize`, after 500 to warm up.
-async fn time_authorize(
-    engine: &PluginEngine,
-    plugin: &LoadedPlugin,
-    request: &types::OutgoingRequest,
-    config: &str,
-) -> Vec<Duration> {
-    let ctx = Arc::new(CallContext::new(&plugin.name, "bench"));
+/// `calls()` timed runs of `call`, after 500 to warm up.
+async fn time(mut call: impl AsyncFnMut()) -> Vec<Duration> {
     for _ in 0..500 {
-        engine.authorize(plugin, ctx.clone(), request, config).await.unwrap();
+        call().await;
     }
     let mut samples = Vec::with_capacity(calls());
     for _ in 0..calls() {
         let t = Instant::now();
-        engine.authorize(plugin, ctx.clone(), request, config).await.unwrap();
+        call().await;
         samples.push(t.elapsed());
     }
     samples
-}
-
-async fn endpoint() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(|| async { "ok" });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
 }
 
 /// Paired rounds measured per scenario, after one warm-up pair.
@@ -130,21 +122,15 @@ struct Scenario {
     deliveries: usize,
 }
 
-/// The median rates of `basic` and of the WASM plugin, and the median of the pairs' ratios.
-struct Throughput {
-    basic: f64,
-    wasm: f64,
-    ratio: f64,
-}
-
-async fn throughput(scenario: &Scenario) -> Throughput {
+/// Prints the rounds and their medians; returns the median of the pairs' WASM / basic ratios.
+async fn throughput(scenario: &Scenario) -> f64 {
     let Scenario { batch, deliveries } = *scenario;
     println!(
         "end to end ({deliveries} deliveries of {batch} profile{} each, to one local endpoint; basic and WASM \
          rounds alternate with a floor, a WASM plugin that adds two fixed headers; each pair's ratio taken):",
         if batch == 1 { "" } else { "s" }
     );
-    let addr = endpoint().await;
+    let addr = common::endpoint(None, false).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("hookgate.yaml"),
@@ -217,15 +203,14 @@ async fn throughput(scenario: &Scenario) -> Throughput {
         floor.push(f / b);
     }
     engine.shutdown(Duration::from_secs(5)).await;
-    let result = Throughput { basic: median(basic), wasm: median(wasm), ratio: median(ratios) };
-    println!("  {:<28} {:>10.0} deliveries/s (median)", "basic (built-in)", result.basic);
-    println!("  {:<28} {:>10.0} deliveries/s (median)", "standard-webhooks (WASM)", result.wasm);
+    println!("  {:<28} {:>10.0} deliveries/s (median)", "basic (built-in)", median(basic));
+    println!("  {:<28} {:>10.0} deliveries/s (median)", "standard-webhooks (WASM)", median(wasm));
     println!(
         "  {:<28} {:>9.0}% of basic (median): what a fresh instance per call costs by itself",
         "calm test plugin (floor)",
         median(floor) * 100.0
     );
-    result
+    median(ratios)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -243,10 +228,6 @@ fn cpu_time() -> Duration {
         .sum();
     Duration::from_nanos(nanos)
 }
-
-/// The binary's allocator (src/main.rs), so the figures are the gateway's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     hookgate_core::delivery::client::install_crypto_provider();
@@ -270,11 +251,11 @@ fn main() {
             let met = if p50 < Duration::from_micros(50) { "met" } else { "NOT met" };
             println!("  plugin call p50 {:.1} µs (target < 50 µs: {met})", p50.as_secs_f64() * 1e6);
         }
-        for (batch, result) in results {
-            let met = if result.ratio >= 0.8 { "met" } else { "NOT met" };
+        for (batch, ratio) in results {
+            let met = if ratio >= 0.8 { "met" } else { "NOT met" };
             println!(
                 "  batch_size {batch:>3}: plugin throughput {:.0}% of basic (median of {PAIRS} pairs; target >= 80%: {met})",
-                result.ratio * 100.0
+                ratio * 100.0
             );
         }
     });
