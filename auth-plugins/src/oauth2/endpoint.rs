@@ -7,11 +7,11 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hookgate_core::Secret;
-use hookgate_core::delivery::client::{HttpClient, SendError, describe, read_bounded};
+use hookgate_core::delivery::client::{HttpClient, SendError, SendRequest};
 use hookgate_core::delivery::retry::status_reason;
 use hookgate_core::plugin::AuthError;
-use reqwest::Url;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, Url};
 use serde_json::Value;
 
 use super::assertion::AssertionSigner;
@@ -112,13 +112,9 @@ impl Endpoint {
     async fn post(&self, url: &Url, mut form: Vec<(&str, String)>) -> Result<Token, Failure> {
         let transport =
             |e: SendError| Failure { code: None, error: AuthError::retryable(format!("token endpoint: {e}")) };
-        self.http.check_url(url).map_err(transport)?;
-        let mut request = self
-            .http
-            .reqwest()
-            .post(url.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json");
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         match (self.grant, self.client_auth) {
             (Grant::ClientCredentialsJwt, _) => {
                 let assertion = self
@@ -140,7 +136,7 @@ impl Endpoint {
                     error: AuthError::permanent("client credentials cannot be encoded"),
                 })?;
                 value.set_sensitive(true);
-                request = request.header(AUTHORIZATION, value);
+                headers.insert(AUTHORIZATION, value);
             }
             (_, ClientAuth::Body) => {
                 form.push(("client_id", self.client_id.clone()));
@@ -153,15 +149,13 @@ impl Endpoint {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
-        let call = async {
-            let response = request.body(body).send().await.map_err(|e| transport(describe(e)))?;
-            let status = response.status();
-            let bytes = read_bounded(response).await;
-            Ok::<_, Failure>((status, bytes))
-        };
-        let (status, bytes) = tokio::time::timeout(self.timeout, call)
+        // The gateway's one request path: the network policy, no redirects, the timeout.
+        let response = self
+            .http
+            .send(SendRequest { method: &Method::POST, url, headers, body: body.into(), timeout: self.timeout })
             .await
-            .map_err(|_| transport(SendError::Timeout(self.timeout)))??;
+            .map_err(transport)?;
+        let (status, bytes) = (response.status, response.body);
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
             let code = json.as_ref().and_then(|j| j["error"].as_str()).map(str::to_string);

@@ -97,7 +97,7 @@ impl AuthPlugin for OAuth2Plugin {
         config.validate()?;
         let parse_url = |key: &str, text: &str| -> Result<Url, String> {
             let url = Url::parse(text).map_err(|e| format!("`{key}` is not a valid URL: {e}"))?;
-            ctx.client.check_url(&url).map_err(|e| format!("`{key}`: {e}"))?;
+            ctx.client.policy().check_url(&url).map_err(|e| format!("`{key}`: destination refused: {e}"))?;
             Ok(url)
         };
         let token_url = parse_url("token_url", &config.token_url)?;

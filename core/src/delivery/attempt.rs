@@ -88,7 +88,8 @@ pub async fn attempt(
         for (name, value) in auth.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let response = client
+        let response = template
+            .client(client)
             .send(SendRequest { method, url, headers, body: body.clone(), timeout: template.timeout })
             .await
             .map_err(AttemptError::Send)?;

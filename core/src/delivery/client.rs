@@ -1,21 +1,43 @@
-//! The outgoing HTTP client: one connection pool for all deliveries, the destination
-//! network policy enforced after DNS, no redirects, a hard per-attempt timeout.
+//! The outgoing HTTP client: one connection pool for all deliveries (and one per distinct
+//! template TLS setting), no redirects, a hard per-attempt timeout, and the destination
+//! network policy enforced on every connection.
+//!
+//! Every request the gateway makes — deliveries, verification, token requests, plugin
+//! `fetch` — goes through [`HttpClient::send`]; the underlying client is not reachable from
+//! outside this module. The policy is applied in three places, all here:
+//! - [`NetworkPolicy::check_url`] before sending: scheme, `https_only`, and an IP-literal
+//!   host (which no resolver sees);
+//! - the DNS resolver: every address a hostname resolves to, before connecting;
+//! - the connector: the peer address of every new connection, before a byte of the
+//!   request is written. This is the check nothing can go around; the two before it make
+//!   sure a refused address is normally not even connected to.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use hyper_util::client::legacy::connect::{Connection, HttpInfo};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 
 use crate::network::NetworkPolicy;
+use crate::secret::Secret;
 
 /// How much of a response body is read (and kept for `hookgate test`). The rest is dropped.
 const MAX_BODY: usize = 64 * 1024;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// One attempt to send.
 #[derive(Debug)]
@@ -31,6 +53,8 @@ pub struct SendRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: StatusCode,
+    /// The answer's headers (for plugin `fetch`).
+    pub headers: HeaderMap,
     /// `Retry-After`, as a delay from now.
     pub retry_after: Option<Duration>,
     /// The first bytes of the body (up to 64 KiB), for `hookgate test` and verification.
@@ -43,7 +67,7 @@ pub struct Response {
 pub enum SendError {
     /// No complete answer within the template's timeout.
     Timeout(Duration),
-    /// The network policy refused the destination; no connection was made.
+    /// The network policy refused the destination; no request was sent.
     Refused(String),
     /// The TCP or TLS connection failed.
     Connect(String),
@@ -69,16 +93,171 @@ impl SendError {
     }
 }
 
+/// A template's `tls` section, parsed and checked: what to trust and how to authenticate.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Trust these CA certificates instead of the system's roots.
+    ca: Vec<CertificateDer<'static>>,
+    /// The client certificate chain and its private key (mTLS).
+    identity: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    /// Identifies equal settings, so templates that share them share a connection pool.
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_certificates", &self.ca.len())
+            .field("client_cert", &self.identity.as_ref().map(|(chain, _)| chain.len()))
+            .field("client_key", &self.identity.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// What is wrong with a `tls` section: the key (`ca`, `client_cert`, `client_key`) and why.
+/// The message never quotes a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl TlsSettings {
+    /// Parses PEM text (already resolved from `${file:..}` / `${env:..}`). `client_cert` and
+    /// `client_key` go together; the key must belong to the certificate.
+    pub fn from_pem(
+        ca: Option<&str>,
+        client_cert: Option<&str>,
+        client_key: Option<&Secret>,
+    ) -> Result<Self, TlsError> {
+        let error = |key: &'static str, message: String| TlsError { key, message };
+        let certificates = |key: &'static str, pem: &str| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+            let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| error(key, format!("`tls.{key}` is not valid PEM: {}", pem_problem(&e))))?;
+            if certs.is_empty() {
+                return Err(error(
+                    key,
+                    format!("`tls.{key}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"),
+                ));
+            }
+            Ok(certs)
+        };
+        let ca = match ca {
+            Some(pem) => {
+                let certs = certificates("ca", pem)?;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in &certs {
+                    roots
+                        .add(cert.clone())
+                        .map_err(|e| error("ca", format!("`tls.ca`: a certificate cannot be used as a CA: {e}")))?;
+                }
+                certs
+            }
+            None => Vec::new(),
+        };
+        let identity = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(_), None) => return Err(error("client_cert", "`tls.client_cert` needs `tls.client_key`".into())),
+            (None, Some(_)) => return Err(error("client_key", "`tls.client_key` needs `tls.client_cert`".into())),
+            (Some(cert), Some(key)) => {
+                let chain = certificates("client_cert", cert)?;
+                // The key's text is a secret: the message says what is wrong, never what is there.
+                let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).map_err(|e| {
+                    error(
+                        "client_key",
+                        format!(
+                            "`tls.client_key` is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {}",
+                            pem_problem(&e)
+                        ),
+                    )
+                })?;
+                let provider = rustls::crypto::ring::default_provider();
+                rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|e| {
+                    error(
+                        "client_key",
+                        format!("`tls.client_key` cannot be used with `tls.client_cert`: {}", key_problem(&e)),
+                    )
+                })?;
+                Some((chain, Arc::new(key)))
+            }
+        };
+        let mut hasher = Sha256::new();
+        for cert in &ca {
+            hasher.update(b"ca");
+            hasher.update((cert.len() as u64).to_be_bytes());
+            hasher.update(cert);
+        }
+        if let Some((chain, key)) = &identity {
+            for cert in chain {
+                hasher.update(b"cert");
+                hasher.update((cert.len() as u64).to_be_bytes());
+                hasher.update(cert);
+            }
+            hasher.update(b"key");
+            hasher.update(key.secret_der());
+        }
+        Ok(Self { ca, identity, digest: hasher.finalize().into() })
+    }
+
+    fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = if self.ca.is_empty() {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder.with_platform_verifier().map_err(|e| format!("TLS: the system's roots: {e}"))?
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in &self.ca {
+                roots.add(cert.clone()).map_err(|e| format!("`tls.ca`: {e}"))?;
+            }
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &self.identity {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(|e| format!("`tls.client_key`: {}", key_problem(&e)))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+fn pem_problem(e: &rustls::pki_types::pem::Error) -> &'static str {
+    use rustls::pki_types::pem::Error as E;
+    match e {
+        E::NoItemsFound => "no PEM section of the right kind was found",
+        E::Base64Decode(_) => "a PEM section is not valid base64",
+        E::MissingSectionEnd { .. } | E::IllegalSectionStart { .. } => "a PEM section is not closed",
+        _ => "it cannot be read",
+    }
+}
+
+/// A key error without any detail that could come from the key's bytes.
+fn key_problem(e: &rustls::Error) -> &'static str {
+    match e {
+        rustls::Error::InconsistentKeys(_) => "the key does not belong to the certificate",
+        _ => "the key or certificate is not supported (RSA, ECDSA P-256/P-384 or Ed25519)",
+    }
+}
+
 /// The gateway's HTTP client. Cheap to clone; all clones share one connection pool.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: reqwest::Client,
+    inner: Arc<reqwest::Client>,
     policy: Arc<NetworkPolicy>,
+    /// Whether this client has its own TLS settings (a template's `tls`).
+    custom_tls: bool,
+    /// The clients built for TLS settings, by digest, while some template uses them.
+    tls_clients: Arc<Mutex<HashMap<[u8; 32], Weak<reqwest::Client>>>>,
 }
 
 impl fmt::Debug for HttpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient").field("policy", &self.policy).finish()
+        f.debug_struct("HttpClient").field("policy", &self.policy).field("custom_tls", &self.custom_tls).finish()
     }
 }
 
@@ -86,53 +265,34 @@ impl HttpClient {
     pub fn new(policy: NetworkPolicy) -> Result<Self, String> {
         install_crypto_provider();
         let policy = Arc::new(policy);
-        let inner = reqwest::Client::builder()
-            .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(PolicyResolver { policy: policy.clone() })
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { inner, policy })
+        let inner = build_client(&policy, None, &[])?;
+        Ok(Self { inner: Arc::new(inner), policy, custom_tls: false, tls_clients: Arc::default() })
     }
 
     pub fn policy(&self) -> &NetworkPolicy {
         &self.policy
     }
 
-    /// The underlying client, for plugins that make their own requests (token endpoints).
-    /// Its DNS resolver enforces the network policy; use [`HttpClient::check_url`] first for
-    /// URLs whose host is an IP literal.
-    pub fn reqwest(&self) -> &reqwest::Client {
-        &self.inner
-    }
-
-    /// Refuses URLs that are not http(s) or whose IP-literal host the policy refuses.
-    /// (Hostnames are checked after DNS, by the resolver.)
-    pub fn check_url(&self, url: &Url) -> Result<(), SendError> {
-        match url.scheme() {
-            "http" | "https" => {}
-            other => {
-                return Err(SendError::Refused(format!("scheme `{other}` is not http or https")));
+    /// A client with the same policy and the given TLS settings. Templates with equal
+    /// settings share one client (and its connection pool) while any of them is loaded.
+    pub fn with_tls(&self, tls: &TlsSettings) -> Result<Self, String> {
+        let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|_, client| client.strong_count() > 0);
+        let inner = match clients.get(&tls.digest).and_then(Weak::upgrade) {
+            Some(inner) => inner,
+            None => {
+                let inner = Arc::new(build_client(&self.policy, Some(tls.client_config()?), &[])?);
+                clients.insert(tls.digest, Arc::downgrade(&inner));
+                inner
             }
-        }
-        let ip: Option<IpAddr> = match url.host() {
-            Some(url::Host::Ipv4(v4)) => Some(v4.into()),
-            Some(url::Host::Ipv6(v6)) => Some(v6.into()),
-            Some(url::Host::Domain(_)) => None,
-            None => return Err(SendError::Refused("the URL has no host".into())),
         };
-        match ip {
-            Some(ip) => self.policy.check(ip).map_err(SendError::Refused),
-            None => Ok(()),
-        }
+        Ok(Self { inner, policy: self.policy.clone(), custom_tls: true, tls_clients: self.tls_clients.clone() })
     }
 
-    /// Sends one attempt and reads the beginning of the answer, all within `timeout`.
+    /// Sends one request and reads the beginning of the answer, all within `timeout`. The
+    /// only way the gateway sends anything: the network policy applies to every call.
     pub async fn send(&self, request: SendRequest<'_>) -> Result<Response, SendError> {
-        self.check_url(request.url)?;
+        self.policy.check_url(request.url).map_err(SendError::Refused)?;
         let started = Instant::now();
         let timeout = request.timeout;
         let call = async {
@@ -145,19 +305,43 @@ impl HttpClient {
                 .await
                 .map_err(describe)?;
             let status = response.status();
-            let retry_after = response
-                .headers()
+            let headers = response.headers().clone();
+            let retry_after = headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
             let body = read_bounded(response).await;
-            Ok(Response { status, retry_after, body, latency: started.elapsed() })
+            Ok(Response { status, headers, retry_after, body, latency: started.elapsed() })
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout(timeout)),
         }
     }
+}
+
+/// The one place a `reqwest::Client` is built: no redirects, no proxy, the policy in the
+/// resolver and on the connected peer. `overrides` pins host names to addresses (tests).
+fn build_client(
+    policy: &Arc<NetworkPolicy>,
+    tls: Option<rustls::ClientConfig>,
+    overrides: &[(&str, SocketAddr)],
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(PolicyResolver { policy: policy.clone() })
+        .connector_layer(PeerCheckLayer { policy: policy.clone() })
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90));
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    for (host, addr) in overrides {
+        builder = builder.resolve(host, *addr);
+    }
+    builder.build().map_err(|e| format!("cannot build the HTTP client: {}", innermost_message(&e)))
 }
 
 /// reqwest is built without a bundled TLS crypto provider; ring is hookgate's. Every
@@ -167,7 +351,7 @@ pub fn install_crypto_provider() {
 }
 
 /// Reads at most 64 KiB of a response body.
-pub async fn read_bounded(mut response: reqwest::Response) -> Bytes {
+async fn read_bounded(mut response: reqwest::Response) -> Bytes {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         let room = MAX_BODY - body.len();
@@ -179,9 +363,8 @@ pub async fn read_bounded(mut response: reqwest::Response) -> Bytes {
     Bytes::from(body)
 }
 
-/// A reason that names what failed without the URL (URLs can carry credentials). For
-/// plugins that send their own requests through [`HttpClient::reqwest`].
-pub fn describe(error: reqwest::Error) -> SendError {
+/// A reason that names what failed without the URL (URLs can carry credentials).
+fn describe(error: reqwest::Error) -> SendError {
     let error = error.without_url();
     let mut source: Option<&(dyn StdError + 'static)> = Some(&error);
     while let Some(e) = source {
@@ -301,9 +484,71 @@ impl Resolve for PolicyResolver {
     }
 }
 
+/// The connector layer that applies the policy to the peer address of every connection
+/// the client opens, whatever led to that address (an IP literal, any resolver, a pinned
+/// address), and drops the connection before the request is written if it is refused.
+#[derive(Clone)]
+struct PeerCheckLayer {
+    policy: Arc<NetworkPolicy>,
+}
+
+impl<S> tower_layer::Layer<S> for PeerCheckLayer {
+    type Service = PeerCheck<S>;
+
+    fn layer(&self, inner: S) -> PeerCheck<S> {
+        PeerCheck { inner, policy: self.policy.clone() }
+    }
+}
+
+#[derive(Clone)]
+struct PeerCheck<S> {
+    inner: S,
+    policy: Arc<NetworkPolicy>,
+}
+
+impl<S, R> tower_service::Service<R> for PeerCheck<S>
+where
+    S: tower_service::Service<R>,
+    S::Response: Connection + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let connecting = self.inner.call(request);
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let connection = connecting.await.map_err(Into::into)?;
+            check_peer(&policy, &connection)?;
+            Ok(connection)
+        })
+    }
+}
+
+/// Refuses a connection whose peer the policy refuses, or whose peer is unknown.
+fn check_peer(policy: &NetworkPolicy, connection: &impl Connection) -> Result<(), BoxError> {
+    let mut extensions = http::Extensions::new();
+    connection.connected().get_extras(&mut extensions);
+    let peer = extensions.get::<HttpInfo>().map(HttpInfo::remote_addr);
+    match peer {
+        Some(addr) => policy
+            .check(addr.ip())
+            .map_err(|why| Box::new(PolicyRefusal(format!("the connection reached {why}"))) as BoxError),
+        None => Err(Box::new(PolicyRefusal("the connection's peer address is unknown".into()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn retry_after_seconds_and_dates() {
@@ -314,12 +559,110 @@ mod tests {
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
-    #[test]
-    fn ip_literals_are_checked_before_connecting() {
+    fn get(url: &Url) -> SendRequest<'_> {
+        SendRequest {
+            method: &Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A server on 127.0.0.1 that counts the HTTP requests it receives.
+    async fn counting_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, seen)
+    }
+
+    /// A client whose `name` is pinned to `addr`, past the policy resolver: what any path
+    /// that reaches an address without the resolver's check would do.
+    fn pinned(policy: NetworkPolicy, name: &str, addr: SocketAddr) -> HttpClient {
+        install_crypto_provider();
+        let policy = Arc::new(policy);
+        let inner = build_client(&policy, None, &[(name, addr)]).unwrap();
+        HttpClient { inner: Arc::new(inner), policy, custom_tls: false, tls_clients: Arc::default() }
+    }
+
+    #[tokio::test]
+    async fn ip_literals_are_refused_before_connecting() {
+        let (addr, seen) = counting_server().await;
         let client = HttpClient::new(NetworkPolicy::default()).unwrap();
-        let err = client.check_url(&"http://127.0.0.1:1/".parse().unwrap()).unwrap_err();
+        let url: Url = format!("http://{addr}/").parse().unwrap();
+        let err = client.send(get(&url)).await.unwrap_err();
         assert!(matches!(err, SendError::Refused(ref why) if why.contains("loopback")), "{err}");
         assert!(!err.is_retryable());
-        assert!(client.check_url(&"ftp://example.com/".parse().unwrap()).is_err());
+        let mapped: Url = format!("http://[::ffff:127.0.0.1]:{}/", addr.port()).parse().unwrap();
+        assert!(matches!(client.send(get(&mapped)).await, Err(SendError::Refused(_))));
+        let ftp: Url = "ftp://example.com/".parse().unwrap();
+        assert!(matches!(client.send(get(&ftp)).await, Err(SendError::Refused(_))));
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+    }
+
+    /// Acceptance 4: the policy is applied to the address the connection reached. Only
+    /// 127.0.0.2 is allowed; `sink.test` is pinned to 127.0.0.1 where the server listens,
+    /// so no resolver check runs. The connection is dropped before the request is written.
+    #[tokio::test]
+    async fn the_policy_applies_to_the_connected_peer() {
+        let (addr, seen) = counting_server().await;
+        let url: Url = format!("http://sink.test:{}/", addr.port()).parse().unwrap();
+
+        let only_127_0_0_2 = NetworkPolicy { allow: vec!["127.0.0.2".parse().unwrap()], ..Default::default() };
+        let err = pinned(only_127_0_0_2, "sink.test", addr).send(get(&url)).await.unwrap_err();
+        match &err {
+            SendError::Refused(why) => {
+                assert!(why.contains("the connection reached 127.0.0.1 is a loopback address"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(!err.is_retryable());
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "no request reached the server");
+
+        // The same path with 127.0.0.1 allowed reaches it: the refusal was the peer check.
+        let only_127_0_0_1 = NetworkPolicy { allow: vec!["127.0.0.1".parse().unwrap()], ..Default::default() };
+        let response = pinned(only_127_0_0_1, "sink.test", addr).send(get(&url)).await.unwrap();
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn https_only_is_enforced_on_send() {
+        let (addr, seen) = counting_server().await;
+        let policy = NetworkPolicy { https_only: true, ..NetworkPolicy::allow_loopback() };
+        let client = HttpClient::new(policy).unwrap();
+        let url: Url = format!("http://{addr}/").parse().unwrap();
+        let err = client.send(get(&url)).await.unwrap_err();
+        assert!(matches!(err, SendError::Refused(ref why) if why.contains("https_only")), "{err}");
+        assert_eq!(seen.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn tls_settings_explain_what_is_wrong_without_quoting_the_key() {
+        let key = Secret::new("-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5LXNlY3JldA==\n-----END PRIVATE KEY-----\n");
+        let e = TlsSettings::from_pem(Some("not pem"), None, None).unwrap_err();
+        assert_eq!(e.key, "ca");
+        assert!(e.message.contains("no PEM certificate"), "{}", e.message);
+        let e = TlsSettings::from_pem(None, None, Some(&key)).unwrap_err();
+        assert_eq!((e.key, e.message.as_str()), ("client_key", "`tls.client_key` needs `tls.client_cert`"));
+        let e = TlsSettings::from_pem(None, Some("x"), None).unwrap_err();
+        assert_eq!(e.key, "client_cert");
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let e = TlsSettings::from_pem(Some(garbage), None, None).unwrap_err();
+        assert_eq!(e.key, "ca");
+        let e = TlsSettings::from_pem(None, Some(garbage), Some(&key)).unwrap_err();
+        assert_eq!(e.key, "client_key", "{}", e.message);
+        assert!(!e.message.contains("bm90"), "{}", e.message);
+        assert!(!format!("{e:?}").contains("bm90"));
     }
 }

@@ -290,6 +290,7 @@ mod tests {
             auth_type: "none".into(),
             auth: Arc::new(NoHeaders),
             transform: None,
+            tls_client: None,
         });
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("h.db")).unwrap();

@@ -14,7 +14,7 @@ use super::model::Template;
 use super::refs::{RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
 use crate::config::TemplateDefaults;
-use crate::delivery::client::HttpClient;
+use crate::delivery::client::{HttpClient, TlsSettings};
 use crate::plugin::auth::BuildContext;
 use crate::plugin::{KeyStore, PluginRegistry, TransformContext};
 use crate::yaml::{locate, locate_text};
@@ -80,7 +80,20 @@ impl Loader {
         let url_text = resolver.resolve(&spec.url).map_err(ref_error)?;
         let url = Url::parse(&url_text)
             .map_err(|e| at(&["url"], resolver.scrub(&format!("`url` is not a valid URL: {e}"))))?;
-        self.client.check_url(&url).map_err(|e| at(&["url"], resolver.scrub(&format!("`url`: {e}"))))?;
+        self.client.policy().check_url(&url).map_err(|e| at(&["url"], resolver.scrub(&format!("`url`: {e}"))))?;
+        let tls_client = match &spec.tls {
+            None => None,
+            Some(tls) => {
+                let mut resolve = |value: &Option<String>| value.as_deref().map(|v| resolver.resolve(v)).transpose();
+                let ca = resolve(&tls.ca).map_err(ref_error)?;
+                let client_cert = resolve(&tls.client_cert).map_err(ref_error)?;
+                let client_key = resolve(&tls.client_key).map_err(ref_error)?.map(crate::Secret::new);
+                let settings = TlsSettings::from_pem(ca.as_deref(), client_cert.as_deref(), client_key.as_ref())
+                    .map_err(|e| at(&["tls", e.key], resolver.scrub(&e.message)))?;
+                Some(self.client.with_tls(&settings).map_err(|m| at(&["tls"], resolver.scrub(&m)))?)
+            }
+        };
+        let client = tls_client.as_ref().unwrap_or(&self.client);
 
         let mut headers = HeaderMap::new();
         for (key, value) in &spec.headers {
@@ -129,7 +142,7 @@ impl Loader {
                 )
             })?;
             let config = resolve_config(&mut resolver, auth_spec).map_err(ref_error)?;
-            let ctx = BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() };
+            let ctx = BuildContext { template: &name, client, timeout, keys: self.keys.as_ref() };
             let authorizer = plugin.build(&ctx, &config).map_err(|message| {
                 at(
                     &["auth", message_key(&message)],
@@ -153,7 +166,7 @@ impl Loader {
                 })?;
                 let config = resolve_config(&mut resolver, transform_spec).map_err(ref_error)?;
                 let ctx = TransformContext {
-                    build: BuildContext { template: &name, client: &self.client, timeout, keys: self.keys.as_ref() },
+                    build: BuildContext { template: &name, client, timeout, keys: self.keys.as_ref() },
                     url: &url,
                     headers: &headers,
                 };
@@ -186,6 +199,7 @@ impl Loader {
             auth_type,
             auth,
             transform,
+            tls_client,
         })
     }
 }

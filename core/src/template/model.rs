@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 
+use crate::delivery::client::HttpClient;
 use crate::plugin::{Authorizer, Transformer};
 
 /// One version of a template, ready to send. Deliveries hold an `Arc` to the version they
@@ -33,12 +34,21 @@ pub struct Template {
     pub auth: Arc<dyn Authorizer>,
     /// The transform plugin's name and transformer, when the template has one.
     pub transform: Option<(String, Arc<dyn Transformer>)>,
+    /// The client built for the template's `tls` settings (its CA, its client certificate);
+    /// `None` sends through the gateway's shared client.
+    pub tls_client: Option<HttpClient>,
 }
 
 impl Template {
     /// `1 + retries`.
     pub fn max_attempts(&self) -> u32 {
         self.retries.saturating_add(1)
+    }
+
+    /// The client this template's requests go through: its own when it has `tls`
+    /// settings, otherwise `shared`.
+    pub fn client<'a>(&'a self, shared: &'a HttpClient) -> &'a HttpClient {
+        self.tls_client.as_ref().unwrap_or(shared)
     }
 
     /// The URL without user info and with its query masked: either can carry a credential
@@ -67,6 +77,7 @@ impl fmt::Debug for Template {
             .field("batch_size", &self.batch_size)
             .field("auth", &self.auth_type)
             .field("transform", &self.transform.as_ref().map(|(name, _)| name))
+            .field("tls", &self.tls_client.is_some())
             .finish()
     }
 }

@@ -10,6 +10,7 @@
 //! batch_size: 100
 //! verify: true
 //! auth: {type: basic, username: svc, password: "${env:SVC_PASSWORD}"}
+//! tls: {ca: "${file:partner-ca.pem}", client_cert: "${file:client.pem}", client_key: "${file:client.key}"}
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +55,35 @@ pub struct TemplateSpec {
     /// A transform plugin that turns the payload into requests.
     #[serde(default)]
     pub transform: Option<PluginSpec>,
+    /// TLS settings for the destination and the auth plugin's token requests.
+    #[serde(default)]
+    pub tls: Option<TlsSpec>,
+}
+
+/// `tls: {ca, client_cert, client_key}`: PEM text, usually through `${file:..}` references.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// CA certificate(s) to trust instead of the system's roots (PEM; a bundle may hold
+    /// several).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The client certificate chain for mTLS (PEM, the leaf first); needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). A secret.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+impl fmt::Debug for TlsSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSpec")
+            .field("ca", &self.ca.is_some())
+            .field("client_cert", &self.client_cert.is_some())
+            .field("client_key", &self.client_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// The four methods of the reference document (written in any case).

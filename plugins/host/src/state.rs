@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
-use hookgate_core::delivery::client::{HttpClient, describe, read_bounded};
+use hookgate_core::delivery::client::{HttpClient, SendError, SendRequest};
 use hookgate_core::plugin::{KeyStore, SigningAlg};
 use wasmtime::StoreLimits;
 
@@ -178,27 +178,34 @@ impl CallState {
                 "host `{host}` is not allowed: list it in the template's `allow_hosts` for this plugin"
             ));
         }
-        http.check_url(&url).map_err(|e| e.to_string())?;
         let method =
             reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| "not an HTTP method".to_string())?;
-        let mut builder = http.reqwest().request(method, url).body(request.body);
+        let mut headers = reqwest::header::HeaderMap::new();
         for Header { name, value } in request.headers {
-            builder = builder.header(name, value);
+            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            let header_value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| format!("the value of header `{name}` has characters a header cannot carry"))?;
+            headers.append(header_name, header_value);
         }
-        let call = async {
-            let response = builder.send().await.map_err(|e| describe(e).to_string())?;
-            let status = response.status().as_u16();
-            let headers = response
-                .headers()
-                .iter()
-                .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
-                .collect();
-            let body = read_bounded(response).await.to_vec();
-            Ok(FetchResponse { status, headers, body })
+        // The gateway's one request path: the network policy (on the connected address
+        // too), no redirects, the template's timeout, a bounded body.
+        let timeout = self.ctx.timeout;
+        let sent =
+            http.send(SendRequest { method: &method, url: &url, headers, body: request.body.into(), timeout }).await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(SendError::Timeout(limit)) => {
+                return Err(format!("no answer within {}", hookgate_core::duration::format_duration(limit)));
+            }
+            Err(e) => return Err(e.to_string()),
         };
-        tokio::time::timeout(self.ctx.timeout, call)
-            .await
-            .map_err(|_| format!("no answer within {}", hookgate_core::duration::format_duration(self.ctx.timeout)))?
+        let headers = response
+            .headers
+            .iter()
+            .map(|(n, v)| Header { name: n.to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+            .collect();
+        Ok(FetchResponse { status: response.status.as_u16(), headers, body: response.body.to_vec() })
     }
 }
 
