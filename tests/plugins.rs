@@ -165,46 +165,168 @@ async fn hostile_plugins_fail_only_their_own_delivery() {
     assert_eq!(gw.get("/healthz").await.0, 200);
 }
 
-/// Acceptance 3: a plugin makes an RS256 JWT through the host's `sign`; it verifies with
-/// the key store's public key.
+fn generate_key(config: &ConfigDir, id: &str) {
+    let out =
+        Command::new(bin()).args(["keys", "generate", "--id", id, "--config"]).arg(config.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Acceptance 3, and signing granted per template: a plugin makes an RS256 JWT through the
+/// host's `sign` with a key its template grants, and it verifies against the JWKS; a key the
+/// template does not grant (another partner's, or the active key without
+/// `sign_active_key: true`) fails that delivery with a reason naming the key, even when the
+/// plugin goes on without the signature; a grant of a key the store lacks fails at load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugins_sign_jwts_with_the_key_store() {
+async fn plugins_sign_only_with_the_keys_their_template_grants() {
     let mock = Mock::answering(200).await;
     let config = ConfigDir::new(TEST_CONFIG);
-    let out = Command::new(bin())
-        .args(["keys", "generate", "--id", "plugin-key", "--config"])
-        .arg(config.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    generate_key(&config, "partner-a"); // the first key: the active one
+    generate_key(&config, "partner-b");
     install(&config, "hookgate_test_plugin", "signer");
+    let template = |name: &str, auth: &str| {
+        config.write_template(
+            &format!("{name}.yaml"),
+            &format!(
+                "url: {}\nverify: false\nretries: 0\nauth: {{type: signer, {auth}}}\n",
+                mock.url(&format!("/{name}"))
+            ),
+        );
+    };
+    template("granted", "mode: jwt, key: partner-a, sign_keys: [partner-a]");
+    template("other", "mode: jwt, key: partner-b, sign_keys: [partner-a]");
+    template("quiet", "mode: sign-quiet, key: partner-b, sign_keys: [partner-a]");
+    template("ungranted", "mode: jwt, key: partner-a");
+    template("implicit", "mode: jwt, sign_keys: [partner-a]");
+    template("bare", "mode: jwt");
+    template("active", "mode: jwt, sign_active_key: true");
     config.write_template(
-        "jwt.yaml",
-        &format!("url: {}\nverify: false\nauth: {{type: signer, mode: jwt}}\n", mock.url("/")),
+        "unknown.yaml",
+        &format!(
+            "url: {}\nverify: false\nauth:\n  type: signer\n  mode: jwt\n  sign_keys: [partner-c]\n",
+            mock.url("/u")
+        ),
     );
     let gw = Gateway::start(&config, &[]).await;
-    gw.wait_state("jwt", "active", Duration::from_secs(20)).await;
-    let id = gw.dispatch("jwt", &payload(920, 1)).await;
-    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+    for name in ["granted", "other", "quiet", "ungranted", "implicit", "bare", "active"] {
+        gw.wait_state(name, "active", Duration::from_secs(20)).await;
+    }
+    let unknown = gw.wait_state("unknown", "invalid", Duration::from_secs(20)).await;
+    let error = unknown["error"].as_str().unwrap();
+    assert!(error.contains("unknown.yaml:6:3: ") && error.contains("`sign_keys`"), "{error}");
+    assert!(error.contains("no key `partner-c`"), "{error}");
 
-    let request = &mock.requests()[0];
-    let jwt = request.header("x-jwt").unwrap();
-    assert_eq!(request.header("x-jwt-kid").as_deref(), Some("plugin-key"));
     let (_, jwks) = gw.get("/.well-known/jwks.json").await;
-    let key = &jwks["keys"][0];
-    assert_eq!(key["kid"], "plugin-key");
-    let decoding =
-        jsonwebtoken::DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap()).unwrap();
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-    validation.set_issuer(&["test-plugin"]);
-    let token = jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &validation).expect("the JWT verifies");
-    assert_eq!(token.claims["sub"], "jwt");
-    // A changed payload does not verify.
-    let mut parts: Vec<&str> = jwt.split('.').collect();
-    let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"test-plugin","sub":"other","exp":9999999999}"#);
-    parts[1] = &forged;
-    assert!(jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &decoding, &validation).is_err());
+    let verify = |jwt: &str, kid: &str, sub: &str| {
+        let key = jwks["keys"].as_array().unwrap().iter().find(|k| k["kid"] == kid).expect("the key is in the JWKS");
+        let decoding =
+            jsonwebtoken::DecodingKey::from_rsa_components(key["n"].as_str().unwrap(), key["e"].as_str().unwrap())
+                .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_issuer(&["test-plugin"]);
+        let token = jsonwebtoken::decode::<serde_json::Value>(jwt, &decoding, &validation).expect("the JWT verifies");
+        assert_eq!(token.claims["sub"], sub);
+        // A changed payload does not verify.
+        let mut parts: Vec<&str> = jwt.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(br#"{"iss":"test-plugin","sub":"other","exp":9999999999}"#);
+        parts[1] = &forged;
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &decoding, &validation).is_err());
+    };
+
+    for (name, kid) in [("granted", "partner-a"), ("active", "partner-a")] {
+        let id = gw.dispatch(name, &payload(920, 1)).await;
+        assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered", "{name}");
+        let request = mock.requests().into_iter().find(|r| r.path == format!("/{name}")).unwrap();
+        assert_eq!(request.header("x-jwt-kid").as_deref(), Some(kid), "{name}");
+        verify(&request.header("x-jwt").unwrap(), kid, name);
+    }
+
+    for (name, expected) in [
+        ("other", "refused: sign: key `partner-b` is not granted to template `other`"),
+        ("quiet", "refused: sign: key `partner-b` is not granted to template `quiet`"),
+        ("ungranted", "refused: sign: key `partner-a` is not granted to template `ungranted`"),
+        ("bare", "refused: sign: the active key is not granted to template `bare`"),
+        ("implicit", "refused: sign: the active key is not granted to template `implicit`"),
+    ] {
+        let id = gw.dispatch(name, &payload(921, 1)).await;
+        let view = gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+        assert_eq!(view["state"], "failed", "{name}: {view}");
+        let reason = view["requests"][0]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("auth plugin `signer`: "), "{name}: {reason}");
+        assert!(reason.contains(expected), "{name}: {reason}");
+    }
+    let paths: Vec<String> = mock.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/granted", "/active"], "a refused signature sends nothing");
+}
+
+/// A plugin's `log` lines are escaped (a `\n` cannot start a forged line) and capped per call,
+/// with one note saying how many were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_log_lines_are_escaped_and_capped_per_call() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    install(&config, "hookgate_test_plugin", "hostile");
+    config.write_template(
+        "log.yaml",
+        &format!("url: {}\nverify: false\nauth: {{type: hostile, mode: log}}\n", mock.url("/log")),
+    );
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("log", "active", Duration::from_secs(20)).await;
+    let id = gw.dispatch("log", &payload(940, 1)).await;
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+    let logs = wait_for("the dropped-lines note", Duration::from_secs(10), async || {
+        let logs = gw.output();
+        logs.contains("log lines dropped").then_some(logs)
+    })
+    .await;
+    assert!(!logs.lines().any(|l| l.starts_with("2030-01-01")), "a forged line: {logs}");
+    assert!(logs.contains(r"line 0\n2030-01-01T00:00:00.000000Z ERROR"), "{logs}");
+    assert_eq!(logs.matches("ERROR hookgate: forged").count(), 32, "32 lines a call");
+    assert!(logs.contains("68 log lines dropped: a plugin call may log at most 32 lines"), "{logs}");
+}
+
+/// What a transform returns is bounded and checked: its error text is escaped and capped,
+/// empty requests count against `plugins.max_output_bytes`, and the profiles its requests
+/// claim must add up to no more than the payload has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_output_is_capped_and_its_profile_counts_checked() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    install(&config, "hookgate_test_plugin", "hostile");
+    for mode in ["calm", "long-error", "empty", "profiles", "double"] {
+        config.write_template(
+            &format!("t-{mode}.yaml"),
+            &format!(
+                "url: {url}\nverify: false\ntransform: {{type: hostile, mode: {mode}, url: {url}}}\n",
+                url = mock.url("/t")
+            ),
+        );
+    }
+    let gw = Gateway::start(&config, &[]).await;
+    for mode in ["calm", "long-error", "empty", "profiles", "double"] {
+        gw.wait_state(&format!("t-{mode}"), "active", Duration::from_secs(20)).await;
+    }
+    let id = gw.dispatch("t-calm", &payload(950, 3)).await;
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+    let (_, stats) = gw.get("/v1/campaigns/950").await;
+    assert_eq!(stats["profiles"]["delivered"], 3, "{stats}");
+
+    for (mode, expected) in [
+        (
+            "long-error",
+            "transform plugin `hostile`: no\\n2030-01-01T00:00:00.000000Z ERROR hookgate: forged\\u{1b}[2J no",
+        ),
+        ("empty", "transform plugin `hostile`: stopped: returned 50000 requests of"),
+        ("profiles", "returned bad output: request 0 claims 1000 profiles; the payload has 3"),
+        ("double", "returned bad output: its requests claim 6 profiles and it skipped 0, more than the payload's 3"),
+    ] {
+        let (status, body) = gw.post_json(&format!("/v1/templates/t-{mode}/dispatch"), &payload(951, 3), &[]).await;
+        assert_eq!(status, 422, "{mode}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{mode}: {message}");
+        assert!(message.len() < 1200 && !message.contains('\n'), "{mode}: {} bytes", message.len());
+    }
+    assert_eq!(mock.requests().len(), 3, "only the calm transform's requests were sent");
 }
 
 /// Acceptance 4 and 5: replacing a plugin file changes behaviour without a restart; a
@@ -297,4 +419,60 @@ fn plugin_check_reports_version_exports_and_a_sample_run() {
     std::fs::write(&not_wasm, b"hello").unwrap();
     let (ok, out) = run(not_wasm, "{}");
     assert!(!ok && out.contains("does not load: not a valid WebAssembly component"), "{out}");
+}
+
+/// Acceptance 6 (the cache): a compiled artefact that is not the one this install wrote for
+/// that plugin — here a genuine artefact of another plugin put under its name, which wasmtime
+/// itself would load — is compiled again, not loaded; the plugin keeps its own behaviour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_compiled_artefact_is_not_loaded() {
+    use sha2::Digest;
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    install(&config, "hookgate_test_plugin", "calm");
+    install(&config, "standard_webhooks", "signing");
+    config.write_template("calm.yaml", &format!("url: {}\nverify: false\nauth: {{type: calm}}\n", mock.url("/")));
+    let hash = |artifact: &str| -> String {
+        sha2::Sha256::digest(std::fs::read(guest(artifact)).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let cache = config.path().join("data/plugin-cache");
+    let artefact = |artifact: &str| {
+        let prefix = hash(artifact);
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no artefact of {artifact} in {}", cache.display()))
+    };
+    {
+        let gw = Gateway::start(&config, &[]).await;
+        gw.wait_state("calm", "active", Duration::from_secs(20)).await;
+        wait_for("both plugins to load", Duration::from_secs(20), async || {
+            (gw.output().matches("plugin loaded (compiled)").count() == 2).then_some(())
+        })
+        .await;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the cache folder is private");
+    }
+    std::fs::copy(artefact("standard_webhooks"), artefact("hookgate_test_plugin")).unwrap();
+
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("calm", "active", Duration::from_secs(20)).await;
+    let logs = wait_for("both plugins to load", Duration::from_secs(20), async || {
+        let logs = gw.output();
+        (logs.matches("plugin loaded").count() == 2).then_some(logs)
+    })
+    .await;
+    assert!(logs.contains("its tag does not match its content"), "{logs}");
+    assert_eq!(logs.matches("plugin loaded (compiled)").count(), 1, "the tampered one is compiled again: {logs}");
+    assert_eq!(logs.matches("plugin loaded (from the compiled cache)").count(), 1, "{logs}");
+    let id = gw.dispatch("calm", &payload(960, 1)).await;
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+    let request = mock.requests().pop().unwrap();
+    assert_eq!(request.header("x-test-plugin").as_deref(), Some("calm"), "its own code ran");
+    assert!(request.header("webhook-signature").is_none(), "not the other plugin's");
 }

@@ -19,8 +19,8 @@ use crate::plugin::auth::BuildContext;
 use crate::plugin::{KeyStore, PluginRegistry, TransformContext};
 use crate::yaml::{locate, locate_text};
 
-/// Headers the gateway sets itself; a template may not.
-const RESERVED_HEADERS: &[&str] =
+/// Headers the gateway sets itself; a template (or a plugin) may not.
+pub const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
 const MAX_RETRIES: u32 = 20;
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use hookgate_core::plugin::{AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest};
+use hookgate_core::template::load::RESERVED_HEADERS;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::bindings::hookgate::plugin::types::{self, Header};
 use crate::engine::PluginEngine;
 use crate::source::PluginSlot;
 use crate::state::CallContext;
+use crate::text;
 
 pub struct WasmAuthPlugin {
     slot: Arc<PluginSlot>,
@@ -29,7 +31,8 @@ impl AuthPlugin for WasmAuthPlugin {
     }
 
     /// Every key of the template's `auth` section but `type` is the plugin's config (as
-    /// JSON); `allow_hosts` also tells the host which hosts `fetch` may reach.
+    /// JSON); `allow_hosts`, `sign_keys` and `sign_active_key` also tell the host what the
+    /// plugin may do (see [`call_context`]).
     fn build(
         &self,
         ctx: &BuildContext<'_>,
@@ -46,29 +49,57 @@ impl AuthPlugin for WasmAuthPlugin {
     }
 }
 
-/// The shared context of one template's calls: `allow_hosts` from the plugin's config tells
-/// the host which hosts `fetch` may reach.
+/// The shared context of one template's calls, from the plugin's config: `allow_hosts` tells
+/// the host which hosts `fetch` may reach; `sign_keys` which keys of the key store `sign`
+/// may use, and `sign_active_key: true` whether it may use the active key (`key-id` none).
+/// Each key must be in the key store now.
 pub(crate) fn call_context(
     plugin: &str,
     ctx: &BuildContext<'_>,
     config: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<CallContext, String> {
-    let allow_hosts = match config.get("allow_hosts") {
-        None => Vec::new(),
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .map(|h| {
-                h.as_str().map(str::to_ascii_lowercase).ok_or("`allow_hosts` must be a list of host names".to_string())
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err("`allow_hosts` must be a list of host names".into()),
+    let allow_hosts =
+        string_list(config, "allow_hosts", "host names")?.into_iter().map(|h| h.to_ascii_lowercase()).collect();
+    let sign_keys = string_list(config, "sign_keys", "key ids")?;
+    let sign_active_key = match config.get("sign_active_key") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err("`sign_active_key` must be `true` or `false`".into()),
     };
+    if !sign_keys.is_empty() || sign_active_key {
+        let what = if sign_keys.is_empty() { "sign_active_key" } else { "sign_keys" };
+        let keys = ctx.keys.ok_or_else(|| format!("`{what}`: this gateway has no key store"))?;
+        for kid in &sign_keys {
+            keys.key(kid).map_err(|e| format!("`sign_keys`: {e}"))?;
+        }
+        if sign_active_key {
+            keys.active().map_err(|e| format!("`sign_active_key`: {e}"))?;
+        }
+    }
     let mut call = CallContext::new(plugin, ctx.template);
     call.keys = ctx.keys.cloned();
+    call.sign_keys = sign_keys;
+    call.sign_active_key = sign_active_key;
     call.http = Some(ctx.client.clone());
     call.allow_hosts = allow_hosts;
     call.timeout = ctx.timeout;
     Ok(call)
+}
+
+/// The list of strings under `key` (none when absent).
+fn string_list(
+    config: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    what: &str,
+) -> Result<Vec<String>, String> {
+    let wrong = || format!("`{key}` must be a list of {what}");
+    match config.get(key) {
+        None => Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().map(|item| item.as_str().map(str::to_string).ok_or_else(wrong)).collect()
+        }
+        Some(_) => Err(wrong()),
+    }
 }
 
 pub struct WasmAuthorizer {
@@ -108,8 +139,13 @@ impl Authorizer for WasmAuthorizer {
         let mut out = AuthHeaders::new();
         for Header { name, value } in headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                AuthError::permanent(format!("returned an invalid header name `{}`", name.escape_debug()))
+                AuthError::permanent(format!("returned an invalid header name `{}`", text::name(&name)))
             })?;
+            if RESERVED_HEADERS.contains(&header.as_str()) {
+                return Err(AuthError::permanent(format!(
+                    "returned header `{header}`, which the gateway sets itself; a plugin may not"
+                )));
+            }
             let value = HeaderValue::from_str(&value)
                 .map_err(|_| AuthError::permanent(format!("returned an invalid value for header `{header}`")))?;
             out.insert(header, value);

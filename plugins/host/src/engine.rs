@@ -21,6 +21,7 @@ use wasmtime::{
 
 use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, PluginError, PluginInfo, TransformOutput};
 use crate::bindings::{Plugin, PluginPre};
+use crate::cache::CodeCache;
 use crate::state::{CallContext, CallState};
 
 /// Linear memory kept resident in a pooled slot between calls (a Rust guest's stack and a
@@ -74,6 +75,8 @@ pub enum CallErrorKind {
     BadOutput(String),
     /// It could not be instantiated.
     Instantiate(String),
+    /// It asked the host for something its template does not grant (a signing key).
+    Refused(String),
 }
 
 impl CallError {
@@ -95,6 +98,7 @@ impl fmt::Display for CallErrorKind {
             Self::Trap(why) => write!(f, "trapped: {why}"),
             Self::BadOutput(why) => write!(f, "returned bad output: {why}"),
             Self::Instantiate(why) => write!(f, "could not start: {why}"),
+            Self::Refused(why) => write!(f, "refused: {why}"),
         }
     }
 }
@@ -111,7 +115,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Linker<CallState>,
     limits: PluginLimits,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CodeCache>,
     permits: Arc<Semaphore>,
     ticker_stop: Arc<AtomicBool>,
 }
@@ -123,8 +127,17 @@ impl Drop for PluginEngine {
 }
 
 impl PluginEngine {
-    /// An engine with `limits`; compiled plugins are cached in `cache_dir` when given.
+    /// An engine with `limits`; compiled plugins are cached in `cache_dir` when given and
+    /// safe to use (see [`crate::cache`]: otherwise a warning says why, and every plugin is
+    /// compiled without a cache).
     pub fn new(limits: PluginLimits, cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        let cache = cache_dir.and_then(|dir| match CodeCache::open(&dir) {
+            Ok(cache) => Some(cache),
+            Err(why) => {
+                tracing::warn!("not using the compiled plugin cache {}: {why}", dir.display());
+                None
+            }
+        });
         let instances = limits.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
@@ -171,14 +184,7 @@ impl PluginEngine {
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
 
-        Ok(Self {
-            engine,
-            linker,
-            permits: Arc::new(Semaphore::new(instances as usize)),
-            limits,
-            cache_dir,
-            ticker_stop,
-        })
+        Ok(Self { engine, linker, permits: Arc::new(Semaphore::new(instances as usize)), limits, cache, ticker_stop })
     }
 
     pub fn limits(&self) -> &PluginLimits {
@@ -207,37 +213,47 @@ impl PluginEngine {
     }
 
     /// The compiled component, from the cache when it has one for these bytes and this
-    /// engine; otherwise compiled and cached.
+    /// engine that verifies (see [`crate::cache`]); otherwise compiled and cached.
     fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<(Component, bool), String> {
-        use std::hash::{Hash, Hasher};
-        let cached = self.cache_dir.as_ref().map(|dir| {
+        let engine_hash = {
+            use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut h);
-            dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()))
-        });
-        if let Some(path) = &cached
-            && path.is_file()
-        {
-            // SAFETY: the file was written by `serialize` below into the gateway's own
-            // data folder, under a name bound to the wasm's hash and the engine's
-            // compatibility hash; wasmtime also checks the header before using it.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
-            match loaded {
-                Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!("ignoring the compiled cache {}: {e}", path.display()),
+            h.finish()
+        };
+        if let Some(cache) = &self.cache {
+            match cache.read(sha256, engine_hash) {
+                Ok(None) => {}
+                Ok(Some(code)) => {
+                    // SAFETY: `code` is the very bytes whose tag was just verified with the
+                    // install's key, which only this gateway holds: it is what `serialize`
+                    // below produced for this wasm hash and this engine. wasmtime also checks
+                    // the header (engine and version) before using it.
+                    #[allow(unsafe_code)]
+                    let loaded = unsafe { Component::deserialize(&self.engine, &code) };
+                    match loaded {
+                        Ok(component) => return Ok((component, true)),
+                        Err(e) => tracing::warn!(
+                            "ignoring the compiled cache {}: {e}",
+                            cache.path(sha256, engine_hash).display()
+                        ),
+                    }
+                }
+                Err(why) => tracing::warn!(
+                    "not loading the compiled cache {}: {why}; compiling the plugin again",
+                    cache.path(sha256, engine_hash).display()
+                ),
             }
         }
         let component =
             Component::new(&self.engine, bytes).map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-        if let Some(path) = &cached {
-            let write = component.serialize().map_err(|e| e.to_string()).and_then(|code| {
-                std::fs::create_dir_all(path.parent().unwrap_or(path)).map_err(|e| e.to_string())?;
-                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                std::fs::write(&tmp, code).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| e.to_string())
-            });
-            if let Err(e) = write {
-                tracing::warn!("cannot cache the compiled plugin in {}: {e}", path.display());
+        if let Some(cache) = &self.cache {
+            let written = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|code| cache.write(sha256, engine_hash, &code));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache the compiled plugin in {}: {e}", cache.dir().display());
             }
         }
         Ok((component, false))
@@ -276,7 +292,12 @@ impl PluginEngine {
         let func = instance
             .get_typed_func::<P, R>(&mut store, export)
             .map_err(|e| fail(CallErrorKind::Instantiate(first_line(&format!("{e:#}")))))?;
-        func.call_async(&mut store, params).await.map_err(|e| fail(self.classify(&e, false)))
+        let result = func.call_async(&mut store, params).await;
+        // A refusal fails the call whatever the plugin did with the error it was given.
+        if let Some(why) = store.data_mut().refused.take() {
+            return Err(fail(CallErrorKind::Refused(why)));
+        }
+        result.map_err(|e| fail(self.classify(&e, false)))
     }
 
     fn classify(&self, error: &wasmtime::Error, instantiating: bool) -> CallErrorKind {
@@ -339,13 +360,13 @@ impl PluginEngine {
         let (result,) = self
             .run::<_, (Result<Vec<Header>, PluginError>,)>(plugin, ctx, &plugin.exports.authorize, (request, config))
             .await?;
-        let headers = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
-        let size: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
-        if size > self.limits.max_output_bytes.min(64 * 1024) || headers.len() > 64 {
+        let headers = result.map_err(|e| plugin_error(&plugin.name, e))?;
+        let size = headers_size(&headers);
+        if size > self.limits.max_output_bytes.min(MAX_AUTH_BYTES) || headers.len() > MAX_HEADERS {
             return Err(CallError::new(
                 &plugin.name,
                 CallErrorKind::Limit(format!(
-                    "returned {} headers of {size} bytes (at most 64 headers, 64 KiB)",
+                    "returned {} headers of {size} bytes (at most {MAX_HEADERS} headers, 64 KiB, counting {HEADER_OVERHEAD} bytes a header)",
                     headers.len()
                 )),
             ));
@@ -369,17 +390,20 @@ impl PluginEngine {
                 (payload, config),
             )
             .await?;
-        let output = result.map_err(|e| CallError::new(&plugin.name, CallErrorKind::Plugin(e)))?;
-        let size: usize = output
-            .requests
-            .iter()
-            .map(|r| r.body.len() + r.url.len() + r.headers.iter().map(|h| h.name.len() + h.value.len()).sum::<usize>())
-            .sum();
+        let output = result.map_err(|e| plugin_error(&plugin.name, e))?;
+        if let Some((i, r)) = output.requests.iter().enumerate().find(|(_, r)| r.headers.len() > MAX_HEADERS) {
+            return Err(CallError::new(
+                &plugin.name,
+                CallErrorKind::Limit(format!("request {i} has {} headers (at most {MAX_HEADERS})", r.headers.len())),
+            ));
+        }
+        let size = output_size(&output);
         if size > self.limits.max_output_bytes {
             return Err(CallError::new(
                 &plugin.name,
                 CallErrorKind::Limit(format!(
-                    "returned {size} bytes of requests (plugins.max_output_bytes is {})",
+                    "returned {} requests of {size} bytes, counting {REQUEST_OVERHEAD} bytes a request (plugins.max_output_bytes is {})",
+                    output.requests.len(),
                     self.limits.max_output_bytes
                 )),
             ));
@@ -388,6 +412,102 @@ impl PluginEngine {
     }
 }
 
+/// Headers one call may return (`authorize`, or one planned request of `transform`).
+const MAX_HEADERS: usize = 64;
+/// Bytes of the headers `authorize` may return (or `plugins.max_output_bytes` if smaller).
+const MAX_AUTH_BYTES: usize = 64 * 1024;
+/// What a header costs against the output caps besides its name and value, so that many
+/// empty headers are not free.
+const HEADER_OVERHEAD: usize = 32;
+/// What a planned request costs against `plugins.max_output_bytes` besides its method, URL,
+/// headers and body: its record, its job and its row are not free even when it is empty.
+const REQUEST_OVERHEAD: usize = 256;
+/// Bytes of a plugin's error message kept in a failure reason.
+const MAX_ERROR_MESSAGE: usize = 1024;
+
+/// A plugin's own error, its message escaped and capped: it becomes a failure reason shown
+/// in records, the API and logs.
+fn plugin_error(plugin: &str, e: PluginError) -> CallError {
+    let message = crate::text::sanitize(&e.message, MAX_ERROR_MESSAGE);
+    CallError::new(plugin, CallErrorKind::Plugin(PluginError { message, retryable: e.retryable }))
+}
+
+fn headers_size(headers: &[Header]) -> usize {
+    headers.iter().map(|h| HEADER_OVERHEAD + h.name.len() + h.value.len()).sum()
+}
+
+/// What a transform's output counts against `plugins.max_output_bytes`.
+fn output_size(output: &TransformOutput) -> usize {
+    output
+        .requests
+        .iter()
+        .map(|r| REQUEST_OVERHEAD + r.method.len() + r.url.len() + r.body.len() + headers_size(&r.headers))
+        .sum()
+}
+
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or(text).chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest components: an empty one, and one with a custom section (another hash).
+    const EMPTY: &[u8] = b"\0asm\x0d\x00\x01\x00";
+    const OTHER: &[u8] = b"\0asm\x0d\x00\x01\x00\x00\x04\x03abc";
+
+    fn sha(bytes: &[u8]) -> String {
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn engine(cache: &std::path::Path) -> PluginEngine {
+        PluginEngine::new(PluginLimits { max_instances: 1, ..PluginLimits::default() }, Some(cache.to_path_buf()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_tampered_cache_artefact_is_compiled_again_not_loaded() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("plugin-cache");
+        let engine = engine(&dir);
+        let compile = |bytes: &[u8]| engine.compile(&sha(bytes), bytes).unwrap().1;
+        assert!(!compile(EMPTY), "compiled the first time");
+        assert!(compile(EMPTY), "then from the cache");
+        assert!(!compile(OTHER));
+        let artefact = |bytes: &[u8]| {
+            std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&sha(bytes)))
+                .unwrap()
+        };
+
+        // A genuine artefact of another plugin under this one's name: wasmtime would load it.
+        std::fs::copy(artefact(OTHER), artefact(EMPTY)).unwrap();
+        assert!(!compile(EMPTY), "not loaded: compiled again");
+        assert!(compile(EMPTY), "and the artefact rewritten");
+
+        // One byte of the machine code changed.
+        let mut code = std::fs::read(artefact(EMPTY)).unwrap();
+        let at = code.len() / 2;
+        code[at] ^= 0x40;
+        std::fs::write(artefact(EMPTY), &code).unwrap();
+        assert!(!compile(EMPTY), "not loaded: compiled again");
+        assert!(compile(OTHER), "the other plugin's artefact is untouched");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_folder_others_can_write_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path().join("plugin-cache");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let engine = engine(&dir);
+        assert!(!engine.compile(&sha(EMPTY), EMPTY).unwrap().1);
+        assert!(!engine.compile(&sha(EMPTY), EMPTY).unwrap().1, "never from the cache");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing written there");
+    }
 }

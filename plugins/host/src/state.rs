@@ -14,20 +14,33 @@ use wasmtime::StoreLimits;
 
 use crate::bindings::hookgate::plugin::host::{self, FetchRequest, FetchResponse, LogLevel, Signature};
 use crate::bindings::hookgate::plugin::types::Header;
+use crate::text;
 
 const MAX_RANDOM: u32 = 1024;
 const MAX_CACHE_ENTRIES: usize = 256;
 const MAX_CACHE_VALUE: usize = 64 * 1024;
-const MAX_LOG: usize = 2048;
+/// Bytes of one `log` line (after escaping); longer ones are cut.
+pub const MAX_LOG_LINE: usize = 2048;
+/// `log` lines one call may write; past this, or past [`MAX_LOG_BYTES`], lines are dropped
+/// and one note at the end of the call says how many.
+pub const MAX_LOG_LINES: u32 = 32;
+/// Bytes of `log` lines one call may write.
+pub const MAX_LOG_BYTES: usize = 16 * 1024;
 const MAX_FETCHES: u32 = 8;
 
-/// What a plugin's calls for one template share: its cache, the keys, the HTTP client and
-/// the hosts it may fetch from.
+/// What a plugin's calls for one template share: its cache, the keys it may sign with, the
+/// HTTP client and the hosts it may fetch from.
 pub struct CallContext {
     pub plugin: String,
     pub template: String,
     pub cache: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
     pub keys: Option<Arc<dyn KeyStore>>,
+    /// Keys `sign` may use (the template's `sign_keys` for this plugin); none by default.
+    pub sign_keys: Vec<String>,
+    /// Whether `sign` may use the active key (`key-id` none): the template's
+    /// `sign_active_key: true`. Off by default: the active key is also the default key of
+    /// every OAuth JWT assertion.
+    pub sign_active_key: bool,
     pub http: Option<HttpClient>,
     /// Hosts `fetch` may reach (the template's `allow_hosts` for this plugin), lowercase.
     pub allow_hosts: Vec<String>,
@@ -42,6 +55,8 @@ impl CallContext {
             template: template.to_string(),
             cache: Mutex::new(HashMap::new()),
             keys: None,
+            sign_keys: Vec::new(),
+            sign_active_key: false,
             http: None,
             allow_hosts: Vec::new(),
             timeout: Duration::from_secs(5),
@@ -58,11 +73,48 @@ pub struct CallState {
     host_time: Duration,
     budget: Duration,
     fetches: u32,
+    /// `log` lines written and dropped, and bytes written, in this call.
+    log_lines: u32,
+    log_bytes: usize,
+    log_dropped: u32,
+    /// Why the plugin was refused something that fails the call whatever the plugin does
+    /// with the error it got (a `sign` with a key its template does not grant).
+    pub refused: Option<String>,
 }
 
 impl CallState {
     pub fn new(limits: StoreLimits, ctx: Arc<CallContext>, budget: Duration) -> Self {
-        Self { limits, ctx, started: Instant::now(), host_time: Duration::ZERO, budget, fetches: 0 }
+        Self {
+            limits,
+            ctx,
+            started: Instant::now(),
+            host_time: Duration::ZERO,
+            budget,
+            fetches: 0,
+            log_lines: 0,
+            log_bytes: 0,
+            log_dropped: 0,
+            refused: None,
+        }
+    }
+
+    /// The key `sign` may use for `key_id`, or why not (naming the key and the template).
+    fn granted_key(&self, keys: &dyn KeyStore, key_id: Option<String>) -> Result<String, String> {
+        let ctx = &self.ctx;
+        match key_id {
+            Some(kid) if ctx.sign_keys.contains(&kid) => Ok(kid),
+            Some(kid) => Err(format!(
+                "key `{}` is not granted to template `{}` (grant it in the template's plugin section: `sign_keys: [{}]`)",
+                text::name(&kid),
+                ctx.template,
+                text::name(&kid)
+            )),
+            None if ctx.sign_active_key => keys.active().map(|k| k.kid).map_err(|e| e.to_string()),
+            None => Err(format!(
+                "the active key is not granted to template `{}` (name a granted key, or set `sign_active_key: true` in the template's plugin section)",
+                ctx.template
+            )),
+        }
     }
 
     /// The guest has run longer than its budget.
@@ -71,9 +123,31 @@ impl CallState {
     }
 }
 
+impl Drop for CallState {
+    /// The one note about the `log` lines this call could not write.
+    fn drop(&mut self) {
+        if self.log_dropped > 0 {
+            let (plugin, template) = (&self.ctx.plugin, &self.ctx.template);
+            tracing::warn!(
+                plugin,
+                template,
+                "{} log lines dropped: a plugin call may log at most {MAX_LOG_LINES} lines and {MAX_LOG_BYTES} bytes",
+                self.log_dropped
+            );
+        }
+    }
+}
+
 impl host::Host for CallState {
+    /// Escaped (a `\n` cannot start a forged line) and capped per line and per call.
     fn log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<()> {
-        let message: String = message.chars().take(MAX_LOG).collect();
+        let message = text::sanitize(&message, MAX_LOG_LINE);
+        if self.log_lines >= MAX_LOG_LINES || self.log_bytes + message.len() > MAX_LOG_BYTES {
+            self.log_dropped += 1;
+            return Ok(());
+        }
+        self.log_lines += 1;
+        self.log_bytes += message.len();
         let (plugin, template) = (&self.ctx.plugin, &self.ctx.template);
         match level {
             LogLevel::Trace => tracing::trace!(plugin, template, "{message}"),
@@ -134,20 +208,23 @@ impl host::Host for CallState {
         alg: host::SigningAlg,
         message: Vec<u8>,
     ) -> wasmtime::Result<Result<Signature, String>> {
-        let Some(keys) = &self.ctx.keys else {
+        let Some(keys) = self.ctx.keys.clone() else {
             return Ok(Err("this gateway has no key store".into()));
+        };
+        // Only the keys the template grants: a plugin must not sign as another partner
+        // (a JWT assertion for another template's token URL). A refusal fails the call even
+        // if the plugin goes on without the signature.
+        let kid = match self.granted_key(keys.as_ref(), key_id) {
+            Ok(kid) => kid,
+            Err(why) => {
+                self.refused.get_or_insert_with(|| format!("sign: {why}"));
+                return Ok(Err(why));
+            }
         };
         let alg = match alg {
             host::SigningAlg::Rs256 => SigningAlg::RS256,
             host::SigningAlg::Rs384 => SigningAlg::RS384,
             host::SigningAlg::Rs512 => SigningAlg::RS512,
-        };
-        let kid = match key_id {
-            Some(k) => k,
-            None => match keys.active() {
-                Ok(k) => k.kid,
-                Err(e) => return Ok(Err(e.to_string())),
-            },
         };
         Ok(keys
             .sign(&kid, alg, &message)
@@ -210,3 +287,101 @@ impl CallState {
 }
 
 impl crate::bindings::hookgate::plugin::types::Host for CallState {}
+
+#[cfg(test)]
+mod tests {
+    use hookgate_core::plugin::{KeyError, KeyInfo};
+
+    use super::*;
+
+    /// Two keys, `a` (active) and `b`; signs with a fixed signature.
+    #[derive(Debug)]
+    struct TwoKeys;
+
+    impl KeyStore for TwoKeys {
+        fn active(&self) -> Result<KeyInfo, KeyError> {
+            self.key("a")
+        }
+        fn key(&self, kid: &str) -> Result<KeyInfo, KeyError> {
+            match kid {
+                "a" | "b" => Ok(KeyInfo { kid: kid.into(), alg: SigningAlg::RS256, bits: 2048 }),
+                _ => Err(KeyError(format!("no key `{kid}`"))),
+            }
+        }
+        fn sign(&self, kid: &str, _: SigningAlg, _: &[u8]) -> Result<String, KeyError> {
+            self.key(kid).map(|_| URL_SAFE_NO_PAD.encode(kid))
+        }
+        fn jwks(&self) -> serde_json::Value {
+            serde_json::json!({"keys": []})
+        }
+    }
+
+    fn state(grant: &[&str], active: bool) -> CallState {
+        let mut ctx = CallContext::new("signer", "partner-a");
+        ctx.keys = Some(Arc::new(TwoKeys));
+        ctx.sign_keys = grant.iter().map(|k| k.to_string()).collect();
+        ctx.sign_active_key = active;
+        CallState::new(StoreLimits::default(), Arc::new(ctx), Duration::from_secs(1))
+    }
+
+    fn sign(state: &mut CallState, key: Option<&str>) -> Result<String, String> {
+        host::Host::sign(state, key.map(str::to_string), host::SigningAlg::Rs256, b"m".to_vec())
+            .unwrap()
+            .map(|s| s.key_id)
+    }
+
+    #[test]
+    fn sign_uses_only_the_keys_the_template_grants() {
+        let mut none = state(&[], false);
+        let why = sign(&mut none, Some("b")).unwrap_err();
+        assert!(why.contains("key `b` is not granted to template `partner-a`"), "{why}");
+        assert_eq!(none.refused.as_deref(), Some(format!("sign: {why}").as_str()), "the call fails too");
+
+        let mut granted = state(&["b"], false);
+        assert_eq!(sign(&mut granted, Some("b")).unwrap(), "b");
+        assert!(granted.refused.is_none());
+        let why = sign(&mut granted, Some("a")).unwrap_err();
+        assert!(why.contains("key `a` is not granted"), "{why}");
+        assert!(granted.refused.is_some());
+    }
+
+    #[test]
+    fn the_active_key_needs_its_own_grant() {
+        // `a` is active, and granted by name: `key-id` none still is not.
+        let mut by_name = state(&["a"], false);
+        let why = sign(&mut by_name, None).unwrap_err();
+        assert!(why.contains("the active key is not granted to template `partner-a`"), "{why}");
+        assert!(why.contains("sign_active_key: true"), "{why}");
+        assert!(by_name.refused.is_some());
+
+        let mut active = state(&[], true);
+        assert_eq!(sign(&mut active, None).unwrap(), "a");
+        assert!(active.refused.is_none());
+        // The active grant is not a grant of the other keys.
+        assert!(sign(&mut active, Some("b")).is_err());
+    }
+
+    #[test]
+    fn a_huge_key_id_is_cut_in_the_error() {
+        let mut none = state(&[], false);
+        let why = sign(&mut none, Some(&format!("{}\n", "k".repeat(100_000)))).unwrap_err();
+        assert!(why.len() < 400 && !why.contains('\n'), "{why}");
+    }
+
+    #[test]
+    fn log_lines_are_capped_per_call() {
+        let mut calls = state(&[], false);
+        for _ in 0..100 {
+            host::Host::log(&mut calls, LogLevel::Info, "line\nforged".into()).unwrap();
+        }
+        assert_eq!((calls.log_lines, calls.log_dropped), (MAX_LOG_LINES, 100 - MAX_LOG_LINES));
+
+        let mut bytes = state(&[], false);
+        for _ in 0..20 {
+            host::Host::log(&mut bytes, LogLevel::Info, "x".repeat(10_000)).unwrap();
+        }
+        assert!(bytes.log_bytes <= MAX_LOG_BYTES);
+        assert_eq!(bytes.log_lines as usize, MAX_LOG_BYTES / MAX_LOG_LINE);
+        assert_eq!(bytes.log_lines + bytes.log_dropped, 20);
+    }
+}

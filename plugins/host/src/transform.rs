@@ -1,5 +1,6 @@
 //! A WASM plugin as a transform plugin of `core`: `transform` plans the requests of a
-//! payload; each must stay on the template URL's origin.
+//! payload; each must stay on the template URL's origin, and the profiles they claim to
+//! carry must add up (see [`check_profiles`]).
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use hookgate_core::plugin::transform::same_origin;
 use hookgate_core::plugin::{
     AuthError, PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer,
 };
+use hookgate_core::template::load::RESERVED_HEADERS;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 
@@ -16,6 +18,7 @@ use crate::bindings::hookgate::plugin::types::Header;
 use crate::engine::PluginEngine;
 use crate::source::PluginSlot;
 use crate::state::CallContext;
+use crate::text;
 
 pub struct WasmTransformPlugin {
     slot: Arc<PluginSlot>,
@@ -74,11 +77,14 @@ impl Transformer for WasmTransformer {
             .transform(&plugin, self.call.clone(), payload, &self.config)
             .await
             .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
+        let counts: Vec<u32> = output.requests.iter().map(|r| r.profiles).collect();
+        check_profiles(&counts, output.skipped, payload_profiles(payload))
+            .map_err(|why| AuthError::permanent(format!("returned bad output: {why}")))?;
         let mut requests = Vec::with_capacity(output.requests.len());
         for (i, r) in output.requests.into_iter().enumerate() {
             let bad = |why: String| AuthError::permanent(format!("request {i}: {why}"));
             let method = Method::from_bytes(r.method.as_bytes())
-                .map_err(|_| bad(format!("`{}` is not an HTTP method", r.method)))?;
+                .map_err(|_| bad(format!("`{}` is not an HTTP method", text::name(&r.method))))?;
             let url = Url::parse(&r.url).map_err(|e| bad(format!("not a valid URL: {e}")))?;
             if !same_origin(&self.url, &url) {
                 return Err(bad(format!(
@@ -90,7 +96,10 @@ impl Transformer for WasmTransformer {
             let mut headers = self.headers.clone();
             for Header { name, value } in r.headers {
                 let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| bad(format!("invalid header name `{}`", name.escape_debug())))?;
+                    .map_err(|_| bad(format!("invalid header name `{}`", text::name(&name))))?;
+                if RESERVED_HEADERS.contains(&name.as_str()) {
+                    return Err(bad(format!("`{name}` is set by the gateway; a plugin may not set it")));
+                }
                 let mut value =
                     HeaderValue::from_str(&value).map_err(|_| bad(format!("invalid value for header `{name}`")))?;
                 value.set_sensitive(true);
@@ -103,5 +112,62 @@ impl Transformer for WasmTransformer {
             });
         }
         Ok(Transformed { requests, skipped: output.skipped as usize })
+    }
+}
+
+/// How many profiles the payload (the dispatch payload as JSON) has, counted without
+/// keeping them. A payload the dispatcher accepted always has a `profiles` list.
+fn payload_profiles(payload: &[u8]) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Count {
+        #[serde(default)]
+        profiles: Vec<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Count>(payload).map(|c| c.profiles.len()).unwrap_or(0)
+}
+
+/// The profile counts a transform returns feed the campaign's stats, so they are checked,
+/// not taken as given: each profile of the payload is counted at most once, in one request
+/// or as skipped. So no request carries more than the payload's `total`, and the requests'
+/// counts plus `skipped` are at most `total` (less is fine: a profile the plugin sends
+/// nothing for, a rating above the threshold say, is neither).
+fn check_profiles(counts: &[u32], skipped: u32, total: usize) -> Result<(), String> {
+    let total = total as u64;
+    if let Some((i, n)) = counts.iter().enumerate().find(|(_, n)| u64::from(**n) > total) {
+        return Err(format!("request {i} claims {n} profiles; the payload has {total}"));
+    }
+    let carried: u64 = counts.iter().map(|n| u64::from(*n)).sum();
+    if carried + u64::from(skipped) > total {
+        return Err(format!(
+            "its requests claim {carried} profiles and it skipped {skipped}, more than the payload's {total} (each profile counts once)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_counted_from_the_payload() {
+        assert_eq!(
+            payload_profiles(br#"{"targetId": 1, "key_values": {"a": [1, 2]}, "profiles": [{}, {"x": [{}]}, {}]}"#),
+            3
+        );
+        assert_eq!(payload_profiles(br#"{"targetId": 1, "profiles": []}"#), 0);
+    }
+
+    #[test]
+    fn each_profile_counts_once() {
+        assert!(check_profiles(&[1, 1, 0], 1, 3).is_ok());
+        assert!(check_profiles(&[1], 0, 3).is_ok(), "profiles neither sent nor skipped are fine");
+        assert!(check_profiles(&[], 0, 0).is_ok());
+        let why = check_profiles(&[1, 4], 0, 3).unwrap_err();
+        assert_eq!(why, "request 1 claims 4 profiles; the payload has 3");
+        let why = check_profiles(&[2, 2], 0, 3).unwrap_err();
+        assert!(why.contains("claim 4 profiles and it skipped 0, more than the payload's 3"), "{why}");
+        assert!(check_profiles(&[1], 3, 3).is_err());
+        assert!(check_profiles(&[u32::MAX; 4], u32::MAX, usize::MAX).is_ok(), "no overflow");
     }
 }

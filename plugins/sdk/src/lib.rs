@@ -28,6 +28,24 @@
 //! The sandbox has no files, sockets, environment or WASI clocks: use [`host`] for time,
 //! randomness, HMAC, signing with the gateway's keys, a per-template cache and HTTP fetches
 //! to allowed hosts. A panic fails the call (and that delivery) with the plugin's name.
+//!
+//! What the host allows is the template's say, in the plugin's section beside its config:
+//!
+//! ```yaml
+//! auth:
+//!   type: acme-signer
+//!   allow_hosts: [auth.acme.example]  # hosts `host::fetch` may reach; none by default
+//!   sign_keys: [acme]                 # keys `host::sign` may use; none by default
+//!   sign_active_key: false            # whether `host::sign(None, ..)` (the active key) may
+//! ```
+//!
+//! A `host::sign` with a key the template does not grant returns an error naming the key
+//! and fails the call, and its delivery, even if the plugin carries on. `host::log` lines have
+//! their control characters escaped and are capped (2 KiB a line; 32 lines and 16 KiB a
+//! call); a [`PluginError`]'s message is cut at 1 KiB. A transform's requests count against
+//! `plugins.max_output_bytes` with 256 bytes each besides their content, and their
+//! `profiles` must add up (each profile of the payload counted once, in one request or as
+//! skipped).
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]

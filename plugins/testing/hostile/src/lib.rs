@@ -1,12 +1,20 @@
 //! A plugin whose config picks its behaviour, so the tests can check that each kind of
 //! hostility fails only its own delivery:
 //! `calm` (the default: adds `x-test-plugin: calm`), `loop`, `memory`, `recursion`, `trap`, `huge`,
-//! `fetch` (to `url`), `jwt` (signs a JWT with the host's key store), `cache`.
+//! `fetch` (to `url`), `jwt` (signs a JWT with key `key` of the host's key store, or the active
+//! key), `sign-quiet` (signs with `key` and goes on without the signature if refused), `log`
+//! (floods the log with lines that try to forge others), `cache`.
+//!
+//! As a transform (`transform: {type: ..., mode: ...}`, requests to `url`): `calm` (one request
+//! per profile), `long-error` (a huge error with newlines), `empty` (many empty requests),
+//! `profiles` (one request claiming 1000 profiles), `double` (every profile counted twice).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hookgate_plugin_sdk::host::{self, FetchRequest, SigningAlg};
-use hookgate_plugin_sdk::{Header, OutgoingRequest, Plugin, PluginError, PluginInfo, export_plugin, parse_config};
+use hookgate_plugin_sdk::{
+    Header, OutgoingRequest, Plugin, PluginError, PluginInfo, Request, TransformOutput, export_plugin, parse_config,
+};
 use serde::Deserialize;
 
 /// Unknown keys are ignored, so the same template can name this plugin or another.
@@ -83,6 +91,19 @@ impl Plugin for TestPlugin {
                 let jwt = format!("{input}.{}", URL_SAFE_NO_PAD.encode(&signature.value));
                 Ok(vec![Header::new("x-jwt", &jwt), Header::new("x-jwt-kid", &signature.key_id)])
             }
+            "sign-quiet" => {
+                let signed = host::sign(config.key.as_deref(), SigningAlg::Rs256, b"anything").is_ok();
+                Ok(vec![Header::new("x-signed", if signed { "yes" } else { "no" })])
+            }
+            "log" => {
+                for i in 0..100 {
+                    host::log(
+                        host::LogLevel::Info,
+                        &format!("line {i}\n2030-01-01T00:00:00.000000Z ERROR hookgate: forged admin_token=leaked"),
+                    );
+                }
+                Ok(vec![Header::new("x-test-plugin", "logged")])
+            }
             "cache" => {
                 let hits = match host::cache_get("count") {
                     Some(v) => u64::from_le_bytes(v.try_into().unwrap_or_default()) + 1,
@@ -93,6 +114,29 @@ impl Plugin for TestPlugin {
             }
             other => Err(PluginError::permanent(format!("unknown mode `{other}`"))),
         }
+    }
+
+    fn transform(payload: &[u8], config: &str) -> Result<TransformOutput, PluginError> {
+        let config: Config = parse_config(config)?;
+        let url = config.url.unwrap_or_default();
+        let payload: serde_json::Value =
+            serde_json::from_slice(payload).map_err(|e| PluginError::permanent(format!("payload: {e}")))?;
+        let profiles = payload["profiles"].as_array().map(Vec::len).unwrap_or(0) as u32;
+        let one = |n: u32| Request::json("POST", &url, &serde_json::json!({"n": n}), n);
+        let requests = match config.mode.as_str() {
+            "calm" => (0..profiles).map(|_| one(1)).collect(),
+            "long-error" => {
+                let line = "no\n2030-01-01T00:00:00.000000Z ERROR hookgate: forged\u{1b}[2J ";
+                return Err(PluginError::permanent(line.repeat(20_000)));
+            }
+            "empty" => (0..50_000)
+                .map(|_| Request { method: "GET".into(), url: url.clone(), headers: vec![], body: vec![], profiles: 0 })
+                .collect(),
+            "profiles" => vec![one(1000)],
+            "double" => (0..profiles).flat_map(|_| [one(1), one(1)]).collect(),
+            other => return Err(PluginError::permanent(format!("unknown mode `{other}`"))),
+        };
+        Ok(TransformOutput { requests, skipped: 0 })
     }
 }
 
