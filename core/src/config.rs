@@ -28,6 +28,9 @@ const KEYS: &[&str] = &[
     "retention",
     "shutdown_grace",
     "queue_lease",
+    "keys",
+    "plugins",
+    "destinations",
 ];
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.

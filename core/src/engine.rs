@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchLimits, Dispatcher};
 use crate::plugin::{KeyStore, PluginRegistry};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::postgres::PgQueue;
@@ -96,12 +96,10 @@ impl Engine {
             Arc::new(move |name| registry.current(name))
         };
         let stats = Arc::new(Stats::new());
-        let records = Arc::new(Records::with_store(
-            config.limits.dispatch_records,
-            store.clone(),
-            templates.clone(),
-            stats.clone(),
-        ));
+        let records = Arc::new(
+            Records::with_store(config.limits.dispatch_records, store.clone(), templates.clone(), stats.clone())
+                .with_pending_budget(config.limits.max_pending_bytes),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let report = registry.rescan().await;
@@ -152,7 +150,12 @@ impl Engine {
             queue = backend.name(),
             "engine started"
         );
-        let dispatcher = Dispatcher { registry: registry.clone(), queue: queue.clone(), records: records.clone() };
+        let limits = DispatchLimits {
+            max_bytes: config.limits.max_dispatch_bytes,
+            max_requests: config.limits.max_dispatch_requests,
+        };
+        let dispatcher =
+            Dispatcher { registry: registry.clone(), queue: queue.clone(), records: records.clone(), limits };
         Ok((
             Self {
                 settings,

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -222,11 +222,94 @@ impl DispatchRecord {
     pub fn profiles(&self) -> usize {
         self.requests.iter().map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).profiles).sum()
     }
+
+    /// The bytes of the bodies of the requests still pending.
+    pub fn pending_body_bytes(&self) -> u64 {
+        (self.requests.iter())
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()))
+            .filter(|r| r.status == RequestStatus::Pending)
+            .map(|r| r.body.as_ref().map_or(0, |b| b.len() as u64))
+            .sum()
+    }
 }
 
 /// Finds the current version of a template by name (after a restart, or for a dispatch
 /// another instance accepted).
 pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Sync>;
+
+/// The budget of pending request bodies (`limits.max_pending_bytes`): bytes are reserved
+/// when a dispatch is accepted and released as its requests finish (delivered or failed);
+/// restored and requeued requests count too.
+#[derive(Debug)]
+pub struct PendingBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+/// A dispatch's bodies did not fit in the [`PendingBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetFull {
+    pub wanted: u64,
+    pub used: u64,
+    pub limit: u64,
+}
+
+impl PendingBudget {
+    pub fn new(limit: u64) -> Self {
+        Self { limit, used: AtomicU64::new(0) }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The bytes of the bodies pending now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` if they fit; the reservation gives them back when dropped, unless it
+    /// is [kept](Reservation::keep).
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, BudgetFull> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| Reservation { budget: self.clone(), bytes })
+            .map_err(|used| BudgetFull { wanted: bytes, used, limit: self.limit })
+    }
+
+    /// Counts bodies that are pending already (restored at start, requeued), even past
+    /// the limit: they exist whether or not they fit.
+    fn add(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_add(bytes)));
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(bytes)));
+    }
+}
+
+/// Bytes taken from a [`PendingBudget`] for a dispatch being accepted.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<PendingBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The dispatch was stored: its requests hold the bytes now, and give them back as
+    /// they finish.
+    pub fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
 
 /// The dispatch records: in memory, written through to the [`Store`] first when there is
 /// one. Memory is bounded: past `limit` finished dispatches the oldest are dropped from it
@@ -242,6 +325,8 @@ pub struct Records {
     templates: TemplateSource,
     /// Derived from the records: updated with them, after the store.
     stats: Arc<Stats>,
+    /// The bytes of the pending requests' bodies.
+    budget: Arc<PendingBudget>,
 }
 
 #[derive(Default)]
@@ -301,7 +386,20 @@ impl Records {
             store,
             templates,
             stats,
+            budget: Arc::new(PendingBudget::new(u64::MAX)),
         }
+    }
+
+    /// Bounds the pending bodies to `limit` bytes (none by default).
+    pub fn with_pending_budget(mut self, limit: u64) -> Self {
+        self.budget = Arc::new(PendingBudget::new(limit));
+        self
+    }
+
+    /// The budget of the pending bodies; a dispatch reserves its bytes here before it is
+    /// inserted.
+    pub fn budget(&self) -> &Arc<PendingBudget> {
+        &self.budget
     }
 
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
@@ -356,6 +454,7 @@ impl Records {
 
     /// Puts a dispatch read from the store back in memory (at start).
     pub fn restore(&self, record: DispatchRecord, idempotency_key: Option<String>) {
+        self.budget.add(record.pending_body_bytes());
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let id = record.id;
         if let Some(key) = idempotency_key {
@@ -524,6 +623,7 @@ impl Records {
             NextState::Delivered => self.stats.delivered(campaign, template, profiles),
             NextState::Failed { reason } => self.stats.failed(campaign, template, profiles, reason),
         }
+        self.budget.release(work.body.len() as u64);
         let Some(record) = record else { return Ok(()) };
         if record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
@@ -555,12 +655,15 @@ impl Records {
                             request: index as u32,
                             profiles: req.profiles,
                             reason: reason.clone(),
+                            body_bytes: req.body.as_ref().map_or(0, |b| b.len() as u64),
                         });
                     }
                 }
                 requeued
             }
         };
+        // Pending again: their bodies count again (even past the budget: they exist).
+        self.budget.add(requeued.iter().map(|r| r.body_bytes).sum());
         if let Some(record) = self.find(id).await? {
             for r in &requeued {
                 self.stats.requeued(&record.campaign, &record.template_name, r.profiles as u64, &r.reason);

@@ -144,6 +144,8 @@ pub struct Requeued {
     pub profiles: usize,
     /// Its last failure reason.
     pub reason: String,
+    /// The size of its body, which is pending again.
+    pub body_bytes: u64,
 }
 
 /// Which dispatches to read.

@@ -326,7 +326,7 @@ impl Store for PgStore {
             .query(
                 "UPDATE requests SET status = 0, attempt = 1, due = $2, lease_owner = NULL, lease_until = NULL
                  WHERE dispatch = $1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason",
+                 RETURNING idx, profiles, reason, octet_length(body)",
                 &[&uuid, &millis(SystemTime::now())],
             )
             .await?;
@@ -336,6 +336,7 @@ impl Store for PgStore {
                 request: r.get::<_, i32>(0) as u32,
                 profiles: r.get::<_, i64>(1) as usize,
                 reason: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                body_bytes: r.get::<_, i32>(3).max(0) as u64,
             })
             .collect();
         requeued.sort_by_key(|r| r.request);

@@ -395,13 +395,14 @@ impl Store for SqliteStore {
             let mut stmt = txn.prepare_cached(
                 "UPDATE requests SET status = 0, attempt = 1, due = ?2
                  WHERE dispatch = ?1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason",
+                 RETURNING idx, profiles, reason, length(body)",
             )?;
             let rows = stmt.query_map(params![&id[..], now], |r| {
                 Ok(Requeued {
                     request: r.get::<_, i64>(0)? as u32,
                     profiles: r.get::<_, i64>(1)? as usize,
                     reason: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    body_bytes: r.get::<_, i64>(3)?.max(0) as u64,
                 })
             })?;
             let mut requeued = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -574,7 +575,7 @@ mod tests {
         assert_eq!(dead.attempts[0].error.as_deref(), Some("HTTP 400"));
 
         let requeued = store.requeue_failed(d.id).await.unwrap().unwrap();
-        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into() }]);
+        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into(), body_bytes: 6 }]);
         assert_eq!(store.requeue_failed(DispatchId::new()).await.unwrap(), None);
         let without = store.select(Filter::Campaign("42"), false).await.unwrap();
         assert!(without[0].requests.iter().all(|r| r.body.is_none()), "no bodies unless asked");
