@@ -223,6 +223,39 @@ impl DispatchRecord {
         self.requests.iter().map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).profiles).sum()
     }
 
+    /// The dispatch with its requests' outcomes and attempts, without bodies: what it
+    /// counts for in the stats.
+    pub fn summary(&self) -> StoredDispatch {
+        let requests = (self.requests.iter())
+            .map(|r| {
+                let r = r.lock().unwrap_or_else(|e| e.into_inner());
+                StoredRequest {
+                    target: None,
+                    profiles: r.profiles,
+                    body: None,
+                    status: r.status.clone(),
+                    attempt: 1,
+                    due: self.created_at,
+                    attempts: r.attempts.clone(),
+                }
+            })
+            .collect();
+        StoredDispatch { requests, ..self.to_stored_head() }
+    }
+
+    fn to_stored_head(&self) -> StoredDispatch {
+        StoredDispatch {
+            id: self.id,
+            template: self.template_name.clone(),
+            template_version: self.template_version,
+            campaign: self.campaign.clone(),
+            created_at: self.created_at,
+            idempotency_key: None,
+            skipped: self.skipped,
+            requests: Vec::new(),
+        }
+    }
+
     /// The bytes of the bodies of the requests still pending.
     pub fn pending_body_bytes(&self) -> u64 {
         (self.requests.iter())
@@ -339,20 +372,23 @@ struct Inner {
 }
 
 impl Inner {
-    fn evict_past(&mut self, limit: usize) {
+    /// Drops the oldest finished dispatches past `limit`; returns them.
+    fn evict_past(&mut self, limit: usize) -> Vec<Arc<DispatchRecord>> {
+        let mut evicted = Vec::new();
         while self.evictable.len() > limit {
             if let Some(old) = self.evictable.pop_front() {
-                self.forget(old);
+                evicted.extend(self.forget(old));
             }
         }
+        evicted
     }
 
     /// Drops a dispatch and its idempotency key from memory.
-    fn forget(&mut self, id: DispatchId) {
-        self.by_id.remove(&id);
+    fn forget(&mut self, id: DispatchId) -> Option<Arc<DispatchRecord>> {
         if let Some(k) = self.keys_of.remove(&id) {
             self.idempotency.remove(&k);
         }
+        self.by_id.remove(&id)
     }
 }
 
@@ -466,7 +502,19 @@ impl Records {
         inner.by_id.insert(id, Arc::new(record));
         if finished {
             inner.evictable.push_back(id);
-            inner.evict_past(self.limit);
+            let evicted = inner.evict_past(self.limit);
+            drop(inner);
+            self.dropped(evicted);
+        }
+    }
+
+    /// Without a store, a dispatch memory drops is gone: its campaign stats go with it.
+    /// (With a store, they go when the store prunes it.)
+    fn dropped(&self, records: Vec<Arc<DispatchRecord>>) {
+        if self.store.is_none() {
+            for record in records {
+                self.stats.forget(&record.summary());
+            }
         }
     }
 
@@ -479,11 +527,11 @@ impl Records {
             .filter(|id| inner.by_id.get(id).is_some_and(|r| r.is_finished() && r.created_at < before))
             .copied()
             .collect();
-        for id in old {
-            inner.forget(id);
-        }
+        let forgotten: Vec<Arc<DispatchRecord>> = old.into_iter().filter_map(|id| inner.forget(id)).collect();
         let by_id = &inner.by_id;
         inner.evictable.retain(|id| by_id.contains_key(id));
+        drop(guard);
+        self.dropped(forgotten);
     }
 
     /// The dispatch an idempotency key maps to.
@@ -632,7 +680,9 @@ impl Records {
         if !self.shared() {
             let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
             inner.evictable.push_back(dispatch);
-            inner.evict_past(self.limit);
+            let evicted = inner.evict_past(self.limit);
+            drop(inner);
+            self.dropped(evicted);
         }
         Ok(())
     }
