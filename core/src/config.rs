@@ -562,7 +562,8 @@ impl Problems {
 
 /// `1024` as `1024 (1 KiB)`, for messages about byte limits.
 pub fn bytes_text(n: u64) -> String {
-    let unit = [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")].into_iter().find(|(size, _)| n >= *size && n % size == 0);
+    let unit =
+        [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")].into_iter().find(|(size, _)| n >= *size && n.is_multiple_of(*size));
     match unit {
         Some((size, name)) => format!("{n} ({} {name})", n / size),
         None => n.to_string(),
