@@ -28,6 +28,9 @@ const KEYS: &[&str] = &[
     "retention",
     "shutdown_grace",
     "queue_lease",
+    "keys",
+    "plugins",
+    "destinations",
 ];
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
@@ -285,6 +288,21 @@ pub struct Limits {
     /// Finished dispatch records kept for `GET /v1/dispatches/{id}`. Default 10000.
     #[serde(default = "default_max_records")]
     pub dispatch_records: usize,
+    /// Largest total of the request bodies one dispatch becomes (its profiles in batches,
+    /// each with the rest of the payload, or the requests a transform plans), in bytes. A
+    /// dispatch past it is refused (413) before anything is stored. Default 256 MiB.
+    #[serde(default = "default_max_dispatch_bytes")]
+    pub max_dispatch_bytes: u64,
+    /// Most requests one dispatch becomes; past it the dispatch is refused (413) before
+    /// anything is stored. Default 100000.
+    #[serde(default = "default_max_dispatch_requests")]
+    pub max_dispatch_requests: usize,
+    /// Request bodies accepted and not yet finished (delivered or failed), across all
+    /// dispatches, in bytes, restored ones included. When a dispatch would pass it, it is
+    /// answered 503 with `Retry-After`. Counted per gateway instance (with PostgreSQL, each
+    /// instance counts what it accepted and what it finished). Default 1 GiB.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -332,6 +350,15 @@ fn default_max_payload() -> usize {
 fn default_max_records() -> usize {
     10_000
 }
+fn default_max_dispatch_bytes() -> u64 {
+    256 << 20
+}
+fn default_max_dispatch_requests() -> usize {
+    100_000
+}
+fn default_max_pending_bytes() -> u64 {
+    1 << 30
+}
 fn default_retention() -> Duration {
     Duration::from_secs(7 * 86_400)
 }
@@ -367,7 +394,13 @@ impl Default for Reload {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_payload_bytes: default_max_payload(), dispatch_records: default_max_records() }
+        Self {
+            max_payload_bytes: default_max_payload(),
+            dispatch_records: default_max_records(),
+            max_dispatch_bytes: default_max_dispatch_bytes(),
+            max_dispatch_requests: default_max_dispatch_requests(),
+            max_pending_bytes: default_max_pending_bytes(),
+        }
     }
 }
 
@@ -416,21 +449,30 @@ impl Settings {
             let top = key.as_str().split('.').next().unwrap_or_default();
             KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
-        let config: Config = Figment::new().merge(Yaml::file(&file)).merge(env).extract().map_err(|e| {
+        let figment = Figment::new().merge(Yaml::file(&file)).merge(env);
+        let config: Config = figment.extract().map_err(|e| {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             let errors: Vec<String> = e.into_iter().map(|e| describe_figment_error(&file, &text, e)).collect();
             ConfigError(errors.join("\n"))
         })?;
-        let at_least_one = |path: &[&str]| {
+        // Every value in its range, once, here: nothing later re-checks or can panic on one.
+        let problems = config.problems();
+        if !problems.is_empty() {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
-            let (line, column) = crate::yaml::locate(&text, path);
-            ConfigError(format!("{}:{line}:{column}: `{}` must be at least 1", file.display(), path.join(".")))
-        };
-        if config.workers == 0 {
-            return Err(at_least_one(&["workers"]));
-        }
-        if config.defaults.batch_size == 0 {
-            return Err(at_least_one(&["defaults", "batch_size"]));
+            let errors: Vec<String> = problems
+                .into_iter()
+                .map(|(path, message)| {
+                    let from_env =
+                        figment.find_metadata(&path.join(".")).is_some_and(|m| m.name.contains("environment"));
+                    if from_env {
+                        format!("environment variable {}: {message}", env_name(&path))
+                    } else {
+                        let (line, column) = crate::yaml::locate(&text, &path);
+                        format!("{}:{line}:{column}: {message}", file.display())
+                    }
+                })
+                .collect();
+            return Err(ConfigError(errors.join("\n")));
         }
         Ok(Self { dir: dir.to_path_buf(), config })
     }
@@ -468,8 +510,135 @@ impl Settings {
     }
 }
 
+/// The `HOOKGATE_*` variable that sets the key at `path` (`HOOKGATE_DEFAULTS__TIMEOUT`).
+fn env_name(path: &[&str]) -> String {
+    format!("HOOKGATE_{}", path.join("__").to_ascii_uppercase())
+}
+
+// ---------------------------------------------------------------- ranges, checked once at load
+
+const MAX_WORKERS: usize = 10_000;
+const MAX_CONCURRENCY: usize = 100_000;
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// Collects what is out of range, as (key path, message).
+#[derive(Default)]
+struct Problems(Vec<(Vec<&'static str>, String)>);
+
+impl Problems {
+    fn add(&mut self, path: &[&'static str], message: String) {
+        self.0.push((path.to_vec(), message));
+    }
+
+    fn count<T: PartialOrd + std::fmt::Display>(&mut self, path: &[&'static str], value: T, min: T, max: T) {
+        if value < min || value > max {
+            self.add(path, format!("`{}` must be between {min} and {max}", path.join(".")));
+        }
+    }
+
+    fn bytes(&mut self, path: &[&'static str], value: u64, min: u64, max: u64) {
+        if value < min || value > max {
+            let (min, max) = (bytes_text(min), bytes_text(max));
+            self.add(path, format!("`{}` must be between {min} and {max} (a number of bytes)", path.join(".")));
+        }
+    }
+
+    fn duration(&mut self, path: &[&'static str], value: Duration, min: Duration, max: Duration) {
+        if value < min || value > max {
+            let (min, max) = (duration::format_duration(min), duration::format_duration(max));
+            self.add(path, format!("`{}` must be between {min} and {max}", path.join(".")));
+        }
+    }
+}
+
+/// `1024` as `1024 (1 KiB)`, for messages about byte limits.
+pub fn bytes_text(n: u64) -> String {
+    let unit =
+        [(GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")].into_iter().find(|(size, _)| n >= *size && n.is_multiple_of(*size));
+    match unit {
+        Some((size, name)) => format!("{n} ({} {name})", n / size),
+        None => n.to_string(),
+    }
+}
+
+impl Config {
+    /// Every value that is out of its range, with the key's path and why.
+    fn problems(&self) -> Vec<(Vec<&'static str>, String)> {
+        use crate::delivery::destinations::{MAX_RATE_LIMIT, MIN_RATE_LIMIT};
+        use crate::template::load::{MAX_BATCH, MAX_RETRIES, MAX_TIMEOUT};
+        let mut p = Problems::default();
+        if self.data_dir.as_os_str().is_empty() {
+            p.add(&["data_dir"], "`data_dir` must not be empty".into());
+        }
+        p.duration(&["retention"], self.retention, Duration::from_secs(1), days(3650));
+        p.duration(&["shutdown_grace"], self.shutdown_grace, Duration::ZERO, Duration::from_secs(3600));
+        p.duration(&["queue_lease"], self.queue_lease, Duration::from_secs(1), Duration::from_secs(3600));
+        p.count(&["workers"], self.workers, 1, MAX_WORKERS);
+
+        let d = &self.defaults;
+        p.duration(&["defaults", "timeout"], d.timeout, ms(1), MAX_TIMEOUT);
+        p.count(&["defaults", "retries"], d.retries, 0, MAX_RETRIES);
+        p.count(&["defaults", "batch_size"], d.batch_size, 1, MAX_BATCH);
+
+        let b = &self.backoff;
+        p.duration(&["backoff", "base"], b.base, ms(1), Duration::from_secs(3600));
+        p.duration(&["backoff", "max"], b.max, ms(1), days(1));
+        if b.max < b.base {
+            p.add(&["backoff", "max"], "`backoff.max` must be at least `backoff.base`".into());
+        }
+        p.duration(&["backoff", "max_retry_after"], b.max_retry_after, Duration::ZERO, days(7));
+
+        p.duration(&["reload", "debounce"], self.reload.debounce, Duration::ZERO, Duration::from_secs(60));
+        p.duration(&["reload", "rescan"], self.reload.rescan, ms(100), days(1));
+
+        let l = &self.limits;
+        p.bytes(&["limits", "max_payload_bytes"], l.max_payload_bytes as u64, KIB, GIB);
+        p.count(&["limits", "dispatch_records"], l.dispatch_records, 1, 10_000_000);
+        p.bytes(&["limits", "max_dispatch_bytes"], l.max_dispatch_bytes, KIB, 64 * GIB);
+        p.count(&["limits", "max_dispatch_requests"], l.max_dispatch_requests, 1, 10_000_000);
+        p.bytes(&["limits", "max_pending_bytes"], l.max_pending_bytes, KIB, 1024 * GIB);
+        if l.max_dispatch_bytes > l.max_pending_bytes {
+            p.add(
+                &["limits", "max_dispatch_bytes"],
+                "`limits.max_dispatch_bytes` must not be more than `limits.max_pending_bytes` (such a dispatch could never be accepted)".into(),
+            );
+        }
+
+        p.duration(&["keys", "grace"], self.keys.grace, Duration::ZERO, days(365));
+
+        let pl = &self.plugins;
+        p.duration(&["plugins", "timeout"], pl.timeout, ms(1), Duration::from_secs(60));
+        p.bytes(&["plugins", "memory_bytes"], pl.memory_bytes as u64, 64 * KIB, GIB);
+        p.count(&["plugins", "fuel"], pl.fuel, 1, 1_000_000_000_000);
+        p.count(&["plugins", "max_instances"], pl.max_instances, 1, 1024);
+        p.bytes(&["plugins", "max_output_bytes"], pl.max_output_bytes as u64, KIB, GIB);
+
+        let ds = &self.destinations;
+        p.count(&["destinations", "max_concurrency"], ds.max_concurrency, 1, MAX_CONCURRENCY);
+        let rate = ds.rate_limit;
+        if !(rate == 0.0 || (MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&rate)) {
+            p.add(
+                &["destinations", "rate_limit"],
+                format!(
+                    "`destinations.rate_limit` must be 0 (no limit) or between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} requests per second"
+                ),
+            );
+        }
+        p.0
+    }
+}
+
 /// One figment error as `file:line:col: `key`: what`, the line and column being where the key
-/// is written in `text` (the file's contents), or as `environment (HOOKGATE_*): ...`.
+/// is written in `text` (the file's contents), or as `environment variable HOOKGATE_KEY: ...`.
 fn describe_figment_error(file: &Path, text: &str, e: figment::Error) -> String {
     // figment prints the failing value for some errors; config values can be secrets
     // (admin_token), so only the kind of error is shown.
@@ -486,7 +655,7 @@ fn describe_figment_error(file: &Path, text: &str, e: figment::Error) -> String 
     };
     let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
     match &e.metadata {
-        Some(m) if m.name.contains("environment") => format!("environment (HOOKGATE_*): {key}{kind}"),
+        Some(m) if m.name.contains("environment") => format!("environment variable {}: {key}{kind}", env_name(&path)),
         // A YAML syntax error says where it is itself: "... at line 2 column 11, while ...".
         _ if path.is_empty() => match yaml_error_position(&kind) {
             Some((message, line, column)) => format!("{}:{line}:{column}: {message}", file.display()),
@@ -567,7 +736,69 @@ mod tests {
         assert_eq!(err, format!("{}mapping values are not allowed in this context", at("2:11")));
 
         let err = load("defaults:\n  timeout: 1s\n  batch_size: 0\n");
-        assert_eq!(err, format!("{}`defaults.batch_size` must be at least 1", at("3:3")));
+        assert_eq!(err, format!("{}`defaults.batch_size` must be between 1 and 100000", at("3:3")));
+    }
+
+    /// Values that panicked (a duration past `Duration`, a tiny or NaN rate) or made no
+    /// sense are refused at load, each with the line and column of its key; none panics.
+    #[test]
+    fn extreme_values_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hookgate.yaml");
+        let load = |yaml: &str| {
+            std::fs::write(&file, yaml).unwrap();
+            Settings::load(dir.path()).map(|_| ()).unwrap_err().to_string()
+        };
+        let cases = [
+            ("log: info\ndefaults:\n  timeout: 99999999999999999999d\n", "3:3", "at most 36500d"),
+            ("defaults:\n  timeout: 10m\n", "2:3", "`defaults.timeout` must be between 1ms and 5m"),
+            ("defaults:\n  retries: 4000000000\n", "2:3", "`defaults.retries` must be between 0 and 20"),
+            (
+                "destinations:\n  rate_limit: 1e-300\n",
+                "2:3",
+                "`destinations.rate_limit` must be 0 (no limit) or between",
+            ),
+            ("destinations:\n  rate_limit: .nan\n", "2:3", "`destinations.rate_limit`"),
+            ("destinations:\n  rate_limit: -5\n", "2:3", "`destinations.rate_limit`"),
+            ("destinations:\n  rate_limit: .inf\n", "2:3", "`destinations.rate_limit`"),
+            ("destinations:\n  max_concurrency: 0\n", "2:3", "`destinations.max_concurrency`"),
+            ("workers: 0\n", "1:1", "`workers` must be between 1 and 10000"),
+            ("workers: 18446744073709551615\n", "1:1", "`workers` must be between 1 and 10000"),
+            ("workers: 99999999999999999999999\n", "1:1", "`workers`"),
+            ("retention: 0s\n", "1:1", "`retention` must be between 1s and 3650d"),
+            ("queue_lease: 0ms\n", "1:1", "`queue_lease`"),
+            ("shutdown_grace: 36500d\n", "1:1", "`shutdown_grace`"),
+            ("reload:\n  rescan: 0s\n", "2:3", "`reload.rescan` must be between 100ms"),
+            ("backoff:\n  base: 2m\n  max: 1m\n", "3:3", "`backoff.max` must be at least `backoff.base`"),
+            ("backoff:\n  base: 0s\n", "2:3", "`backoff.base`"),
+            ("keys:\n  grace: 3650d\n", "2:3", "`keys.grace`"),
+            ("limits:\n  max_payload_bytes: 0\n", "2:3", "`limits.max_payload_bytes` must be between 1024 (1 KiB)"),
+            ("limits:\n  dispatch_records: 0\n", "2:3", "`limits.dispatch_records`"),
+            ("limits:\n  max_dispatch_requests: 0\n", "2:3", "`limits.max_dispatch_requests`"),
+            ("limits:\n  max_pending_bytes: 2048\n", "1:1", "`limits.max_dispatch_bytes` must not be more than"),
+            ("limits:\n  max_dispatch_bytes: 1\n", "2:3", "`limits.max_dispatch_bytes` must be between"),
+            ("plugins:\n  max_instances: 4294967295\n", "2:3", "`plugins.max_instances` must be between 1 and 1024"),
+            ("plugins:\n  memory_bytes: 0\n", "2:3", "`plugins.memory_bytes`"),
+            ("plugins:\n  fuel: 0\n", "2:3", "`plugins.fuel`"),
+            ("plugins:\n  timeout: 0s\n", "2:3", "`plugins.timeout`"),
+            ("plugins:\n  max_output_bytes: 0\n", "2:3", "`plugins.max_output_bytes`"),
+            ("data_dir: \"\"\n", "1:1", "`data_dir` must not be empty"),
+        ];
+        for (yaml, line_col, message) in cases {
+            let err = load(yaml);
+            assert!(err.starts_with(&format!("{}:{line_col}: ", file.display())), "{yaml:?}: {err}");
+            assert!(err.contains(message), "{yaml:?}: {err}");
+        }
+        // Every problem is reported, not just the first.
+        let err = load("workers: 0\nretention: 0s\n");
+        assert_eq!(err.lines().count(), 2, "{err}");
+        // The edges of the ranges are accepted.
+        std::fs::write(
+            &file,
+            "workers: 10000\nretention: 1s\ndestinations:\n  rate_limit: 0.001\ndefaults:\n  timeout: 5m\n  retries: 0\n",
+        )
+        .unwrap();
+        Settings::load(dir.path()).unwrap();
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::config::bytes_text;
 use crate::payload::{Payload, PayloadError};
 use crate::queue::{Job, Queue, QueueError};
-use crate::records::{DispatchId, DispatchRecord, Records, RequestRecord};
+use crate::records::{BudgetFull, DispatchId, DispatchRecord, Records, RequestRecord};
 use crate::store::StoreError;
 use crate::template::registry::{Lookup, Registry};
 
@@ -36,6 +37,50 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error("transform plugin `{plugin}`: {message}")]
     Transform { plugin: String, message: String },
+    /// The dispatch would become more (or larger) requests than the limits allow. Nothing
+    /// was stored.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The pending bodies' budget cannot take this dispatch now. Nothing was stored.
+    #[error(
+        "the gateway is holding {} of request bodies not yet delivered and this dispatch needs {} more, past `limits.max_pending_bytes` ({}); try again once some are delivered",
+        bytes_text(.0.used), bytes_text(.0.wanted), bytes_text(.0.limit)
+    )]
+    Busy(BudgetFull),
+}
+
+/// `limits.max_dispatch_bytes` and `limits.max_dispatch_requests`.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchLimits {
+    pub max_bytes: u64,
+    pub max_requests: usize,
+}
+
+impl DispatchLimits {
+    /// Whether `requests` requests of `bytes` bytes in all may be accepted; if not, says
+    /// which limit and by how much.
+    pub fn check(&self, requests: usize, bytes: u64) -> Result<(), DispatchError> {
+        if requests > self.max_requests {
+            return Err(DispatchError::TooLarge(format!(
+                "this dispatch would become {requests} requests, more than `limits.max_dispatch_requests` ({}); send fewer profiles per dispatch or raise the template's `batch_size`",
+                self.max_requests
+            )));
+        }
+        if bytes > self.max_bytes {
+            return Err(DispatchError::TooLarge(format!(
+                "this dispatch would send {bytes} bytes in {requests} requests (every request carries the payload's other keys, `key_values` included), more than `limits.max_dispatch_bytes` ({}); send fewer profiles, a smaller `key_values`, or raise the template's `batch_size`",
+                bytes_text(self.max_bytes)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for DispatchLimits {
+    fn default() -> Self {
+        let limits = crate::config::Limits::default();
+        Self { max_bytes: limits.max_dispatch_bytes, max_requests: limits.max_dispatch_requests }
+    }
 }
 
 #[derive(Clone)]
@@ -43,6 +88,7 @@ pub struct Dispatcher {
     pub registry: Arc<Registry>,
     pub queue: Arc<dyn Queue>,
     pub records: Arc<Records>,
+    pub limits: DispatchLimits,
 }
 
 impl Dispatcher {
@@ -64,19 +110,28 @@ impl Dispatcher {
             }
             Lookup::Unknown => return Err(DispatchError::UnknownTemplate(template.to_string())),
         };
-        // The requests: the transform plugin's plan, or the payload in batches.
-        let (requests, skipped): (Vec<RequestRecord>, usize) = match &template.transform {
+        // The requests: the transform plugin's plan, or the payload in batches. Their number
+        // and total size are checked before anything is stored, and for batches before
+        // any body is built.
+        let budget = self.records.budget();
+        let (requests, skipped, reservation) = match &template.transform {
             Some((plugin, transformer)) => {
                 let out = transformer
                     .transform(&payload.to_json())
                     .await
                     .map_err(|e| DispatchError::Transform { plugin: plugin.clone(), message: e.message })?;
+                let bytes = out.requests.iter().map(|r| r.body.len() as u64).sum();
+                self.limits.check(out.requests.len(), bytes)?;
+                let reservation = budget.reserve(bytes).map_err(DispatchError::Busy)?;
                 let planned = out.requests.into_iter().map(|r| RequestRecord::new(Some(r.target), r.body, r.profiles));
-                (planned.collect(), out.skipped)
+                (planned.collect::<Vec<_>>(), out.skipped, reservation)
             }
             None => {
-                let batches = payload.batches(template.batch_size).into_iter();
-                (batches.map(|b| RequestRecord::new(None, b.body, b.profiles)).collect(), 0)
+                let split = payload.split(template.batch_size);
+                self.limits.check(split.requests(), split.body_bytes())?;
+                let reservation = budget.reserve(split.body_bytes()).map_err(DispatchError::Busy)?;
+                let batches = split.batches().into_iter();
+                (batches.map(|b| RequestRecord::new(None, b.body, b.profiles)).collect(), 0, reservation)
             }
         };
         let count = requests.len();
@@ -91,6 +146,7 @@ impl Dispatcher {
                 .await?
                 .unwrap_or(Accepted { dispatch_id, requests: count, profiles, skipped, created: false }));
         }
+        reservation.keep();
         let now = SystemTime::now();
         let jobs =
             (0..count as u32).map(|request| Job { dispatch: dispatch_id, request, attempt: 1, due: now }).collect();

@@ -4,8 +4,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration anything accepts: 100 years. Longer ones are refused as written
+/// (they would overflow clocks and timers), whatever the key; each key has its own,
+/// tighter range on top.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses `300ms`, `5s`, `1.5s`, `2m`, `1h`, `1m30s`. A bare number is refused: the unit is
-/// what tells a reader whether `5` meant seconds or milliseconds.
+/// what tells a reader whether `5` meant seconds or milliseconds. So is anything longer
+/// than [`MAX_DURATION`] (never a panic: the arithmetic is checked).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -38,7 +44,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
         };
         rest = &rest[unit_len..];
-        total += Duration::from_secs_f64(seconds);
+        let too_long = || format!("`{text}` is too long; a duration must be at most 36500d (100 years)");
+        let part = Duration::try_from_secs_f64(seconds).map_err(|_| too_long())?;
+        total = total.checked_add(part).filter(|t| *t <= MAX_DURATION).ok_or_else(too_long)?;
     }
     Ok(total)
 }
@@ -48,6 +56,8 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if !ms.is_multiple_of(1000) || ms == 0 {
         format!("{ms}ms")
+    } else if ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
     } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else if ms.is_multiple_of(60_000) {
@@ -93,10 +103,32 @@ mod tests {
         assert!(parse_duration("s").is_err());
     }
 
+    /// Values that overflowed `Duration::from_secs_f64` (a panic) are refused with a message.
+    #[test]
+    fn huge_durations_are_refused_not_panics() {
+        for text in ["99999999999999999999d", "1e400s", "36501d", "36500d1ms", "584942417356y"] {
+            let e = parse_duration(text).unwrap_err();
+            assert!(
+                e.contains("too long") || e.contains("not a duration") || e.contains("unknown unit"),
+                "{text}: {e}"
+            );
+        }
+        assert!(parse_duration("99999999999999999999d").unwrap_err().contains("at most 36500d"));
+        let digits = "9".repeat(400) + "s";
+        assert!(parse_duration(&digits).unwrap_err().contains("too long"));
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        assert_eq!(parse_duration("0.0000000001ms").unwrap(), Duration::ZERO, "tiny rounds down");
+        for text in ["1..5s", ".s", "-5s", "nan s", "inf", "NaNs"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
+
     #[test]
     fn formats_back() {
         assert_eq!(format_duration(Duration::from_millis(300)), "300ms");
         assert_eq!(format_duration(Duration::from_secs(5)), "5s");
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "7d");
     }
 }

@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{DispatchLimits, Dispatcher};
 use crate::plugin::{KeyStore, PluginRegistry};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::postgres::PgQueue;
@@ -95,13 +95,13 @@ impl Engine {
             let registry = registry.clone();
             Arc::new(move |name| registry.current(name))
         };
-        let stats = Arc::new(Stats::new());
-        let records = Arc::new(Records::with_store(
-            config.limits.dispatch_records,
-            store.clone(),
-            templates.clone(),
-            stats.clone(),
-        ));
+        // With a shared store, campaign stats are derived from its rows on every read.
+        let shared = store.as_ref().is_some_and(|s| s.shared());
+        let stats = Arc::new(if shared { Stats::templates_only() } else { Stats::new() });
+        let records = Arc::new(
+            Records::with_store(config.limits.dispatch_records, store.clone(), templates.clone(), stats.clone())
+                .with_pending_budget(config.limits.max_pending_bytes),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let report = registry.rescan().await;
@@ -111,9 +111,13 @@ impl Engine {
             restore(store, &records, &stats, &queue, &templates).await?;
         }
         let mut tasks = Vec::new();
-        if let Some(store) = &store {
-            tasks.push(tokio::spawn(prune(store.clone(), records.clone(), config.retention, shutdown_rx.clone())));
-        }
+        tasks.push(tokio::spawn(prune(
+            store.clone(),
+            records.clone(),
+            stats.clone(),
+            config.retention,
+            shutdown_rx.clone(),
+        )));
         if options.watch {
             let watched = registry.clone();
             let rescan: crate::watch::Rescan = Arc::new(move || {
@@ -152,7 +156,12 @@ impl Engine {
             queue = backend.name(),
             "engine started"
         );
-        let dispatcher = Dispatcher { registry: registry.clone(), queue: queue.clone(), records: records.clone() };
+        let limits = DispatchLimits {
+            max_bytes: config.limits.max_dispatch_bytes,
+            max_requests: config.limits.max_dispatch_requests,
+        };
+        let dispatcher =
+            Dispatcher { registry: registry.clone(), queue: queue.clone(), records: records.clone(), limits };
         Ok((
             Self {
                 settings,
@@ -276,15 +285,29 @@ async fn restore(
 }
 
 /// Deletes finished dispatches past the retention period, now and then, from the store
-/// and from memory.
-async fn prune(store: Arc<dyn Store>, records: Arc<Records>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
+/// and from memory; what they counted for leaves the campaign stats (a campaign with no
+/// dispatch left is dropped).
+async fn prune(
+    store: Option<Arc<dyn Store>>,
+    records: Arc<Records>,
+    stats: Arc<Stats>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
-        let before = SystemTime::now() - retention;
-        match store.prune(before).await {
-            Ok(0) => {}
-            Ok(n) => info!(dispatches = n, "deleted finished dispatches past the retention period"),
-            Err(e) => warn!("{e}"),
+        let before = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        if let Some(store) = &store {
+            match store.prune_dispatches(before).await {
+                Ok(pruned) if pruned.is_empty() => {}
+                Ok(pruned) => {
+                    for d in &pruned {
+                        stats.forget(d);
+                    }
+                    info!(dispatches = pruned.len(), "deleted finished dispatches past the retention period");
+                }
+                Err(e) => warn!("{e}"),
+            }
         }
         records.forget_finished_before(before);
         tokio::select! {

@@ -11,6 +11,10 @@ use serde_json::{Map, Value, json};
 /// A campaign's identity: the payload's `targetId`, as text.
 pub type CampaignId = String;
 
+/// The longest `targetId` string, in characters (it is a key of the campaign stats, a path
+/// of `GET /v1/campaigns/{targetId}`, and a field of log lines). An integer is at most 20.
+pub const MAX_TARGET_ID: usize = 128;
+
 /// A checked payload. Keys other than the four known ones are kept and sent as they came.
 #[derive(Debug, Clone)]
 pub struct Payload {
@@ -44,9 +48,15 @@ impl Payload {
         };
         let campaign = match envelope.get("targetId") {
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::String(s))
+                if !s.is_empty() && s.chars().count() <= MAX_TARGET_ID && !s.chars().any(char::is_control) =>
+            {
+                s.clone()
+            }
             Some(_) => {
-                return Err(PayloadError("`targetId` must be an integer or a non-empty string".into()));
+                return Err(PayloadError(format!(
+                    "`targetId` must be an integer or a string of 1 to {MAX_TARGET_ID} characters without control characters"
+                )));
             }
             None => {
                 return Err(PayloadError("`targetId` (the campaign id) is missing".into()));
@@ -83,17 +93,121 @@ impl Payload {
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
     /// each, in order. A payload without profiles is one request with an empty list.
     pub fn batches(&self, batch_size: usize) -> Vec<Batch> {
+        self.split(batch_size).batches()
+    }
+
+    /// The payload split into requests of at most `batch_size` profiles. The part every
+    /// request shares (everything but `profiles`, `key_values` included) is serialized once,
+    /// here; what the requests will weigh together is then known without building them.
+    pub fn split(&self, batch_size: usize) -> Split<'_> {
         let batch_size = batch_size.max(1);
+        let at = profiles_position(&self.envelope);
+        let mut head = b"{".to_vec();
+        let mut tail = b"]".to_vec();
+        for (i, (key, value)) in self.envelope.iter().enumerate() {
+            let out = if i < at { &mut head } else { &mut tail };
+            if i > 0 || i >= at {
+                out.push(b',');
+            }
+            write_json(out, key);
+            out.push(b':');
+            write_json(out, value);
+        }
+        if at > 0 {
+            head.push(b',');
+        }
+        head.extend_from_slice(b"\"profiles\":[");
+        tail.push(b'}');
+        let mut counter = Counter(0);
+        for p in &self.profiles {
+            let _ = serde_json::to_writer(&mut counter, p);
+        }
+        Split { payload: self, head, tail, profile_bytes: counter.0, batch_size }
+    }
+}
+
+/// A payload split into requests (see [`Payload::split`]).
+#[derive(Debug)]
+pub struct Split<'a> {
+    payload: &'a Payload,
+    /// The body up to the first profile: `{"is_test":false,"key_values":{..},"profiles":[`.
+    head: Vec<u8>,
+    /// The body after the last profile: `],"targetId":42}`.
+    tail: Vec<u8>,
+    /// The profiles serialized, without separators.
+    profile_bytes: u64,
+    batch_size: usize,
+}
+
+impl Split<'_> {
+    /// How many requests: one per `batch_size` profiles, and one for no profiles at all.
+    pub fn requests(&self) -> usize {
+        self.payload.profiles.len().div_ceil(self.batch_size).max(1)
+    }
+
+    /// The sum of the sizes of all the request bodies, in bytes: every request carries the
+    /// shared part, each profile is in one request, and `n` profiles in a request have
+    /// `n - 1` commas between them. Computed, not built: this is what is checked against
+    /// the limits before anything is.
+    pub fn body_bytes(&self) -> u64 {
+        let requests = self.requests() as u64;
+        let shared = (self.head.len() + self.tail.len()) as u64;
+        let commas = (self.payload.profiles.len() as u64).saturating_sub(requests);
+        requests.saturating_mul(shared).saturating_add(self.profile_bytes).saturating_add(commas)
+    }
+
+    /// The bodies, built from the shared part and the profiles, in order.
+    pub fn batches(&self) -> Vec<Batch> {
+        let profiles = &self.payload.profiles;
         let chunks: Vec<&[Value]> =
-            if self.profiles.is_empty() { vec![&[]] } else { self.profiles.chunks(batch_size).collect() };
+            if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
         chunks
             .into_iter()
             .map(|chunk| {
-                let mut body = self.envelope.clone();
-                body.insert("profiles".into(), Value::Array(chunk.to_vec()));
-                Batch { body: Bytes::from(serde_json::to_vec(&body).unwrap_or_default()), profiles: chunk.len() }
+                let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + 64 * chunk.len());
+                body.extend_from_slice(&self.head);
+                for (i, profile) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    write_json(&mut body, profile);
+                }
+                body.extend_from_slice(&self.tail);
+                Batch { body: Bytes::from(body), profiles: chunk.len() }
             })
             .collect()
+    }
+}
+
+/// Where `profiles` goes among the envelope's keys, as a `serde_json::Map` would put it:
+/// in key order (serde_json's default), or last (its `preserve_order` feature appends).
+fn profiles_position(envelope: &Map<String, Value>) -> usize {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let sorted = *SORTED.get_or_init(|| {
+        let mut probe = Map::new();
+        probe.insert("b".into(), Value::Null);
+        probe.insert("a".into(), Value::Null);
+        probe.keys().next().is_some_and(|k| k == "a")
+    });
+    if sorted { envelope.keys().take_while(|k| k.as_str() < "profiles").count() } else { envelope.len() }
+}
+
+/// Appends `value` as compact JSON (what `serde_json::to_vec` writes; it cannot fail for a
+/// `Value` or a string).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(out, value);
+}
+
+/// Counts the bytes written to it.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -135,6 +249,65 @@ mod tests {
         assert_eq!(payload(0).batches(100).len(), 1);
     }
 
+    /// The bodies, built from the shared part serialized once, are byte for byte what
+    /// serializing the whole envelope per batch gave.
+    #[test]
+    fn bodies_are_the_envelope_with_each_batch() {
+        let envelopes = [
+            json!({"targetId": 42, "key_values": {"k": "v", "profiles": [1]}, "is_test": false, "zz": "\"q\u{1}"}),
+            json!({"targetId": "c"}),
+            json!({"aaa": 1}),
+            json!({"targetId": 1, "profilesz": 1, "profile": 2, "prof": 3}),
+        ];
+        for envelope in envelopes {
+            for n in [0, 1, 2, 7] {
+                let mut whole = envelope.clone();
+                whole["targetId"] = whole.get("targetId").cloned().unwrap_or(json!(1));
+                whole["profiles"] = (0..n).map(|i| json!({"Identity": i, "e": "é"})).collect();
+                let p = Payload::from_value(whole).unwrap();
+                for size in [1, 2, 3, 100] {
+                    let split = p.split(size);
+                    let batches = split.batches();
+                    let expected: Vec<Vec<u8>> =
+                        if p.profiles.is_empty() { vec![&[][..]] } else { p.profiles.chunks(size).collect() }
+                            .into_iter()
+                            .map(|chunk| {
+                                let mut body = p.envelope.clone();
+                                body.insert("profiles".into(), Value::Array(chunk.to_vec()));
+                                serde_json::to_vec(&body).unwrap()
+                            })
+                            .collect();
+                    let got: Vec<Vec<u8>> = batches.iter().map(|b| b.body.to_vec()).collect();
+                    assert_eq!(got, expected, "{n} profiles by {size}");
+                    assert_eq!(split.requests(), batches.len());
+                    let total: usize = batches.iter().map(|b| b.body.len()).sum();
+                    assert_eq!(split.body_bytes(), total as u64, "{n} profiles by {size}: the computed size is exact");
+                }
+            }
+        }
+    }
+
+    /// The expansion is computed from the sizes: a 1 MiB `key_values` sent with a million
+    /// tiny profiles one per request is known to be about a terabyte without building any.
+    #[test]
+    fn expansion_is_computed_without_building_it() {
+        let big = "x".repeat(1 << 20);
+        let profiles: Vec<Value> = (0..1_000_000).map(|_| json!({})).collect();
+        let p = Payload::from_value(json!({"targetId": 7, "key_values": {"big": big}, "profiles": profiles})).unwrap();
+        let started = std::time::Instant::now();
+        let split = p.split(1);
+        assert_eq!(split.requests(), 1_000_000);
+        let shared = (split.head.len() + split.tail.len()) as u64;
+        assert!(shared > 1 << 20);
+        // Every request: the shared part and one `{}`; no commas.
+        assert_eq!(split.body_bytes(), 1_000_000 * (shared + 2));
+        assert!(split.body_bytes() > 1_000_000_000_000, "over a terabyte");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+        let by_1000 = p.split(1000);
+        assert_eq!(by_1000.requests(), 1000);
+        assert_eq!(by_1000.body_bytes(), 1000 * shared + 2_000_000 + 999 * 1000);
+    }
+
     #[test]
     fn errors_name_the_key() {
         let e = |v: Value| Payload::from_value(v).unwrap_err().0;
@@ -145,6 +318,17 @@ mod tests {
         assert!(e(json!({"targetId": 1.5, "profiles": []})).contains("`targetId`"));
         assert!(e(json!({"targetId": 1, "is_test": "yes", "profiles": []})).contains("`is_test`"));
         assert_eq!(Payload::from_value(json!({"targetId": "c-9", "profiles": []})).unwrap().campaign, "c-9");
+        let long = "c".repeat(MAX_TARGET_ID + 1);
+        assert!(e(json!({"targetId": long, "profiles": []})).contains("1 to 128 characters"));
+        assert!(e(json!({"targetId": "a\nforged log line", "profiles": []})).contains("without control characters"));
+        assert!(e(json!({"targetId": "", "profiles": []})).contains("`targetId`"));
+        assert!(e(json!({"targetId": 1e300, "profiles": []})).contains("`targetId`"));
+        let longest = "é".repeat(MAX_TARGET_ID);
+        assert_eq!(Payload::from_value(json!({"targetId": longest, "profiles": []})).unwrap().campaign, longest);
+        assert_eq!(
+            Payload::from_value(json!({"targetId": u64::MAX, "profiles": []})).unwrap().campaign,
+            "18446744073709551615"
+        );
     }
 
     #[test]

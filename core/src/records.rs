@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -222,11 +222,127 @@ impl DispatchRecord {
     pub fn profiles(&self) -> usize {
         self.requests.iter().map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).profiles).sum()
     }
+
+    /// The dispatch with its requests' outcomes and attempts, without bodies: what it
+    /// counts for in the stats.
+    pub fn summary(&self) -> StoredDispatch {
+        let requests = (self.requests.iter())
+            .map(|r| {
+                let r = r.lock().unwrap_or_else(|e| e.into_inner());
+                StoredRequest {
+                    target: None,
+                    profiles: r.profiles,
+                    body: None,
+                    status: r.status.clone(),
+                    attempt: 1,
+                    due: self.created_at,
+                    attempts: r.attempts.clone(),
+                }
+            })
+            .collect();
+        StoredDispatch { requests, ..self.to_stored_head() }
+    }
+
+    fn to_stored_head(&self) -> StoredDispatch {
+        StoredDispatch {
+            id: self.id,
+            template: self.template_name.clone(),
+            template_version: self.template_version,
+            campaign: self.campaign.clone(),
+            created_at: self.created_at,
+            idempotency_key: None,
+            skipped: self.skipped,
+            requests: Vec::new(),
+        }
+    }
+
+    /// The bytes of the bodies of the requests still pending.
+    pub fn pending_body_bytes(&self) -> u64 {
+        (self.requests.iter())
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()))
+            .filter(|r| r.status == RequestStatus::Pending)
+            .map(|r| r.body.as_ref().map_or(0, |b| b.len() as u64))
+            .sum()
+    }
 }
 
 /// Finds the current version of a template by name (after a restart, or for a dispatch
 /// another instance accepted).
 pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Sync>;
+
+/// The budget of pending request bodies (`limits.max_pending_bytes`): bytes are reserved
+/// when a dispatch is accepted and released as its requests finish (delivered or failed);
+/// restored and requeued requests count too.
+#[derive(Debug)]
+pub struct PendingBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+/// A dispatch's bodies did not fit in the [`PendingBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetFull {
+    pub wanted: u64,
+    pub used: u64,
+    pub limit: u64,
+}
+
+impl PendingBudget {
+    pub fn new(limit: u64) -> Self {
+        Self { limit, used: AtomicU64::new(0) }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The bytes of the bodies pending now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Takes `bytes` if they fit; the reservation gives them back when dropped, unless it
+    /// is [kept](Reservation::keep).
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Reservation, BudgetFull> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(|_| Reservation { budget: self.clone(), bytes })
+            .map_err(|used| BudgetFull { wanted: bytes, used, limit: self.limit })
+    }
+
+    /// Counts bodies that are pending already (restored at start, requeued), even past
+    /// the limit: they exist whether or not they fit.
+    fn add(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_add(bytes)));
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(bytes)));
+    }
+}
+
+/// Bytes taken from a [`PendingBudget`] for a dispatch being accepted.
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<PendingBudget>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The dispatch was stored: its requests hold the bytes now, and give them back as
+    /// they finish.
+    pub fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
+    }
+}
 
 /// The dispatch records: in memory, written through to the [`Store`] first when there is
 /// one. Memory is bounded: past `limit` finished dispatches the oldest are dropped from it
@@ -242,6 +358,8 @@ pub struct Records {
     templates: TemplateSource,
     /// Derived from the records: updated with them, after the store.
     stats: Arc<Stats>,
+    /// The bytes of the pending requests' bodies.
+    budget: Arc<PendingBudget>,
 }
 
 #[derive(Default)]
@@ -254,20 +372,23 @@ struct Inner {
 }
 
 impl Inner {
-    fn evict_past(&mut self, limit: usize) {
+    /// Drops the oldest finished dispatches past `limit`; returns them.
+    fn evict_past(&mut self, limit: usize) -> Vec<Arc<DispatchRecord>> {
+        let mut evicted = Vec::new();
         while self.evictable.len() > limit {
             if let Some(old) = self.evictable.pop_front() {
-                self.forget(old);
+                evicted.extend(self.forget(old));
             }
         }
+        evicted
     }
 
     /// Drops a dispatch and its idempotency key from memory.
-    fn forget(&mut self, id: DispatchId) {
-        self.by_id.remove(&id);
+    fn forget(&mut self, id: DispatchId) -> Option<Arc<DispatchRecord>> {
         if let Some(k) = self.keys_of.remove(&id) {
             self.idempotency.remove(&k);
         }
+        self.by_id.remove(&id)
     }
 }
 
@@ -301,7 +422,20 @@ impl Records {
             store,
             templates,
             stats,
+            budget: Arc::new(PendingBudget::new(u64::MAX)),
         }
+    }
+
+    /// Bounds the pending bodies to `limit` bytes (none by default).
+    pub fn with_pending_budget(mut self, limit: u64) -> Self {
+        self.budget = Arc::new(PendingBudget::new(limit));
+        self
+    }
+
+    /// The budget of the pending bodies; a dispatch reserves its bytes here before it is
+    /// inserted.
+    pub fn budget(&self) -> &Arc<PendingBudget> {
+        &self.budget
     }
 
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
@@ -356,6 +490,7 @@ impl Records {
 
     /// Puts a dispatch read from the store back in memory (at start).
     pub fn restore(&self, record: DispatchRecord, idempotency_key: Option<String>) {
+        self.budget.add(record.pending_body_bytes());
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let id = record.id;
         if let Some(key) = idempotency_key {
@@ -367,7 +502,19 @@ impl Records {
         inner.by_id.insert(id, Arc::new(record));
         if finished {
             inner.evictable.push_back(id);
-            inner.evict_past(self.limit);
+            let evicted = inner.evict_past(self.limit);
+            drop(inner);
+            self.dropped(evicted);
+        }
+    }
+
+    /// Without a store, a dispatch memory drops is gone: its campaign stats go with it.
+    /// (With a store, they go when the store prunes it.)
+    fn dropped(&self, records: Vec<Arc<DispatchRecord>>) {
+        if self.store.is_none() {
+            for record in records {
+                self.stats.forget(&record.summary());
+            }
         }
     }
 
@@ -380,11 +527,11 @@ impl Records {
             .filter(|id| inner.by_id.get(id).is_some_and(|r| r.is_finished() && r.created_at < before))
             .copied()
             .collect();
-        for id in old {
-            inner.forget(id);
-        }
+        let forgotten: Vec<Arc<DispatchRecord>> = old.into_iter().filter_map(|id| inner.forget(id)).collect();
         let by_id = &inner.by_id;
         inner.evictable.retain(|id| by_id.contains_key(id));
+        drop(guard);
+        self.dropped(forgotten);
     }
 
     /// The dispatch an idempotency key maps to.
@@ -524,6 +671,7 @@ impl Records {
             NextState::Delivered => self.stats.delivered(campaign, template, profiles),
             NextState::Failed { reason } => self.stats.failed(campaign, template, profiles, reason),
         }
+        self.budget.release(work.body.len() as u64);
         let Some(record) = record else { return Ok(()) };
         if record.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
@@ -532,7 +680,9 @@ impl Records {
         if !self.shared() {
             let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
             inner.evictable.push_back(dispatch);
-            inner.evict_past(self.limit);
+            let evicted = inner.evict_past(self.limit);
+            drop(inner);
+            self.dropped(evicted);
         }
         Ok(())
     }
@@ -555,12 +705,15 @@ impl Records {
                             request: index as u32,
                             profiles: req.profiles,
                             reason: reason.clone(),
+                            body_bytes: req.body.as_ref().map_or(0, |b| b.len() as u64),
                         });
                     }
                 }
                 requeued
             }
         };
+        // Pending again: their bodies count again (even past the budget: they exist).
+        self.budget.add(requeued.iter().map(|r| r.body_bytes).sum());
         if let Some(record) = self.find(id).await? {
             for r in &requeued {
                 self.stats.requeued(&record.campaign, &record.template_name, r.profiles as u64, &r.reason);

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::payload::CampaignId;
 use crate::records::{DISPATCH_FAILED, RequestStatus};
-use crate::store::StoredDispatch;
+use crate::store::{StoredDispatch, StoredRequest};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
@@ -37,6 +37,14 @@ impl Histogram {
         self.counts[i] += 1;
         self.sum += s;
         self.max = self.max.max(s);
+    }
+
+    /// Takes an observation out again (the maximum stays: it is the largest ever seen).
+    fn unobserve(&mut self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| s <= *b).unwrap_or(BUCKETS.len() - 1);
+        self.counts[i] = self.counts[i].saturating_sub(1);
+        self.sum = (self.sum - s).max(0.0);
     }
 
     pub fn count(&self) -> u64 {
@@ -90,10 +98,47 @@ pub struct DeliveryStats {
     pub errors: BTreeMap<String, u64>,
     pub attempts: BTreeMap<AttemptResult, u64>,
     pub latency: Histogram,
+    /// The dispatches counted here and not yet pruned.
+    dispatches: u64,
 }
 
 impl DeliveryStats {
+    /// Takes out what a pruned dispatch counted for (all but the latency maximum).
+    fn forget(&mut self, skipped: u64, requests: &[StoredRequest]) {
+        self.dispatches = self.dispatches.saturating_sub(1);
+        self.skipped_profiles = self.skipped_profiles.saturating_sub(skipped);
+        for r in requests {
+            let profiles = r.profiles as u64;
+            let (requests, profile_counts) = (&mut self.requests, &mut self.profiles);
+            let (counter, profile_counter) = match &r.status {
+                RequestStatus::Pending => (&mut requests.pending, &mut profile_counts.pending),
+                RequestStatus::Delivered => (&mut requests.delivered, &mut profile_counts.delivered),
+                RequestStatus::Failed { reason } => {
+                    if let Some(count) = self.errors.get_mut(reason) {
+                        *count = count.saturating_sub(1);
+                        if *count == 0 {
+                            self.errors.remove(reason);
+                        }
+                    }
+                    (&mut requests.failed, &mut profile_counts.failed)
+                }
+            };
+            *counter = counter.saturating_sub(1);
+            *profile_counter = profile_counter.saturating_sub(profiles);
+            for a in &r.attempts {
+                if let Some(count) = self.attempts.get_mut(&a.result) {
+                    *count = count.saturating_sub(1);
+                    if *count == 0 {
+                        self.attempts.remove(&a.result);
+                    }
+                }
+                self.latency.unobserve(a.latency);
+            }
+        }
+    }
+
     fn accepted(&mut self, requests: u64, profiles: u64) {
+        self.dispatches += 1;
         self.requests.pending += requests;
         self.profiles.pending += profiles;
     }
@@ -202,9 +247,18 @@ struct Inner {
     templates: BTreeMap<String, DeliveryStats>,
 }
 
-#[derive(Default)]
+/// The stats, per campaign (while the campaign has dispatches that are not pruned) and per
+/// template (counters since start, for `/metrics`).
 pub struct Stats {
     inner: Mutex<Inner>,
+    /// Whether campaigns are counted here; with a shared store they are derived from its rows.
+    campaigns: bool,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { inner: Mutex::default(), campaigns: true }
+    }
 }
 
 impl Stats {
@@ -212,12 +266,44 @@ impl Stats {
         Self::default()
     }
 
+    /// Stats of templates only: a shared store's rows answer for campaigns, so memory keeps
+    /// none.
+    pub fn templates_only() -> Self {
+        Self { inner: Mutex::default(), campaigns: false }
+    }
+
     fn update(&self, campaign: &str, template: &str, f: impl Fn(&mut DeliveryStats)) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, by_template) = inner.campaigns.entry(campaign.to_string()).or_default();
-        f(total);
-        f(by_template.entry(template.to_string()).or_default());
+        if self.campaigns {
+            let (total, by_template) = inner.campaigns.entry(campaign.to_string()).or_default();
+            f(total);
+            f(by_template.entry(template.to_string()).or_default());
+        }
         f(inner.templates.entry(template.to_string()).or_default());
+    }
+
+    /// A dispatch was pruned (past the retention period, or dropped from memory when there
+    /// is no store): what it counted for leaves its campaign's stats, and a campaign with no
+    /// dispatch left is dropped. The per-template counters (`/metrics`) keep counting.
+    pub fn forget(&self, d: &StoredDispatch) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((total, by_template)) = inner.campaigns.get_mut(&d.campaign) else { return };
+        total.forget(d.skipped as u64, &d.requests);
+        if total.dispatches == 0 {
+            inner.campaigns.remove(&d.campaign);
+            return;
+        }
+        if let Some(t) = by_template.get_mut(&d.template) {
+            t.forget(d.skipped as u64, &d.requests);
+            if t.dispatches == 0 {
+                by_template.remove(&d.template);
+            }
+        }
+    }
+
+    /// How many campaigns are counted in memory.
+    pub fn campaign_count(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).campaigns.len()
     }
 
     pub fn accepted(&self, campaign: &str, template: &str, requests: u64, profiles: u64) {
@@ -366,6 +452,81 @@ mod tests {
         assert_eq!(c.total.errors[0].reason, "HTTP 400 Bad Request");
         assert_eq!(c.templates["orders"].requests.delivered, 2);
         assert!(s.campaign("43").is_none());
+    }
+
+    fn finished(campaign: &str, template: &str, outcomes: &[Option<&str>]) -> StoredDispatch {
+        use crate::records::{AttemptRecord, DispatchId};
+        let now = std::time::SystemTime::now();
+        StoredDispatch {
+            id: DispatchId::new(),
+            template: template.into(),
+            template_version: 1,
+            campaign: campaign.into(),
+            created_at: now,
+            idempotency_key: None,
+            skipped: 1,
+            requests: outcomes
+                .iter()
+                .map(|failure| StoredRequest {
+                    target: None,
+                    profiles: 10,
+                    body: None,
+                    status: match failure {
+                        None => RequestStatus::Delivered,
+                        Some(reason) => RequestStatus::Failed { reason: reason.to_string() },
+                    },
+                    attempt: 1,
+                    due: now,
+                    attempts: vec![AttemptRecord {
+                        attempt: 1,
+                        at: now,
+                        latency: Duration::from_millis(if failure.is_some() { 900 } else { 20 }),
+                        status: Some(if failure.is_some() { 400 } else { 200 }),
+                        error: failure.map(str::to_string),
+                        result: if failure.is_some() { AttemptResult::Failure } else { AttemptResult::Success },
+                    }],
+                })
+                .collect(),
+        }
+    }
+
+    /// A pruned dispatch leaves its campaign's stats exactly as if it had never been; a
+    /// campaign whose dispatches are all pruned is dropped; `/metrics` counters stay.
+    #[test]
+    fn pruned_dispatches_leave_the_campaign_stats() {
+        let s = Stats::new();
+        let old = finished("42", "orders", &[None, Some("HTTP 400")]);
+        let kept = finished("42", "other", &[None]);
+        let alone = finished("43", "orders", &[Some("HTTP 400")]);
+        for d in [&old, &kept, &alone] {
+            s.replay(d);
+        }
+        let only_kept = Stats::new();
+        only_kept.replay(&kept);
+
+        s.forget(&old);
+        let c = s.campaign("42").unwrap();
+        let expected = only_kept.campaign("42").unwrap();
+        assert_eq!(c.total.requests, expected.total.requests);
+        assert_eq!(c.total.profiles, expected.total.profiles);
+        assert_eq!(c.total.skipped_profiles, 1);
+        assert!(c.total.errors.is_empty(), "{:?}", c.total.errors);
+        assert_eq!(c.total.attempts, expected.total.attempts);
+        assert_eq!(c.total.latency_ms.count, 1);
+        assert_eq!(c.total.latency_ms.mean, expected.total.latency_ms.mean);
+        assert_eq!(c.templates.keys().collect::<Vec<_>>(), vec!["other"], "no dispatch of `orders` is left in 42");
+
+        s.forget(&alone);
+        assert!(s.campaign("43").is_none(), "every dispatch of 43 is pruned");
+        assert_eq!(s.campaign_count(), 1);
+        s.forget(&kept);
+        assert_eq!(s.campaign_count(), 0);
+        assert_eq!(s.template("orders").unwrap().requests.delivered, 1, "template counters keep counting");
+
+        let shared = Stats::templates_only();
+        shared.replay(&kept);
+        assert!(shared.campaign("42").is_none());
+        assert_eq!(shared.template("other").unwrap().requests.delivered, 1);
     }
 
     #[test]

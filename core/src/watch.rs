@@ -15,7 +15,7 @@ use std::time::Duration;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{error, warn};
 
 /// Longest a rescan waits for events to stop.
 const MAX_SETTLE: Duration = Duration::from_secs(2);
@@ -51,13 +51,30 @@ pub fn spawn(
                         return;
                     }
                     settle(&mut rx, debounce).await;
-                    rescan().await;
+                    supervised(&rescan).await;
                 }
-                _ = ticker.tick() => rescan().await,
+                _ = ticker.tick() => supervised(&rescan).await,
                 _ = shutdown.changed() => return,
             }
         }
     }))
+}
+
+/// Runs one rescan as a task of its own, so that a panic in it (a bug) is reported and
+/// ends that rescan only: the watcher goes on, and what the last good rescan published
+/// stays live.
+async fn supervised(rescan: &Rescan) {
+    if let Err(e) = tokio::spawn(rescan()).await
+        && e.is_panic()
+    {
+        let panic = e.into_panic();
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        error!("a reload panicked ({message}); this is a bug. What was live stays live, and reloads go on");
+    }
 }
 
 /// Waits until no event has come for `debounce` (at most [`MAX_SETTLE`]), so an editor's
@@ -93,4 +110,49 @@ pub fn folder_files(dir: &Path, extensions: &[&str]) -> Vec<std::path::PathBuf> 
         .collect();
     files.sort();
     files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A rescan that panics does not end the watcher: the next change is rescanned.
+    #[tokio::test]
+    async fn a_panicking_rescan_does_not_stop_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let rescan: Rescan = Arc::new(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if n == 0 {
+                    panic!("a bug in the first reload");
+                }
+            })
+        });
+        let (_stop, shutdown) = watch::channel(false);
+        let task = spawn(dir.path(), Duration::from_millis(10), Duration::from_secs(3600), shutdown, rescan).unwrap();
+        let wait_calls = async |n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while calls.load(Ordering::SeqCst) < n {
+                assert!(std::time::Instant::now() < deadline, "no rescan #{n}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        std::fs::write(dir.path().join("a.yaml"), "1").unwrap();
+        wait_calls(1).await;
+        // The first rescan panicked; a later change is still picked up.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut i = 0;
+        while calls.load(Ordering::SeqCst) < 2 {
+            assert!(!task.is_finished(), "the watcher stopped after a panic");
+            assert!(std::time::Instant::now() < deadline, "no rescan after the panic");
+            i += 1;
+            std::fs::write(dir.path().join("b.yaml"), i.to_string()).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        wait_calls(2).await;
+        assert!(!task.is_finished());
+    }
 }

@@ -14,6 +14,9 @@ use super::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The `Retry-After` of a dispatch refused because the pending bodies' budget is full.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
+
 /// Enqueues a payload: `202 {"dispatch_id": ...}`. With `Idempotency-Key`, a resend with
 /// the same key returns the first dispatch (and `Idempotent-Replayed: true`) instead of
 /// sending twice.
@@ -48,6 +51,9 @@ pub async fn dispatch(
         DispatchError::Transform { .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string())
         }
+        DispatchError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "dispatch_too_large", e.to_string()),
+        DispatchError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pending_budget_full", e.to_string())
+            .retry_after(BUSY_RETRY_AFTER_SECS),
         DispatchError::Queue(_) | DispatchError::Store(_) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_unavailable", e.to_string())
         }

@@ -11,11 +11,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub extra: Option<serde_json::Value>,
+    /// Seconds for a `Retry-After` header (a 503 the caller should try again after).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), extra: None }
+        Self { status, code, message: message.into(), extra: None, retry_after: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -26,6 +28,12 @@ impl ApiError {
         self.extra = Some(extra);
         self
     }
+
+    /// Adds `Retry-After: seconds`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -34,6 +42,10 @@ impl IntoResponse for ApiError {
         if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (self.extra, error.as_object_mut()) {
             obj.extend(extra);
         }
-        (self.status, Json(json!({"error": error}))).into_response()
+        let mut response = (self.status, Json(json!({"error": error}))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -16,6 +16,11 @@ use crate::queue::Job;
 
 const MAX_TRACKED: usize = 10_000;
 
+/// The slowest `destinations.rate_limit` (a request every 1000 s) and the fastest; config
+/// validation refuses values outside (and `admit` clamps, so no value can misbehave).
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+
 pub enum Admission {
     /// Send now; the permit is held until the attempt ends.
     Go(Permit),
@@ -89,24 +94,31 @@ impl DestinationLimits {
                 Arc::new(Destination {
                     max: self.settings.max_concurrency.max(1),
                     slots: Mutex::new(Slots::default()),
-                    bucket: Mutex::new((self.settings.rate_limit.max(1.0), Instant::now())),
+                    bucket: Mutex::new((self.rate().unwrap_or(1.0).max(1.0), Instant::now())),
                 })
             })
             .clone()
     }
 
+    /// The rate limit in requests per second, `None` for none (0, or not a number).
+    fn rate(&self) -> Option<f64> {
+        let rate = self.settings.rate_limit;
+        (rate.is_finite() && rate > 0.0).then(|| rate.clamp(MIN_RATE_LIMIT, MAX_RATE_LIMIT))
+    }
+
     /// Whether `job`, a request to `url`, may go now.
     pub fn admit(&self, url: &Url, job: &Job) -> Admission {
         let destination = self.destination(url);
-        let rate = self.settings.rate_limit;
-        if rate > 0.0 {
+        if let Some(rate) = self.rate() {
             let mut bucket = destination.bucket.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let (tokens, last) = *bucket;
             let tokens = (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate.max(1.0));
             if tokens < 1.0 {
                 *bucket = (tokens, now);
-                return Admission::Later(Duration::from_secs_f64((1.0 - tokens) / rate));
+                // At most 1000 s (the slowest rate); checked, so no value can panic.
+                let wait = Duration::try_from_secs_f64((1.0 - tokens) / rate).unwrap_or(Duration::from_secs(1000));
+                return Admission::Later(wait.min(Duration::from_secs(1000)));
             }
             *bucket = (tokens - 1.0, now);
         }
@@ -165,6 +177,31 @@ mod tests {
         match limits.admit(&a, &job(3)) {
             Admission::Later(wait) => assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500), "{wait:?}"),
             _ => panic!("a third request within the same second must wait"),
+        }
+    }
+
+    /// Rates that made `Duration::from_secs_f64` panic (a tiny one: a wait past the range
+    /// of `Duration`) or made no sense (negative, NaN, infinite) never panic.
+    #[test]
+    fn extreme_rate_limits_do_not_panic() {
+        let a = url("https://a.example/");
+        for rate in [1e-300, f64::MIN_POSITIVE, 5e-324, MIN_RATE_LIMIT] {
+            let (limits, _released) = DestinationLimits::new(Destinations { max_concurrency: 10, rate_limit: rate });
+            assert!(matches!(limits.admit(&a, &job(1)), Admission::Go(_)), "{rate}: the first request goes");
+            match limits.admit(&a, &job(2)) {
+                Admission::Later(wait) => assert!(wait <= Duration::from_secs(1000), "{rate}: {wait:?}"),
+                _ => panic!("{rate}: a second request must wait"),
+            }
+        }
+        for rate in [-1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0] {
+            let (limits, _released) = DestinationLimits::new(Destinations { max_concurrency: 10, rate_limit: rate });
+            for i in 0..5 {
+                assert!(matches!(limits.admit(&a, &job(i)), Admission::Go(_)), "{rate}: no limit");
+            }
+        }
+        let (limits, _released) = DestinationLimits::new(Destinations { max_concurrency: 1000, rate_limit: 1e300 });
+        for i in 0..100 {
+            assert!(matches!(limits.admit(&a, &job(i)), Admission::Go(_)), "a huge rate is the fastest one");
         }
     }
 }

@@ -144,6 +144,8 @@ pub struct Requeued {
     pub profiles: usize,
     /// Its last failure reason.
     pub reason: String,
+    /// The size of its body, which is pending again.
+    pub body_bytes: u64,
 }
 
 /// Which dispatches to read.
@@ -182,6 +184,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished dispatches created before `before`; returns how many.
     async fn prune(&self, before: SystemTime) -> Result<u64, StoreError>;
+
+    /// As [`Store::prune`], returning the deleted dispatches with their requests and
+    /// attempts (no bodies): what they counted for in the campaign stats, which drop them.
+    /// The backends implement it; the default (for wrappers) prunes and returns nothing.
+    async fn prune_dispatches(&self, before: SystemTime) -> Result<Vec<StoredDispatch>, StoreError> {
+        self.prune(before).await.map(|_| Vec::new())
+    }
 
     /// Whether other gateway instances share this store (and its queue): then its rows,
     /// not this process's memory, answer for dispatches and campaign stats.

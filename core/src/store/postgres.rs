@@ -326,7 +326,7 @@ impl Store for PgStore {
             .query(
                 "UPDATE requests SET status = 0, attempt = 1, due = $2, lease_owner = NULL, lease_until = NULL
                  WHERE dispatch = $1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason",
+                 RETURNING idx, profiles, reason, octet_length(body)",
                 &[&uuid, &millis(SystemTime::now())],
             )
             .await?;
@@ -336,6 +336,7 @@ impl Store for PgStore {
                 request: r.get::<_, i32>(0) as u32,
                 profiles: r.get::<_, i64>(1) as usize,
                 reason: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                body_bytes: r.get::<_, i32>(3).max(0) as u64,
             })
             .collect();
         requeued.sort_by_key(|r| r.request);
@@ -380,7 +381,49 @@ impl Store for PgStore {
             Filter::Campaign(c) => self.pool.query(BY_CAMPAIGN, &[&c]).await?,
             Filter::Template(t) => self.pool.query(BY_TEMPLATE, &[&t]).await?,
         };
-        let mut dispatches: Vec<StoredDispatch> = rows.iter().map(dispatch_from).collect();
+        let dispatches: Vec<StoredDispatch> = rows.iter().map(dispatch_from).collect();
+        self.fill(dispatches, bodies).await
+    }
+
+    async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
+        Ok(self.prune_dispatches(before).await?.len() as u64)
+    }
+
+    async fn prune_dispatches(&self, before: SystemTime) -> Result<Vec<StoredDispatch>, StoreError> {
+        const FINISHED: &str = "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
+             FROM dispatches d WHERE created_at < $1
+             AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)";
+        let rows = self.pool.query(FINISHED, &[&millis(before)]).await?;
+        let found = self.fill(rows.iter().map(dispatch_from).collect(), false).await?;
+        if found.is_empty() {
+            return Ok(found);
+        }
+        let ids: Vec<Uuid> = found.iter().map(|d| d.id.as_uuid()).collect();
+        // Another instance may have pruned some meanwhile, or requeued one: only what this
+        // delete removed is returned.
+        let deleted: std::collections::HashSet<Uuid> = self
+            .pool
+            .query(
+                "DELETE FROM dispatches d WHERE id = ANY ($1)
+                 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)
+                 RETURNING id",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(found.into_iter().filter(|d| deleted.contains(&d.id.as_uuid())).collect())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+impl PgStore {
+    /// The requests and attempts of `dispatches`, read in two queries.
+    async fn fill(&self, mut dispatches: Vec<StoredDispatch>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
         if dispatches.is_empty() {
             return Ok(dispatches);
         }
@@ -412,24 +455,5 @@ impl Store for PgStore {
             }
         }
         Ok(dispatches)
-    }
-
-    async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
-        let rows = self
-            .pool
-            .query(
-                "WITH gone AS (
-                    DELETE FROM dispatches d WHERE created_at < $1
-                    AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)
-                    RETURNING 1
-                 ) SELECT count(*) FROM gone",
-                &[&millis(before)],
-            )
-            .await?;
-        Ok(rows.first().map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
-    }
-
-    fn shared(&self) -> bool {
-        true
     }
 }

@@ -265,9 +265,10 @@ fn request_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredRequ
     })
 }
 
+const COLUMNS: &str =
+    "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped FROM dispatches";
+
 fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Result<Vec<StoredDispatch>> {
-    const COLUMNS: &str =
-        "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped FROM dispatches";
     let (sql, arg): (String, Option<rusqlite::types::Value>) = match filter {
         Filter::All => (format!("{COLUMNS} ORDER BY created_at, id"), None),
         Filter::Id(id) => (format!("{COLUMNS} WHERE id = ?1"), Some(id_bytes(id).to_vec().into())),
@@ -278,8 +279,17 @@ fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Resul
             (format!("{COLUMNS} WHERE template = ?1 ORDER BY created_at, id"), Some(t.to_string().into()))
         }
     };
-    let mut stmt = txn.prepare_cached(&sql)?;
-    let params: Vec<rusqlite::types::Value> = arg.into_iter().collect();
+    select_sql(txn, &sql, arg.into_iter().collect(), bodies)
+}
+
+/// The dispatches `sql` (a `SELECT` of [`COLUMNS`]) finds, with their requests and attempts.
+fn select_sql(
+    txn: &Connection,
+    sql: &str,
+    params: Vec<rusqlite::types::Value>,
+    bodies: bool,
+) -> rusqlite::Result<Vec<StoredDispatch>> {
+    let mut stmt = txn.prepare_cached(sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
         Ok(StoredDispatch {
             id: id_from(r.get(0)?)?,
@@ -395,13 +405,14 @@ impl Store for SqliteStore {
             let mut stmt = txn.prepare_cached(
                 "UPDATE requests SET status = 0, attempt = 1, due = ?2
                  WHERE dispatch = ?1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason",
+                 RETURNING idx, profiles, reason, length(body)",
             )?;
             let rows = stmt.query_map(params![&id[..], now], |r| {
                 Ok(Requeued {
                     request: r.get::<_, i64>(0)? as u32,
                     profiles: r.get::<_, i64>(1)? as usize,
                     reason: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    body_bytes: r.get::<_, i64>(3)?.max(0) as u64,
                 })
             })?;
             let mut requeued = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -444,6 +455,10 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
+        Ok(self.prune_dispatches(before).await?.len() as u64)
+    }
+
+    async fn prune_dispatches(&self, before: SystemTime) -> Result<Vec<StoredDispatch>, StoreError> {
         let before = millis(before);
         self.call(move |txn| {
             txn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY); DELETE FROM pruned;")?;
@@ -452,12 +467,18 @@ impl Store for SqliteStore {
                  AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)",
                 [before],
             )?;
+            let pruned = if n == 0 {
+                Vec::new()
+            } else {
+                let sql = format!("{COLUMNS} WHERE id IN (SELECT id FROM pruned) ORDER BY created_at, id");
+                select_sql(txn, &sql, Vec::new(), false)?
+            };
             txn.execute_batch(
                 "DELETE FROM requests WHERE dispatch IN (SELECT id FROM pruned);
                  DELETE FROM dispatches WHERE id IN (SELECT id FROM pruned);
                  DELETE FROM pruned;",
             )?;
-            Ok(n as u64)
+            Ok(pruned)
         })
         .await
     }
@@ -574,7 +595,7 @@ mod tests {
         assert_eq!(dead.attempts[0].error.as_deref(), Some("HTTP 400"));
 
         let requeued = store.requeue_failed(d.id).await.unwrap().unwrap();
-        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into() }]);
+        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into(), body_bytes: 6 }]);
         assert_eq!(store.requeue_failed(DispatchId::new()).await.unwrap(), None);
         let without = store.select(Filter::Campaign("42"), false).await.unwrap();
         assert!(without[0].requests.iter().all(|r| r.body.is_none()), "no bodies unless asked");
@@ -598,8 +619,10 @@ mod tests {
             next: NextState::Delivered,
         };
         store.settle(&done).await.unwrap();
-        let pruned = store.prune(SystemTime::now() + Duration::from_secs(1)).await.unwrap();
-        assert_eq!(pruned, 1, "the finished dispatch is past the retention period");
+        let pruned = store.prune_dispatches(SystemTime::now() + Duration::from_secs(1)).await.unwrap();
+        assert_eq!(pruned.len(), 1, "the finished dispatch is past the retention period");
+        assert!(pruned[0].requests.iter().all(|r| r.status != RequestStatus::Pending && r.body.is_none()));
+        assert!(!pruned[0].requests.is_empty(), "returned with its requests, for the stats");
         let left: Vec<DispatchId> = store.select(Filter::All, false).await.unwrap().iter().map(|d| d.id).collect();
         assert_eq!(left, vec![pending.id], "pending work is never pruned");
     }

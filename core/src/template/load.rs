@@ -22,9 +22,12 @@ use crate::yaml::{locate, locate_text};
 /// Headers the gateway sets itself; a template (or a plugin) may not.
 pub const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
-const MAX_RETRIES: u32 = 20;
-const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-const MAX_BATCH: usize = 100_000;
+/// The most `retries` a template (or `defaults.retries`) may ask for.
+pub const MAX_RETRIES: u32 = 20;
+/// The longest per-attempt `timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest `batch_size`.
+pub const MAX_BATCH: usize = 100_000;
 
 /// Turns template files into [`Template`]s with the gateway's defaults and plugins.
 #[derive(Clone)]

@@ -235,7 +235,11 @@ impl Registry {
             if same_text && !text.contains("${") {
                 continue;
             }
-            let loaded = self.loader.load(path, text).and_then(|t| match snap.entries.get(&t.name) {
+            // A panic while loading one file (a bug, in the loader or a plugin's `build`) makes
+            // that file invalid, not the whole reload.
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.loader.load(path, text)));
+            let loaded = loaded.unwrap_or_else(|panic| Err(TemplateError::new(path, (1, 1), panicked(&*panic))));
+            let loaded = loaded.and_then(|t| match snap.entries.get(&t.name) {
                 Some(other) if other.file != *path && present.contains(&other.file) => Err(TemplateError::new(
                     path,
                     locate(text, &["name"]),
@@ -444,6 +448,14 @@ impl Registry {
         info!(template = name, version = template.version, "template created through the API and active");
         Ok(template)
     }
+}
+
+/// The error of a file whose loading panicked.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let message = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("loading this file failed unexpectedly ({message}); this is a bug, please report it")
 }
 
 fn hash_text(text: &str) -> u64 {
