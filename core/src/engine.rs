@@ -118,6 +118,9 @@ impl Engine {
             config.retention,
             shutdown_rx.clone(),
         )));
+        if let Some(store) = store.clone().filter(|s| s.shared()) {
+            tasks.push(tokio::spawn(sync_pending_budget(store, records.clone(), shutdown_rx.clone())));
+        }
         if options.watch {
             let watched = registry.clone();
             let rescan: crate::watch::Rescan = Arc::new(move || {
@@ -282,6 +285,24 @@ async fn restore(
         info!(dispatches = count, pending_requests = pending, "restored from the store");
     }
     Ok(())
+}
+
+/// With a shared store, other instances accept and finish requests too, so this instance's
+/// count of pending bodies would drift (up, for bodies it accepted and another delivered,
+/// until every dispatch here answered 503): it is set to the store's sum every second, which
+/// makes `limits.max_pending_bytes` the cluster's budget.
+async fn sync_pending_budget(store: Arc<dyn Store>, records: Arc<Records>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match store.pending_body_bytes().await {
+            Ok(Some(pending)) => records.budget().sync(pending),
+            Ok(None) => return,
+            Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Deletes finished dispatches past the retention period, now and then, from the store

@@ -312,6 +312,12 @@ impl PendingBudget {
             .map_err(|used| BudgetFull { wanted: bytes, used, limit: self.limit })
     }
 
+    /// Sets the count to what a shared store holds (other instances accept and finish
+    /// requests too): the budget is then the cluster's, within one sync period.
+    pub fn sync(&self, pending: u64) {
+        self.used.store(pending, Ordering::Release);
+    }
+
     /// Counts bodies that are pending already (restored at start, requeued), even past
     /// the limit: they exist whether or not they fit.
     fn add(&self, bytes: u64) {

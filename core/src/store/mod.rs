@@ -192,6 +192,13 @@ pub trait Store: Send + Sync + 'static {
         self.prune(before).await.map(|_| Vec::new())
     }
 
+    /// The bytes of the bodies of every pending request in the store, for a shared store
+    /// (other instances accept and finish requests, so this process's own count drifts);
+    /// `None` when this process's count is the truth (the default).
+    async fn pending_body_bytes(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Whether other gateway instances share this store (and its queue): then its rows,
     /// not this process's memory, answer for dispatches and campaign stats.
     fn shared(&self) -> bool {

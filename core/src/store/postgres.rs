@@ -416,6 +416,14 @@ impl Store for PgStore {
         Ok(found.into_iter().filter(|d| deleted.contains(&d.id.as_uuid())).collect())
     }
 
+    async fn pending_body_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let rows = self
+            .pool
+            .query("SELECT COALESCE(SUM(octet_length(body)), 0)::BIGINT FROM requests WHERE status = 0", &[])
+            .await?;
+        Ok(Some(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64))
+    }
+
     fn shared(&self) -> bool {
         true
     }
