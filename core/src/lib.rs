@@ -16,6 +16,7 @@ pub mod payload;
 pub mod plugin;
 pub mod queue;
 pub mod records;
+pub mod redact;
 pub mod secret;
 pub mod stats;
 pub mod store;

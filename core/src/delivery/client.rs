@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 use crate::network::NetworkPolicy;
 
 /// How much of a response body is read (and kept for `hookgate test`). The rest is dropped.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// One attempt to send.
 #[derive(Debug)]

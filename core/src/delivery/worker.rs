@@ -290,6 +290,7 @@ mod tests {
             auth_type: "none".into(),
             auth: Arc::new(NoHeaders),
             transform: None,
+            secrets: Default::default(),
         });
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("h.db")).unwrap();

@@ -186,6 +186,7 @@ impl Loader {
             auth_type,
             auth,
             transform,
+            secrets: resolver.values().iter().map(String::as_str).collect(),
         })
     }
 }

@@ -9,6 +9,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 
 use crate::plugin::{Authorizer, Transformer};
+use crate::redact::Redactor;
 
 /// One version of a template, ready to send. Deliveries hold an `Arc` to the version they
 /// started with, so a reload never changes a delivery in flight.
@@ -33,6 +34,9 @@ pub struct Template {
     pub auth: Arc<dyn Authorizer>,
     /// The transform plugin's name and transformer, when the template has one.
     pub transform: Option<(String, Arc<dyn Transformer>)>,
+    /// The values of its `${..}` references: replaced by `[redacted]` in the outside text
+    /// (a destination's answer) that its deliveries' reasons quote.
+    pub secrets: Redactor,
 }
 
 impl Template {
