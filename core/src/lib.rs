@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod dispatch;
 pub mod duration;
+pub mod fuzzing;
 pub mod engine;
 pub mod network;
 pub mod payload;
