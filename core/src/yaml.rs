@@ -43,6 +43,9 @@ pub fn locate(text: &str, path: &[&str]) -> (usize, usize) {
 
 /// The 0-based column of `key:` on this line, as a block key or inside a flow mapping.
 fn key_column(line: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None; // an empty key (`"": x`) is nowhere to point at, and `find("")` never moves
+    }
     let mut from = 0;
     while let Some(pos) = line[from..].find(key) {
         let at = from + pos;
@@ -128,5 +131,7 @@ mod tests {
         let flow = "url: http://x\nauth: {type: basic, username: u}\n";
         assert_eq!(locate(flow, &["auth", "username"]), (2, 21));
         assert_eq!(locate_text(flow, "basic"), Some((2, 14)));
+        // An empty key (a header named "") used to loop forever.
+        assert_eq!(locate("url: http://x\nheaders: {\"\": x}\n", &["headers", ""]), (2, 1));
     }
 }

@@ -1,9 +1,12 @@
-//! `hookgate test TEMPLATE`: send the test payload and show the answer.
+//! `hookgate test TEMPLATE`: send the test payload and show the answer. The answer is the
+//! endpoint's text: it comes with the request's secrets redacted, and is printed with its
+//! control characters escaped (line breaks kept), so it cannot drive the terminal.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use hookgate_core::delivery::retry::status_reason;
+use hookgate_core::redact::{Lines, REASON_CHARS, escape_controls, sanitize};
 use hookgate_core::template::State;
 
 pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
@@ -18,7 +21,7 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
             State::Unverified { reason, .. } => reason.clone(),
             State::Active => "no version is loaded".into(),
         };
-        anyhow::bail!("template `{name}` does not load: {reason}");
+        anyhow::bail!("template `{name}` does not load: {}", escape_controls(&reason, Lines::Keep));
     }
     let Some((template, outcome)) = engine.registry.test(name).await else {
         anyhow::bail!("template `{name}` has no loaded version");
@@ -34,12 +37,12 @@ pub async fn run(dir: &Path, name: &str) -> anyhow::Result<ExitCode> {
         Ok(response) => {
             println!("{} in {:.1} ms", status_reason(response.status), response.latency.as_secs_f64() * 1000.0);
             if !response.body.is_empty() {
-                println!("{}", String::from_utf8_lossy(&response.body));
+                println!("{}", escape_controls(&String::from_utf8_lossy(&response.body), Lines::Keep));
             }
             Ok(if response.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Err(error) => {
-            println!("failed: {error}");
+            println!("failed: {}", sanitize(&error.to_string(), REASON_CHARS));
             Ok(ExitCode::FAILURE)
         }
     }

@@ -366,3 +366,19 @@ async fn handle(
         Reply::Hang => std::future::pending().await,
     }
 }
+
+// ---------------------------------------------------------------- an endpoint that echoes
+
+/// An endpoint on 127.0.0.1 that answers every request with `status` and the body that
+/// `answer(headers, body)` makes of it: a destination that quotes the request (and so its
+/// credentials) in its answer. Returns its base URL (`http://127.0.0.1:port`).
+pub async fn spawn_echo(
+    status: u16,
+    answer: impl Fn(&HeaderMap, &Bytes) -> String + Clone + Send + Sync + 'static,
+) -> String {
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+        let answer = answer.clone();
+        async move { (StatusCode::from_u16(status).unwrap(), answer(&headers, &body)) }
+    });
+    format!("http://{}", spawn_server(app).await)
+}

@@ -10,6 +10,7 @@ use hookgate_core::Secret;
 use hookgate_core::delivery::client::{HttpClient, SendError, SendRequest};
 use hookgate_core::delivery::retry::status_reason;
 use hookgate_core::plugin::AuthError;
+use hookgate_core::redact::Redactor;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde_json::Value;
@@ -115,6 +116,7 @@ impl Endpoint {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut authorization = None;
         match (self.grant, self.client_auth) {
             (Grant::ClientCredentialsJwt, _) => {
                 let assertion = self
@@ -136,6 +138,7 @@ impl Endpoint {
                     error: AuthError::permanent("client credentials cannot be encoded"),
                 })?;
                 value.set_sensitive(true);
+                authorization = Some(value.clone());
                 headers.insert(AUTHORIZATION, value);
             }
             (_, ClientAuth::Body) => {
@@ -160,9 +163,12 @@ impl Endpoint {
         if !status.is_success() {
             let code = json.as_ref().and_then(|j| j["error"].as_str()).map(str::to_string);
             let description = json.as_ref().and_then(|j| j["error_description"].as_str());
+            // The server's words, quoted in a reason: without the credentials this request
+            // carried (a server may echo them), on one line, bounded.
+            let secrets = form_secrets(&form, authorization.as_ref());
             let detail = match (&code, description) {
-                (Some(c), Some(d)) => format!(": {c} ({})", truncate(d, 200)),
-                (Some(c), None) => format!(": {c}"),
+                (Some(c), Some(d)) => format!(": {} ({})", secrets.clean(c, 64), secrets.clean(d, 200)),
+                (Some(c), None) => format!(": {}", secrets.clean(c, 64)),
                 _ => String::new(),
             };
             return Err(Failure {
@@ -227,12 +233,17 @@ pub fn urlencode(text: &str) -> String {
     out
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_string()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
+/// The form fields that carry a credential.
+const SECRET_FIELDS: &[&str] = &["password", "client_secret", "refresh_token", "client_assertion"];
+
+/// The credentials a token request carried: its secret form fields and its Basic header.
+fn form_secrets(form: &[(&str, String)], authorization: Option<&HeaderValue>) -> Redactor {
+    let mut secrets: Redactor =
+        form.iter().filter(|(key, _)| SECRET_FIELDS.contains(key)).map(|(_, value)| value.as_str()).collect();
+    if let Some(value) = authorization {
+        secrets.add_header_value(value);
     }
+    secrets
 }
 
 #[cfg(test)]

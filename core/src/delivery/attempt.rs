@@ -1,5 +1,6 @@
 //! One attempt: authorize with the template's plugin, send, and on a 401 let the plugin
-//! drop the credential and resend once.
+//! drop the credential and resend once. What comes back (the answer's body, an error's
+//! text) is outside text: it leaves here with the request's secrets redacted.
 
 use std::fmt;
 
@@ -7,8 +8,9 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::client::{HttpClient, Response, SendError, SendRequest};
-use crate::plugin::{AuthError, OutgoingRequest, RequestTarget, Unauthorized};
+use super::client::{HttpClient, MAX_BODY, Response, SendError, SendRequest};
+use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest, RequestTarget, Unauthorized};
+use crate::redact::{Ending, REASON_CHARS, Redactor};
 use crate::template::Template;
 
 /// Why an attempt got no answer to classify.
@@ -52,9 +54,46 @@ impl fmt::Display for AttemptError {
 /// request, so receivers can deduplicate.
 pub const DELIVERY_ID_HEADER: &str = "x-hookgate-delivery-id";
 
+impl AttemptError {
+    /// The error with `secrets` redacted from its text, control characters escaped and its
+    /// length capped: an auth plugin's message can quote a token endpoint's answer, and a
+    /// transport error the server's words.
+    pub fn redacted(self, secrets: &Redactor) -> Self {
+        let clean = |text: String| secrets.clean(&text, REASON_CHARS);
+        let clean_auth = |error: AuthError| AuthError { message: clean(error.message), ..error };
+        match self {
+            Self::Auth { plugin, error } => Self::Auth { plugin, error: clean_auth(error) },
+            Self::Transform { plugin, error } => Self::Transform { plugin, error: clean_auth(error) },
+            Self::Send(SendError::Refused(why)) => Self::Send(SendError::Refused(clean(why))),
+            Self::Send(SendError::Connect(why)) => Self::Send(SendError::Connect(clean(why))),
+            Self::Send(SendError::Other(why)) => Self::Send(SendError::Other(clean(why))),
+            Self::Send(timeout @ SendError::Timeout(_)) => Self::Send(timeout),
+        }
+    }
+}
+
+/// The secrets a request carried: the template's resolved references and every sensitive
+/// header value sent (template headers, the auth plugin's).
+fn request_secrets<'a>(
+    template: &Template,
+    headers: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    auth: Option<&AuthHeaders>,
+) -> Redactor {
+    let mut secrets = template.secrets.clone();
+    secrets.add_headers(headers);
+    if let Some(auth) = auth {
+        secrets.add_headers(auth.iter());
+    }
+    secrets
+}
+
 /// Sends `body` with the template's auth to `target` (a transform's planned request), or
 /// with the template's method, URL and headers. `delivery_id`, when given, goes in
 /// [`DELIVERY_ID_HEADER`] (auth plugins see it, so a signature can cover it).
+///
+/// The answer's body and an error's text come back with the request's secrets replaced by
+/// `[redacted]` (an endpoint that echoes the request would otherwise put its credentials
+/// in reasons, records and logs).
 pub async fn attempt(
     client: &HttpClient,
     template: &Template,
@@ -79,26 +118,34 @@ pub async fn attempt(
     let mut resent = false;
     loop {
         let request = OutgoingRequest { template: &template.name, method, url, headers: base_headers, body };
-        let auth = template
-            .auth
-            .authorize(&request)
-            .await
-            .map_err(|error| AttemptError::Auth { plugin: template.auth_type.clone(), error })?;
+        let auth = template.auth.authorize(&request).await.map_err(|error| {
+            AttemptError::Auth { plugin: template.auth_type.clone(), error }.redacted(&request_secrets(
+                template,
+                base_headers,
+                None,
+            ))
+        })?;
         let mut headers = base_headers.clone();
         for (name, value) in auth.iter() {
             headers.insert(name.clone(), value.clone());
         }
-        let response = template
+        let sent = SendRequest { method, url, headers, body: body.clone(), timeout: template.timeout };
+        let mut response = template
             .client(client)
-            .send(SendRequest { method, url, headers, body: body.clone(), timeout: template.timeout })
+            .send(sent)
             .await
-            .map_err(AttemptError::Send)?;
+            .map_err(|e| AttemptError::Send(e).redacted(&request_secrets(template, base_headers, Some(&auth))))?;
         if response.status == StatusCode::UNAUTHORIZED
             && !resent
             && template.auth.unauthorized(&auth).await == Unauthorized::ResendOnce
         {
             resent = true;
             continue;
+        }
+        if !response.body.is_empty() {
+            let secrets = request_secrets(template, base_headers, Some(&auth));
+            let ending = if response.body.len() >= MAX_BODY { Ending::Cut } else { Ending::Whole };
+            response.body = Bytes::from(secrets.redact_bytes(&response.body, ending));
         }
         return Ok(response);
     }

@@ -35,7 +35,7 @@ use crate::network::NetworkPolicy;
 use crate::secret::Secret;
 
 /// How much of a response body is read (and kept for `hookgate test`). The rest is dropped.
-const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 64 * 1024;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -403,43 +403,16 @@ fn innermost_message(error: &(dyn StdError + 'static)) -> String {
     current.to_string()
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3: IMF-fixdate, and
+/// the obsolete RFC 850 and asctime forms a recipient must accept). A date in the past is no
+/// wait; anything else (garbage, a year past 9999) is no `Retry-After` at all.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let when = parse_http_date(value)?;
+    let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let rest = value.split_once(", ")?.1;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    if parts.len() != 5 || parts[4] != "GMT" {
-        return None;
-    }
-    let day: u64 = parts[0].parse().ok()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == parts[1])? as u64
-        + 1;
-    let year: i64 = parts[2].parse().ok()?;
-    let hms: Vec<u64> = parts[3].split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    if hms.len() != 3 || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + (hms[0] * 3600 + hms[1] * 60 + hms[2]) as i64;
-    u64::try_from(secs).ok().map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s))
 }
 
 /// The network policy, applied to every address a hostname resolves to.
@@ -557,6 +530,39 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(Duration::from_secs(60)));
         assert_eq!(parse_retry_after("soon", now), None);
+        // The obsolete forms, and a date in the past.
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:50:37 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:50:37 1994", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("18446744073709551615", now), Some(Duration::from_secs(u64::MAX)));
+    }
+
+    #[test]
+    fn retry_after_garbage_and_huge_years_are_no_wait() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for value in [
+            // Overflowed the hand-written parser (days × 86 400 past i64).
+            "Sun, 06 Nov 999999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 99999 08:49:37 GMT",
+            "Sun, 06 Nov -1994 08:49:37 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "-1",
+            "1.5",
+            "99999999999999999999999",
+            "",
+            ", ",
+            "Sun, 06 Nov 1994 08:49:37 GMT\u{0}",
+            "Sun, 06 Növ 1994 08:49:37 GMT",
+            "\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}\u{1F600}",
+        ] {
+            assert_eq!(parse_retry_after(value, now), None, "{value:?}");
+        }
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).map(|d| d > Duration::ZERO), Some(true));
     }
 
     fn get(url: &Url) -> SendRequest<'_> {

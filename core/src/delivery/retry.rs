@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use super::attempt::AttemptError;
 use super::client::Response;
 use crate::config::Backoff;
+use crate::redact::{REASON_CHARS, sanitize};
 
 /// The decision about one attempt, kept apart from when a retry happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub enum RetryAction {
 
 /// 2xx succeeds; 408, 429, 5xx, timeouts and connection errors are retried; every other
 /// answer (3xx: redirects are not followed; other 4xx) is final.
+///
+/// A reason is one line: what it quotes of the destination's answer or of an error has its
+/// control characters escaped (see [`crate::redact`]); secrets are redacted by
+/// [`super::attempt::attempt`] before the outcome gets here.
 pub fn classify(outcome: &Result<Response, AttemptError>) -> RetryAction {
     match outcome {
         Ok(response) => match classify_status(response.status, response.retry_after) {
@@ -30,8 +35,10 @@ pub fn classify(outcome: &Result<Response, AttemptError>) -> RetryAction {
             }
             action => action,
         },
-        Err(error) if error.is_retryable() => RetryAction::Retry { reason: error.to_string(), not_before: None },
-        Err(error) => RetryAction::DontRetry { reason: error.to_string() },
+        Err(error) if error.is_retryable() => {
+            RetryAction::Retry { reason: sanitize(&error.to_string(), REASON_CHARS), not_before: None }
+        }
+        Err(error) => RetryAction::DontRetry { reason: sanitize(&error.to_string(), REASON_CHARS) },
     }
 }
 
@@ -49,15 +56,26 @@ pub fn classify_status(status: StatusCode, retry_after: Option<Duration>) -> Ret
     }
 }
 
-/// The beginning of a response body, on one line.
+/// How much of a refusal's body a reason quotes, in characters.
+const EXCERPT_CHARS: usize = 300;
+
+/// The beginning of a response body, on one line: runs of white space (line breaks
+/// included) become one space, other control characters are escaped, at most 300
+/// characters. The whole body is read (not its first bytes), so that a secret the attempt
+/// redacted is never cut in two here.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 {
-        format!("{}…", one_line.chars().take(300).collect::<String>())
-    } else {
-        one_line
+    let text = String::from_utf8_lossy(body);
+    let mut one_line = String::new();
+    for word in text.split_whitespace() {
+        if one_line.len() > EXCERPT_CHARS * 4 {
+            break;
+        }
+        if !one_line.is_empty() {
+            one_line.push(' ');
+        }
+        one_line.push_str(word);
     }
+    sanitize(&one_line, EXCERPT_CHARS)
 }
 
 /// `HTTP 503 Service Unavailable`.
@@ -90,6 +108,7 @@ impl Backoff {
 mod tests {
     use super::*;
     use crate::delivery::client::SendError;
+    use bytes::Bytes;
 
     #[test]
     fn status_classes() {
@@ -113,6 +132,34 @@ mod tests {
                 reason: "HTTP 503 Service Unavailable".into(),
                 not_before: Some(Duration::from_secs(3))
             }
+        );
+    }
+
+    #[test]
+    fn a_refusal_quotes_the_start_of_its_body_on_one_line() {
+        let refusal = |body: &str| {
+            let response = Response {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                headers: Default::default(),
+                retry_after: None,
+                body: Bytes::from(body.to_string()),
+                latency: Duration::ZERO,
+            };
+            match classify(&Ok(response)) {
+                RetryAction::DontRetry { reason } => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            refusal("bad\n2026-01-01T00:00:00Z ERROR forged\r\n\u{1b}[2K\u{2028}x\u{85}y"),
+            "HTTP 422 Unprocessable Entity: bad 2026-01-01T00:00:00Z ERROR forged \\u{1b}[2K x y"
+        );
+        let long = refusal(&format!("{}{}", " \n".repeat(2000), "é".repeat(400)));
+        assert_eq!(long, format!("HTTP 422 Unprocessable Entity: {}…", "é".repeat(300)), "capped, past leading space");
+        let error = |why: &str| classify(&Err(AttemptError::Send(SendError::Other(why.into()))));
+        assert_eq!(
+            error("broken\nERROR forged"),
+            RetryAction::Retry { reason: "request failed: broken\\nERROR forged".into(), not_before: None }
         );
     }
 

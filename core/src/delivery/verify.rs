@@ -1,5 +1,6 @@
 //! Verify on load: send the test payload and accept the template only on a 2xx answer
 //! (the reference document: "saves the template if your endpoint responds with 200 OK").
+//! What the endpoint or a plugin says comes back redacted (see [`attempt`]) and escaped.
 
 use bytes::Bytes;
 
@@ -8,6 +9,7 @@ use super::client::{HttpClient, Response};
 use super::retry::status_reason;
 use crate::payload::test_payload;
 use crate::plugin::AuthError;
+use crate::redact::{REASON_CHARS, sanitize};
 use crate::template::Template;
 
 /// Sends the test payload once and returns the answer. With a transform plugin, sends the
@@ -18,7 +20,12 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
     let Some((plugin, transformer)) = &template.transform else {
         return attempt(client, template, None, &body, None).await;
     };
-    let transform_error = |error| AttemptError::Transform { plugin: plugin.clone(), error };
+    // A plugin's error text can quote what it was given: the template's secrets go.
+    let transform_error = |error| {
+        let mut secrets = template.secrets.clone();
+        secrets.add_headers(&template.headers);
+        AttemptError::Transform { plugin: plugin.clone(), error }.redacted(&secrets)
+    };
     let planned = transformer.transform(&body).await.map_err(transform_error)?;
     let mut last = None;
     for request in planned.requests {
@@ -49,7 +56,8 @@ pub fn verdict(outcome: &Result<Response, AttemptError>) -> Result<(), String> {
             status_reason(response.status)
         )),
         Err(error) => Err(format!(
-            "verification failed: {error}; the template becomes active when the endpoint answers the test payload with 2xx"
+            "verification failed: {}; the template becomes active when the endpoint answers the test payload with 2xx",
+            sanitize(&error.to_string(), REASON_CHARS)
         )),
     }
 }

@@ -291,6 +291,7 @@ mod tests {
             auth: Arc::new(NoHeaders),
             transform: None,
             tls_client: None,
+            secrets: Default::default(),
         });
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("h.db")).unwrap();

@@ -203,6 +203,7 @@ impl Loader {
             auth,
             transform,
             tls_client,
+            secrets: resolver.values().iter().map(String::as_str).collect(),
         })
     }
 }

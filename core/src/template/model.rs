@@ -10,6 +10,7 @@ use reqwest::{Method, Url};
 
 use crate::delivery::client::HttpClient;
 use crate::plugin::{Authorizer, Transformer};
+use crate::redact::Redactor;
 
 /// One version of a template, ready to send. Deliveries hold an `Arc` to the version they
 /// started with, so a reload never changes a delivery in flight.
@@ -37,6 +38,9 @@ pub struct Template {
     /// The client built for the template's `tls` settings (its CA, its client certificate);
     /// `None` sends through the gateway's shared client.
     pub tls_client: Option<HttpClient>,
+    /// The values of its `${..}` references: replaced by `[redacted]` in the outside text
+    /// (a destination's answer) that its deliveries' reasons quote.
+    pub secrets: Redactor,
 }
 
 impl Template {

@@ -96,6 +96,11 @@ impl<'a> Resolver<'a> {
     pub fn hash_values<H: Hasher>(&self, state: &mut H) {
         self.values.hash(state);
     }
+
+    /// The values resolved so far: secrets that outside text quoted later must not show.
+    pub fn values(&self) -> &[String] {
+        &self.values
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,176 @@
+//! The entry points of the fuzz targets in `fuzz/`, shared with the regression test that
+//! runs their corpus and crash inputs on the stable toolchain (`tests/fuzz_corpus.rs`).
+//!
+//! Each takes arbitrary bytes, gives them to one parser of outside input, and checks what
+//! must hold of its answer. It panics only when the parser misbehaves: a panic inside, or a
+//! broken invariant (a secret in an error, a batch that lost profiles). Nothing here touches
+//! the network, and the template loader reads only the folder it is given.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Settings, TemplateDefaults};
+use crate::delivery::client::{HttpClient, parse_retry_after};
+use crate::network::NetworkPolicy;
+use crate::payload::Payload;
+use crate::plugin::PluginRegistry;
+use crate::template::load::Loader;
+
+/// What the fixed environment of [`Templates`] answers to `${env:FUZZ_TOKEN}`.
+pub const ENV_SECRET: &str = "fz-env-secret-93c1";
+/// What `${file:secret.txt}` reads in [`Templates`]' folder.
+pub const FILE_SECRET: &str = "fz-file-secret-5d2e";
+
+/// `Retry-After` (`parse_retry_after`): never panics, and the later it is asked, the
+/// shorter the wait (a value is a wait or not whatever the time).
+pub fn retry_after(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+    let early = parse_retry_after(text, now);
+    let late = parse_retry_after(text, now + Duration::from_secs(86_400));
+    match (early, late) {
+        (Some(early), Some(late)) => assert!(late <= early, "{text:?}: {early:?} then {late:?}"),
+        (None, None) => {}
+        (early, late) => panic!("{text:?}: {early:?} at one time, {late:?} at another"),
+    }
+}
+
+/// The dispatch payload (`Payload::from_slice`, `batches`, `to_json`): a payload that is
+/// accepted splits into batches that hold every profile once, in order, at most
+/// `batch_size` each (1 to 7, from the input's length), and reads back as itself.
+pub fn payload(data: &[u8]) {
+    let batch_size = data.len() % 7 + 1;
+    let payload = match Payload::from_slice(data) {
+        Ok(payload) => payload,
+        Err(error) => {
+            assert!(error.to_string().starts_with("invalid payload: "), "{error}");
+            return;
+        }
+    };
+    let batches = payload.batches(batch_size);
+    assert!(!batches.is_empty());
+    let mut profiles = Vec::new();
+    for batch in &batches {
+        assert!(batch.profiles <= batch_size);
+        let body = Payload::from_slice(&batch.body).expect("a batch is a valid payload");
+        assert_eq!(body.campaign, payload.campaign);
+        assert_eq!(body.profiles.len(), batch.profiles);
+        profiles.extend(body.profiles);
+    }
+    assert_eq!(profiles, payload.profiles, "every profile once, in order");
+    let whole = Payload::from_slice(&payload.to_json()).expect("the whole payload reads back");
+    assert_eq!((whole.campaign, whole.profiles), (payload.campaign, payload.profiles));
+}
+
+/// `hookgate.yaml` (`Settings::load`): `data` is written as `dir/hookgate.yaml` and loaded.
+/// Never panics. (`HOOKGATE_*` variables of the process apply on top: run without them.)
+pub fn config(dir: &Path, data: &[u8]) {
+    let file = dir.join("hookgate.yaml");
+    std::fs::write(&file, data).expect("the fuzz folder is writable");
+    if let Err(error) = Settings::load(dir) {
+        assert!(!error.to_string().is_empty());
+    }
+}
+
+/// The template loader (YAML, `${env:}`/`${file:}` references, plugin configs) over a
+/// folder of its own, with a fixed environment and no verification: nothing it loads is sent.
+pub struct Templates {
+    loader: Loader,
+}
+
+impl Templates {
+    /// A loader of templates in `dir` (a fresh temporary folder), with `plugins`; writes
+    /// `dir/secret.txt` for `${file:secret.txt}`. Loopback URLs are allowed (never connected).
+    pub fn new(dir: &Path, plugins: PluginRegistry) -> Self {
+        std::fs::create_dir_all(dir.join("templates")).expect("the fuzz folder is writable");
+        std::fs::write(dir.join("secret.txt"), format!("{FILE_SECRET}\n")).expect("the fuzz folder is writable");
+        let loader = Loader {
+            config_dir: dir.to_path_buf(),
+            defaults: TemplateDefaults::default(),
+            plugins: Arc::new(plugins),
+            client: HttpClient::new(NetworkPolicy::allow_loopback()).expect("an HTTP client"),
+            keys: None,
+        };
+        Self { loader }
+    }
+
+    /// Loads `data` as `templates/fuzz.yaml`. Never panics; an error, the headers' and the
+    /// auth plugin's `Debug` never show a resolved secret the text did not spell out. (The
+    /// URL's host and path are shown by design: only its user info and query are hidden.)
+    pub fn load(&self, data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else { return };
+        if !file_references_stay_inside(text) {
+            return;
+        }
+        let file: PathBuf = self.loader.config_dir.join("templates").join("fuzz.yaml");
+        let env = |name: &str| match name {
+            "FUZZ_TOKEN" => Some(ENV_SECRET.to_string()),
+            "FUZZ_URL" => Some("http://127.0.0.1:9/hook".to_string()),
+            _ => None,
+        };
+        let shown = match self.loader.load_with_env(&file, text, &env) {
+            Ok(template) => {
+                assert!(template.max_attempts() >= 1 && template.batch_size >= 1);
+                format!("{:?} {:?}", template.headers, template.auth)
+            }
+            Err(error) => error.to_string(),
+        };
+        // (A URL's scheme and host are lowercased: the text may spell a secret in capitals.)
+        let spelt = text.to_ascii_lowercase();
+        for secret in [ENV_SECRET, FILE_SECRET] {
+            if !spelt.contains(secret) {
+                assert!(!shown.contains(secret), "a resolved secret is shown: {shown}");
+            }
+        }
+    }
+}
+
+/// Whether every `${file:PATH}` in the YAML's strings names a path inside the folder (not
+/// absolute, no `..`), so that a fuzz run reads no file outside it. Text that is not YAML
+/// passes: the loader refuses it before resolving anything.
+fn file_references_stay_inside(text: &str) -> bool {
+    fn strings_ok(value: &serde_yaml::Value) -> bool {
+        use serde_yaml::Value as Y;
+        match value {
+            Y::String(s) => s.match_indices("${file:").all(|(at, _)| {
+                let path = &s[at + 7..];
+                let path = path.split('}').next().unwrap_or(path);
+                !path.starts_with('/') && !path.contains("..")
+            }),
+            Y::Sequence(items) => items.iter().all(strings_ok),
+            Y::Mapping(map) => map.iter().all(|(k, v)| strings_ok(k) && strings_ok(v)),
+            Y::Tagged(tagged) => strings_ok(&tagged.value),
+            Y::Null | Y::Bool(_) | Y::Number(_) => true,
+        }
+    }
+    serde_yaml::from_str::<serde_yaml::Value>(text).map(|v| strings_ok(&v)).unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_references_outside_the_folder_are_not_loaded() {
+        assert!(file_references_stay_inside("url: ${file:url.txt}\n"));
+        assert!(!file_references_stay_inside("url: ${file:/etc/passwd}\n"));
+        assert!(!file_references_stay_inside("headers: {X: \"a ${file:\\x2e\\x2e/x}\"}\n"));
+        assert!(!file_references_stay_inside("auth: {type: basic, password: [\"${file:../k}\"]}\n"));
+    }
+
+    #[test]
+    fn the_entry_points_take_good_and_bad_input() {
+        retry_after(b"Sun, 06 Nov 1994 08:49:37 GMT");
+        retry_after(b"Sun, 06 Nov 999999999999999999 08:49:37 GMT");
+        payload(br#"{"targetId": 7, "profiles": [{"a": 1}, {"b": 2}, {"c": 3}]}"#);
+        payload(b"{\"targetId\": [");
+        let dir = tempfile::tempdir().unwrap();
+        config(dir.path(), b"workers: 4\n");
+        config(dir.path(), b"workers: [\n");
+        let templates = Templates::new(dir.path(), PluginRegistry::new());
+        templates
+            .load(b"url: http://127.0.0.1:9/x\nheaders: {X-A: \"${env:FUZZ_TOKEN}\", X-B: \"${file:secret.txt}\"}\n");
+        templates.load(b"url: \"http://127.0.0.1:9/${env:FUZZ_TOKEN} x\"\n");
+    }
+}
