@@ -151,3 +151,40 @@ async fn idempotency_and_replay_across_instances() {
     let stats = campaign(&a, 8003).await;
     assert_eq!(stats["requests"], json!({"delivered": 3, "failed": 0, "pending": 0}), "{stats}");
 }
+
+/// On a shared store the pending bodies' budget is the cluster's: bytes of requests that
+/// instance A accepted and instance B delivered are given back to A (its count follows the
+/// store's), so A does not answer 503 for good once B has done part of its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_budget_follows_requests_another_instance_delivered() {
+    let Some(db) = TestDb::create("pending_budget_is_the_clusters").await else { return };
+    // Slow answers and one worker on A: B (16 workers, polling) takes most of A's requests.
+    let mock = Mock::start(|_, _| Reply::After(Duration::from_millis(30), 200)).await;
+    // A dispatch of 20 one-profile requests is about 2.6 KB of bodies: one fits, two do not.
+    let ca = ConfigDir::new(&format!(
+        "{TEST_CONFIG}workers: 1\nqueue: {}\nlimits:\n  max_pending_bytes: 4096\n  max_dispatch_bytes: 4096\n",
+        db.url
+    ));
+    ca.write_template("bulk.yaml", &format!("url: {}\nverify: false\nbatch_size: 1\n", mock.url("/in")));
+    let cb = instance(&db, &mock, "");
+    let a = Gateway::start(&ca, &[]).await;
+    let b = Gateway::start(&cb, &[]).await;
+    for gw in [&a, &b] {
+        gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    }
+    for round in 0..3u64 {
+        let body = payload(8100 + round, 20);
+        let id = wait_for("room in A's pending budget", Duration::from_secs(20), async || {
+            let (status, answer) = a.post_json("/v1/templates/bulk/dispatch", &body, &[]).await;
+            match status {
+                202 => Some(answer["dispatch_id"].as_str().unwrap().to_string()),
+                503 => None,
+                other => panic!("dispatch answered {other}: {answer}"),
+            }
+        })
+        .await;
+        a.wait_dispatch(&id, Duration::from_secs(30)).await;
+    }
+    assert!(delivered_here(&b).await > 0, "B delivered none of A's requests: the test proves nothing");
+    assert_eq!(mock.deliveries().len(), 60);
+}
