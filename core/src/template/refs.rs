@@ -293,11 +293,7 @@ pub struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    pub fn new(
-        confinement: &'a Confinement,
-        provenance: Provenance,
-        env: &'a dyn Fn(&str) -> Option<String>,
-    ) -> Self {
+    pub fn new(confinement: &'a Confinement, provenance: Provenance, env: &'a dyn Fn(&str) -> Option<String>) -> Self {
         Self { confinement, provenance, env, values: Vec::new() }
     }
 
@@ -529,7 +525,11 @@ mod tests {
         let closed = tree.confinement("dir: ../run\n");
         for text in ["${env:TOKEN}", "${env:NOPE}", "${file:secret.txt}", "${file:../run/partner}"] {
             let e = resolve(&closed, Provenance::Api, text).unwrap_err();
-            assert!(e.message.contains("is not allowed in a template written through the API"), "{text}: {}", e.message);
+            assert!(
+                e.message.contains("is not allowed in a template written through the API"),
+                "{text}: {}",
+                e.message
+            );
         }
 
         let open = tree.confinement("dir: ../run\napi: {env: [PARTNER_*, TOKEN], files: true}\n");
