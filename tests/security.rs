@@ -389,19 +389,35 @@ async fn with_a_token_bodies_must_be_json_too() {
 }
 
 /// A short admin token is refused at start, without printing it.
-#[test]
-fn serve_refuses_a_short_admin_token() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_short_admin_token() {
     for token in ["short-token", ""] {
         let config = ConfigDir::new("listen: 127.0.0.1:0\n");
-        let out = std::process::Command::new(bin())
+        let mut child = std::process::Command::new(bin())
             .arg("serve")
             .arg("--config")
             .arg(config.path())
             .env("HOOKGATE_ADMIN_TOKEN", token)
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        assert!(!out.status.success(), "{token:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Polled with a deadline; a gateway that starts instead is stopped, and the test fails.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(exited.is_some_and(|status| !status.success()), "serve must refuse {token:?} at start");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
         let chars = token.len();
         assert!(stderr.contains(&format!("has {chars} characters; it needs at least 16")), "{stderr}");
         assert!(token.is_empty() || !stderr.contains(token), "{stderr}");
