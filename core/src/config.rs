@@ -31,6 +31,7 @@ const KEYS: &[&str] = &[
     "keys",
     "plugins",
     "destinations",
+    "secrets",
 ];
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
@@ -93,6 +94,10 @@ pub struct Config {
     /// Isolation between destinations.
     #[serde(default)]
     pub destinations: Destinations,
+    /// Where `${file:..}` references may read, and what templates written through the API
+    /// may reference (by default nothing).
+    #[serde(default)]
+    pub secrets: crate::template::refs::SecretsConfig,
 }
 
 /// `destinations`: limits per destination (scheme, host, port), so one slow or failing
@@ -424,6 +429,7 @@ impl Default for Config {
             keys: Keys::default(),
             plugins: PluginLimits::default(),
             destinations: Destinations::default(),
+            secrets: Default::default(),
         }
     }
 }

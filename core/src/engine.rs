@@ -66,7 +66,7 @@ impl Engine {
         let config = &settings.config;
         let client = HttpClient::new(config.network.clone()).map_err(EngineError)?;
         let loader = Loader {
-            config_dir: settings.dir.clone(),
+            refs: crate::template::refs::Confinement::from_settings(&settings),
             defaults: config.defaults.clone(),
             plugins: Arc::new(plugins),
             client: client.clone(),

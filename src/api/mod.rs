@@ -1,5 +1,6 @@
 //! The HTTP API (DESIGN.md): health and metrics at the root, everything else under `/v1`
-//! behind the admin token.
+//! behind the admin token (or, without one, open only to programs on this machine) and
+//! with typed bodies (see `admin`).
 
 mod admin;
 mod dispatches;
@@ -30,6 +31,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dispatches/{id}", get(dispatches::get))
         .route("/dispatches/{id}/retry", post(dispatches::retry))
         .route("/campaigns/{target_id}", get(dispatches::campaign))
+        // Layers run last-added first: who is calling (401/403), then what they send (415).
+        .route_layer(axum::middleware::from_fn(admin::require_content_type))
         .route_layer(axum::middleware::from_fn_with_state(engine.clone(), admin::require_token));
     Router::new()
         .route("/healthz", get(health::healthz))

@@ -161,8 +161,10 @@ impl Gateway {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut rb =
-            self.authed(self.http.post(format!("{}{path}", self.base))).body(serde_json::to_vec(body).unwrap());
+        let mut rb = self
+            .authed(self.http.post(format!("{}{path}", self.base)))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap());
         for (k, v) in headers {
             rb = rb.header(*k, *v);
         }
@@ -170,7 +172,13 @@ impl Gateway {
     }
 
     pub async fn put_text(&self, path: &str, text: &str) -> (u16, Value) {
-        let r = self.authed(self.http.put(format!("{}{path}", self.base))).body(text.to_string()).send().await.unwrap();
+        let r = self
+            .authed(self.http.put(format!("{}{path}", self.base)))
+            .header("content-type", "application/yaml")
+            .body(text.to_string())
+            .send()
+            .await
+            .unwrap();
         read(r).await
     }
 

@@ -101,10 +101,23 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path` and starts its writer thread.
+    ///
+    /// The database holds campaign payloads (emails, push tokens): its folder is created
+    /// 0700, and the database file is created 0600 before SQLite opens it, so that its `-wal`
+    /// and `-shm` files, which SQLite gives the database file's mode, are 0600 too. Files
+    /// left looser by an older version are tightened.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            private_dir(dir).map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let restrict = || {
+            database_files(path)
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, file)| private_file(file, i == 0))
+                .map_err(|e| StoreError(format!("cannot make {} private (mode 0600): {e}", path.display())))
+        };
+        restrict()?;
         let where_ = path.display().to_string();
         let opened = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError(format!(
@@ -121,6 +134,7 @@ impl SqliteStore {
              PRAGMA synchronous = NORMAL;",
         )
         .map_err(opened)?;
+        restrict()?;
         migrate(&mut conn).map_err(opened)?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
@@ -143,6 +157,52 @@ impl SqliteStore {
         let stopped = || StoreError("the SQLite writer has stopped".into());
         self.tx.send(Box::new(Call { f, result: None, reply })).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The database file and the `-wal` and `-shm` files SQLite keeps beside it.
+fn database_files(path: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), with("-wal"), with("-shm")]
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing one is left as it is.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Makes `file` readable and writable by its owner only: created so when missing (with
+/// `create`); an existing file that others may read is changed to 0600.
+fn private_file(file: &Path, create: bool) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+            }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if create {
+                    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(file)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, create);
+        Ok(())
     }
 }
 
@@ -634,5 +694,31 @@ mod tests {
         let _first = SqliteStore::open(&path).unwrap();
         let second = SqliteStore::open(&path).err().expect("the file is taken");
         assert!(second.0.contains("in use by another hookgate"), "{second}");
+    }
+
+    /// The database and its WAL hold campaign payloads: 0600 in a 0700 folder, whatever the
+    /// umask; a file left world-readable is tightened.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/h.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert(&dispatch(None, 1)).await.unwrap();
+        assert_eq!(mode(&dir.path().join("data")), 0o700);
+        let files: Vec<PathBuf> = database_files(&path).into_iter().filter(|f| f.exists()).collect();
+        assert!(files.len() >= 2, "the database and its WAL: {files:?}");
+        for file in &files {
+            assert_eq!(mode(file), 0o600, "{}", file.display());
+        }
+        drop(store);
+
+        let loose = dir.path().join("loose.db");
+        std::fs::write(&loose, "").unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _store = SqliteStore::open(&loose).unwrap();
+        assert_eq!(mode(&loose), 0o600);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::error::TemplateError;
 use super::model::Template;
-use super::refs::{RefError, Resolver};
+use super::refs::{Confinement, Provenance, RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
 use crate::config::TemplateDefaults;
 use crate::delivery::client::{HttpClient, TlsSettings};
@@ -32,8 +32,9 @@ pub const MAX_BATCH: usize = 100_000;
 /// Turns template files into [`Template`]s with the gateway's defaults and plugins.
 #[derive(Clone)]
 pub struct Loader {
-    /// The config folder: relative `${file:..}` paths start here.
-    pub config_dir: PathBuf,
+    /// Where references may read: relative `${file:..}` paths start at the config folder;
+    /// what a template may read depends on who wrote it (see [`super::refs`]).
+    pub refs: Confinement,
     pub defaults: TemplateDefaults,
     pub plugins: Arc<PluginRegistry>,
     pub client: HttpClient,
@@ -49,16 +50,34 @@ impl Loader {
         self.load(file, &text)
     }
 
-    /// Parses and validates a template's text, resolves its references and builds its
-    /// auth plugin. `version` is left 0 for the registry to assign.
+    /// Parses and validates a template file's text, resolves its references and builds its
+    /// auth plugin. `version` is left 0 for the registry to assign. What the references may
+    /// read depends on the file's provenance ([`Provenance::of_file`]).
     pub fn load(&self, file: &Path, text: &str) -> Result<Template, TemplateError> {
         self.load_with_env(file, text, &|name| std::env::var(name).ok())
+    }
+
+    /// A template's text as given to `PUT /v1/templates/{name}`, before it is written to
+    /// `file` (with the API's marker line): its references read only what `secrets.api`
+    /// exposes. Its digest is the one the written file will load with.
+    pub fn load_api(&self, file: &Path, text: &str) -> Result<Template, TemplateError> {
+        self.load_as(file, text, Provenance::Api, &|name| std::env::var(name).ok())
     }
 
     pub fn load_with_env(
         &self,
         file: &Path,
         text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Template, TemplateError> {
+        self.load_as(file, text, Provenance::of_file(text), env)
+    }
+
+    fn load_as(
+        &self,
+        file: &Path,
+        text: &str,
+        provenance: Provenance,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Template, TemplateError> {
         let at = |path: &[&str], message: String| TemplateError::new(file, locate(text, path), message);
@@ -71,7 +90,7 @@ impl Loader {
         let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
         validate_name(&name).map_err(|m| at(&["name"], m))?;
 
-        let mut resolver = Resolver::new(&self.config_dir, env);
+        let mut resolver = Resolver::new(&self.refs, provenance, env);
         let ref_error = |e: RefError| {
             TemplateError::new(
                 file,
@@ -184,7 +203,8 @@ impl Loader {
         };
 
         let mut hasher = DefaultHasher::new();
-        text.hash(&mut hasher);
+        Provenance::strip_marker(text).hash(&mut hasher);
+        provenance.hash(&mut hasher);
         resolver.hash_values(&mut hasher);
 
         Ok(Template {
@@ -301,7 +321,7 @@ mod tests {
         let mut plugins = PluginRegistry::new();
         plugins.register_auth(Arc::new(Needy));
         Loader {
-            config_dir: dir.to_path_buf(),
+            refs: Confinement::new(dir, Path::new("data"), &Default::default()),
             defaults: TemplateDefaults::default(),
             plugins: Arc::new(plugins),
             client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::error::TemplateError;
 use super::load::{Loader, validate_name};
 use super::model::Template;
+use super::refs::Provenance;
 use crate::delivery::attempt::AttemptError;
 use crate::delivery::client::Response;
 use crate::delivery::verify::{send_test, verdict, verify};
@@ -407,10 +408,16 @@ impl Registry {
     /// Creates or replaces `templates/NAME.yaml` (the reference document's "Create"):
     /// validates the text, verifies it when the template asks for it, then writes the file
     /// atomically and activates it. Nothing is written if any step fails.
+    ///
+    /// The template has the API's privileges ([`Provenance::Api`]): its references read only
+    /// what `secrets.api` exposes, now and whenever the file is loaded again, because it is
+    /// written with the API's marker as its first line. The file is readable by the
+    /// gateway's user only (0600): its references may name secrets.
     pub async fn put(&self, name: &str, text: &str) -> Result<Arc<Template>, PutError> {
         validate_name(name).map_err(|m| PutError::Invalid(TemplateError::new(Path::new(name), (1, 1), m)))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let path = self.dir.join(format!("{name}.yaml"));
-        let mut template = self.loader.load(&path, text).map_err(PutError::Invalid)?;
+        let mut template = self.loader.load_api(&path, text).map_err(PutError::Invalid)?;
         if template.name != name {
             return Err(PutError::Conflict(format!(
                 "the body names the template `{}` but the URL names `{name}`",
@@ -428,10 +435,11 @@ impl Registry {
         if self.verify_on_load && template.verify {
             verify(&self.loader.client, &template).await.map_err(PutError::Verification)?;
         }
+        let file_text = Provenance::api_file_text(text);
         let mut known = self.writer.lock().await;
         std::fs::create_dir_all(&self.dir).map_err(PutError::Io)?;
         let tmp = self.dir.join(format!(".{name}.yaml.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
+        write_private(&tmp, &file_text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             PutError::Io(e)
         })?;
@@ -443,7 +451,7 @@ impl Registry {
         entry.candidate = None;
         entry.state = State::Active;
         entry.updated_at = SystemTime::now();
-        known.insert(path, FileState { text_hash: hash_text(text), name: name.to_string() });
+        known.insert(path, FileState { text_hash: hash_text(&file_text), name: name.to_string() });
         self.publish(snap);
         info!(template = name, version = template.version, "template created through the API and active");
         Ok(template)
@@ -456,6 +464,21 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
     format!("loading this file failed unexpectedly ({message}); this is a bug, please report it")
+}
+
+/// Writes `text` to `path`, readable and writable by the gateway's user only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // A leftover file of the same name keeps its mode through `open`: set it again.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 fn hash_text(text: &str) -> u64 {
