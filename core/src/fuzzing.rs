@@ -16,6 +16,7 @@ use crate::network::NetworkPolicy;
 use crate::payload::Payload;
 use crate::plugin::PluginRegistry;
 use crate::template::load::Loader;
+use crate::template::refs::{Confinement, SecretsConfig};
 
 /// What the fixed environment of [`Templates`] answers to `${env:FUZZ_TOKEN}`.
 pub const ENV_SECRET: &str = "fz-env-secret-93c1";
@@ -73,20 +74,36 @@ pub fn config(dir: &Path, data: &[u8]) {
     }
 }
 
-/// The template loader (YAML, `${env:}`/`${file:}` references, plugin configs) over a
-/// folder of its own, with a fixed environment and no verification: nothing it loads is sent.
+/// What `data/key.pem` holds inside [`Templates`]' config folder: `data_dir`, which no
+/// reference may read.
+pub const DATA_SECRET: &str = "fz-data-secret-0b7a";
+/// What a file beside [`Templates`]' config folder holds: outside it, so never readable.
+pub const OUTSIDE_SECRET: &str = "fz-outside-secret-e41f";
+
+/// The template loader (YAML, `${env:}`/`${file:}` references and their confinement, plugin
+/// configs) over a config folder of its own, with a fixed environment and no verification:
+/// nothing it loads is sent.
 pub struct Templates {
     loader: Loader,
 }
 
 impl Templates {
-    /// A loader of templates in `dir` (a fresh temporary folder), with `plugins`; writes
-    /// `dir/secret.txt` for `${file:secret.txt}`. Loopback URLs are allowed (never connected).
+    /// A loader of templates in `dir/config` (`dir` a fresh temporary folder), with
+    /// `plugins`. Writes `config/secret.txt` for `${file:secret.txt}`, and two files no
+    /// reference may read: `config/data/key.pem` (the `data_dir`) and `dir/outside.txt`.
+    /// Loopback URLs are allowed (never connected).
     pub fn new(dir: &Path, plugins: PluginRegistry) -> Self {
-        std::fs::create_dir_all(dir.join("templates")).expect("the fuzz folder is writable");
-        std::fs::write(dir.join("secret.txt"), format!("{FILE_SECRET}\n")).expect("the fuzz folder is writable");
+        let config_dir = dir.join("config");
+        let write = |path: PathBuf, text: &str| {
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("the fuzz folder is writable");
+            std::fs::write(path, format!("{text}\n")).expect("the fuzz folder is writable");
+        };
+        std::fs::create_dir_all(config_dir.join("templates")).expect("the fuzz folder is writable");
+        write(config_dir.join("secret.txt"), FILE_SECRET);
+        write(config_dir.join("data").join("key.pem"), DATA_SECRET);
+        write(dir.join("outside.txt"), OUTSIDE_SECRET);
         let loader = Loader {
-            config_dir: dir.to_path_buf(),
+            refs: Confinement::new(&config_dir, &config_dir.join("data"), &SecretsConfig::default()),
             defaults: TemplateDefaults::default(),
             plugins: Arc::new(plugins),
             client: HttpClient::new(NetworkPolicy::allow_loopback()).expect("an HTTP client"),
@@ -95,15 +112,14 @@ impl Templates {
         Self { loader }
     }
 
-    /// Loads `data` as `templates/fuzz.yaml`. Never panics; an error, the headers' and the
-    /// auth plugin's `Debug` never show a resolved secret the text did not spell out. (The
-    /// URL's host and path are shown by design: only its user info and query are hidden.)
+    /// Loads `data` as `templates/fuzz.yaml`. Never panics; never reads `data_dir` or a file
+    /// outside the config folder (a loaded template's URL, where a reference's value shows,
+    /// never holds theirs); an error, the headers' and the auth plugin's `Debug` never show a
+    /// resolved secret the text did not spell out. (The URL's host and path are shown by
+    /// design: only its user info and query are hidden.)
     pub fn load(&self, data: &[u8]) {
         let Ok(text) = std::str::from_utf8(data) else { return };
-        if !file_references_stay_inside(text) {
-            return;
-        }
-        let file: PathBuf = self.loader.config_dir.join("templates").join("fuzz.yaml");
+        let file: PathBuf = self.loader.refs.config_dir().join("templates").join("fuzz.yaml");
         let env = |name: &str| match name {
             "FUZZ_TOKEN" => Some(ENV_SECRET.to_string()),
             "FUZZ_URL" => Some("http://127.0.0.1:9/hook".to_string()),
@@ -112,13 +128,16 @@ impl Templates {
         let shown = match self.loader.load_with_env(&file, text, &env) {
             Ok(template) => {
                 assert!(template.max_attempts() >= 1 && template.batch_size >= 1);
+                for confined in [DATA_SECRET, OUTSIDE_SECRET] {
+                    assert!(!template.url.as_str().contains(confined), "a confined file was read: {text:?}");
+                }
                 format!("{:?} {:?}", template.headers, template.auth)
             }
             Err(error) => error.to_string(),
         };
         // (A URL's scheme and host are lowercased: the text may spell a secret in capitals.)
         let spelt = text.to_ascii_lowercase();
-        for secret in [ENV_SECRET, FILE_SECRET] {
+        for secret in [ENV_SECRET, FILE_SECRET, DATA_SECRET, OUTSIDE_SECRET] {
             if !spelt.contains(secret) {
                 assert!(!shown.contains(secret), "a resolved secret is shown: {shown}");
             }
@@ -126,37 +145,20 @@ impl Templates {
     }
 }
 
-/// Whether every `${file:PATH}` in the YAML's strings names a path inside the folder (not
-/// absolute, no `..`), so that a fuzz run reads no file outside it. Text that is not YAML
-/// passes: the loader refuses it before resolving anything.
-fn file_references_stay_inside(text: &str) -> bool {
-    fn strings_ok(value: &serde_yaml::Value) -> bool {
-        use serde_yaml::Value as Y;
-        match value {
-            Y::String(s) => s.match_indices("${file:").all(|(at, _)| {
-                let path = &s[at + 7..];
-                let path = path.split('}').next().unwrap_or(path);
-                !path.starts_with('/') && !path.contains("..")
-            }),
-            Y::Sequence(items) => items.iter().all(strings_ok),
-            Y::Mapping(map) => map.iter().all(|(k, v)| strings_ok(k) && strings_ok(v)),
-            Y::Tagged(tagged) => strings_ok(&tagged.value),
-            Y::Null | Y::Bool(_) | Y::Number(_) => true,
-        }
-    }
-    serde_yaml::from_str::<serde_yaml::Value>(text).map(|v| strings_ok(&v)).unwrap_or(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn file_references_outside_the_folder_are_not_loaded() {
-        assert!(file_references_stay_inside("url: ${file:url.txt}\n"));
-        assert!(!file_references_stay_inside("url: ${file:/etc/passwd}\n"));
-        assert!(!file_references_stay_inside("headers: {X: \"a ${file:\\x2e\\x2e/x}\"}\n"));
-        assert!(!file_references_stay_inside("auth: {type: basic, password: [\"${file:../k}\"]}\n"));
+    fn confined_files_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let templates = Templates::new(dir.path(), PluginRegistry::new());
+        // Each refused at load; `load` would panic if one were read into the URL.
+        for path in ["data/key.pem", "../outside.txt", "./data/../data/key.pem"] {
+            templates.load(format!("url: \"http://127.0.0.1:9/${{file:{path}}}\"\n").as_bytes());
+        }
+        let outside = dir.path().join("outside.txt");
+        templates.load(format!("url: \"http://127.0.0.1:9/${{file:{}}}\"\n", outside.display()).as_bytes());
     }
 
     #[test]
