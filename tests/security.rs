@@ -162,6 +162,58 @@ async fn internal_destinations_are_refused_by_default() {
     assert!(mock.requests().is_empty(), "no request reached the loopback endpoint");
 }
 
+/// The network policy binds a plugin's `fetch` as it binds destinations: a host the
+/// template's `allow_hosts` lists but `network.allow` does not cover is refused, and nothing
+/// reaches it; with the policy opened, the same plugin reaches the same server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_fetch_obeys_the_network_policy() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let destination = Mock::answering(200).await;
+    // What the plugin fetches: a server on 127.0.0.2, counting what reaches it.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let fetched = listener.local_addr().unwrap();
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { "internal" }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let template = format!(
+        "url: {}\nverify: false\nretries: 0\nauth:\n  type: hostile\n  mode: fetch\n  url: http://{fetched}/internal\n  allow_hosts: [\"127.0.0.2\"]\n",
+        destination.url("/in")
+    );
+    let outcome = async |allow: &str| {
+        let config = ConfigDir::new(&TEST_CONFIG.replace("allow: [loopback]", allow));
+        let dir = config.path().join("plugins");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(common::wasm::guest("hookgate_test_plugin"), dir.join("hostile.wasm")).unwrap();
+        config.write_template("fetching.yaml", &template);
+        let gw = Gateway::start(&config, &[]).await;
+        gw.wait_state("fetching", "active", Duration::from_secs(20)).await;
+        let id = gw.dispatch("fetching", &payload(82, 1)).await;
+        gw.wait_dispatch(&id, Duration::from_secs(20)).await
+    };
+
+    // Only the destination's address is open: the fetch is refused before any connection.
+    let refused = outcome("allow: [127.0.0.1/32]").await;
+    assert_eq!(refused["state"], "failed", "{refused}");
+    let reason = refused["requests"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("fetch failed") && reason.contains("127.0.0.2"), "{reason}");
+    assert!(reason.contains("loopback address"), "{reason}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the fetch reached a host the policy refuses");
+    assert!(destination.requests().is_empty(), "a failed authorization sends nothing");
+
+    // Loopback opened: the same fetch gets through (the setup could reach the server).
+    let allowed = outcome("allow: [loopback]").await;
+    assert_eq!(allowed["state"], "delivered", "{allowed}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(destination.deliveries()[0].header("x-fetched-status").as_deref(), Some("200"));
+}
+
 // ---------------------------------------------------------------- confined references
 
 /// The first line the API writes into every template file (core's `refs::API_MARKER`).
