@@ -54,7 +54,8 @@ impl CodeCache {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        // The parent is `data_dir`: made private as `serve` makes it, whoever comes first.
+        create_private_dir(parent)?;
         check_dir(parent)?;
         create_private_dir(dir)?;
         check_dir(dir)?;
@@ -167,8 +168,10 @@ fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     options.open(path)
 }
 
+/// Creates `dir` and its missing parents with mode 0700; an existing one is left as it is.
 fn create_private_dir(dir: &Path) -> Result<(), String> {
     let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     match builder.create(dir) {
@@ -267,6 +270,18 @@ mod tests {
         // Reopened: the same key, so the artefact still verifies.
         let again = CodeCache::open(&dir).unwrap();
         assert_eq!(again.read("ab", 1).unwrap().as_deref(), Some(&b"machine code"[..]));
+    }
+
+    /// `hookgate validate` opens the cache before `serve` ever ran: the `data_dir` it
+    /// creates on the way is private too (not the umask's 0755, which `serve` would then
+    /// warn about and tighten).
+    #[test]
+    fn a_missing_data_dir_is_created_private() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        CodeCache::open(&data.join("plugin-cache")).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("plugin-cache")), 0o700);
     }
 
     #[test]
