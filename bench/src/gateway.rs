@@ -67,9 +67,7 @@ impl Auth {
             Auth::Jwt => format!(
                 "auth:\n  type: oauth2\n  grant: client_credentials_jwt\n  token_url: http://{sink}/oauth/token\n  client_id: hookgate\n"
             ),
-            Auth::Wasm => {
-                "auth:\n  type: standard-webhooks\n  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".into()
-            }
+            Auth::Wasm => "auth:\n  type: standard-webhooks\n  secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".into(),
         }
     }
 }
@@ -159,14 +157,20 @@ impl Gateway {
             Ok(a) => a.parse().with_context(|| format!("the gateway's address `{a}`"))?,
             Err(_) => {
                 let _ = child.kill();
-                bail!("the gateway did not start:\n{}", output.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n"));
+                bail!(
+                    "the gateway did not start:\n{}",
+                    output.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+                );
             }
         };
         let gateway = Self { child, addr, output, _dir: dir };
         gateway
-            .wait_json("the template to be active", Duration::from_secs(60), &format!("/v1/templates/{TEMPLATE}"), |v| {
-                v["state"] == "active"
-            })
+            .wait_json(
+                "the template to be active",
+                Duration::from_secs(60),
+                &format!("/v1/templates/{TEMPLATE}"),
+                |v| v["state"] == "active",
+            )
             .await?;
         Ok(gateway)
     }
@@ -209,9 +213,17 @@ impl Gateway {
     /// Waits until the campaign's stats show `n` requests delivered and none pending.
     pub async fn wait_delivered(&self, target: &str, n: u64, deadline: Duration) -> anyhow::Result<()> {
         let body = self
-            .wait_json(&format!("{n} deliveries of campaign {target}"), deadline, &format!("/v1/campaigns/{target}"), |v| {
-                v["requests"]["pending"] == 0 && v["requests"]["delivered"].as_u64().unwrap_or(0) + v["requests"]["failed"].as_u64().unwrap_or(0) >= n
-            })
+            .wait_json(
+                &format!("{n} deliveries of campaign {target}"),
+                deadline,
+                &format!("/v1/campaigns/{target}"),
+                |v| {
+                    v["requests"]["pending"] == 0
+                        && v["requests"]["delivered"].as_u64().unwrap_or(0)
+                            + v["requests"]["failed"].as_u64().unwrap_or(0)
+                            >= n
+                },
+            )
             .await?;
         let delivered = body["requests"]["delivered"].as_u64().unwrap_or(0);
         if delivered != n {

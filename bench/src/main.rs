@@ -19,7 +19,11 @@ use gateway::{Auth, Queue, workspace_root};
 use measure::{Bench, Row};
 
 #[derive(Parser)]
-#[command(name = "hookgate-bench", about = "hookgate end to end against the machine's ceiling", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "hookgate-bench",
+    about = "hookgate end to end against the machine's ceiling",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
@@ -80,10 +84,16 @@ fn plan(postgres: Option<&str>) -> Vec<(String, Kind)> {
     for batch in [false, true] {
         for queue in &queues {
             let mode = if batch { "batch" } else { "per-message" };
-            rows.push((format!("{mode}/{}", queue.name()), Kind::Throughput { queue: queue.clone(), auth: Auth::None, batch }));
+            rows.push((
+                format!("{mode}/{}", queue.name()),
+                Kind::Throughput { queue: queue.clone(), auth: Auth::None, batch },
+            ));
             if batch && matches!(queue, Queue::Memory) {
                 for auth in [Auth::OAuth2, Auth::Jwt, Auth::Basic, Auth::Wasm] {
-                    rows.push((format!("batch/memory/{}", auth.name()), Kind::Throughput { queue: Queue::Memory, auth, batch }));
+                    rows.push((
+                        format!("batch/memory/{}", auth.name()),
+                        Kind::Throughput { queue: Queue::Memory, auth, batch },
+                    ));
                 }
             }
         }
@@ -140,7 +150,9 @@ fn main() -> anyhow::Result<()> {
     }
     let args = cli.run;
     if cfg!(debug_assertions) {
-        eprintln!("warning: the bench is not optimised (run it with `cargo run --release -p hookgate-bench`): its ceiling is the debug client's");
+        eprintln!(
+            "warning: the bench is not optimised (run it with `cargo run --release -p hookgate-bench`): its ceiling is the debug client's"
+        );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(args))
@@ -226,7 +238,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", report::table(&rows, &targets));
         if args.quick {
-            println!("(--quick: a smoke run; the figures are not stable and the pending rows hold {pending_n}, not 100,000)");
+            println!(
+                "(--quick: a smoke run; the figures are not stable and the pending rows hold {pending_n}, not 100,000)"
+            );
         }
     }
     Ok(())

@@ -103,7 +103,12 @@ async fn dispatch(conn: &mut Conn, request: &[u8]) -> anyhow::Result<(String, u6
 
 /// `n` dispatches of one profile each from `concurrency` connections, as fast as they are
 /// accepted; returns (dispatch id, sent ns) of each.
-async fn per_message(gateway: &Gateway, target: &str, n: u64, concurrency: usize) -> anyhow::Result<Vec<(String, u64)>> {
+async fn per_message(
+    gateway: &Gateway,
+    target: &str,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(String, u64)>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency {

@@ -5,7 +5,8 @@ use anyhow::Context;
 
 /// CPU time (user + system, all threads) the process used so far, in microseconds.
 pub fn cpu_us(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces: the fields that follow start after its `)`.
     let rest = &stat[stat.rfind(')').context("no `)` in /proc/<pid>/stat")? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();

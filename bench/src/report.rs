@@ -30,9 +30,8 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
     let at_most = |v: Option<f64>, max: f64| (v, v.map(|v| v <= max));
     let pending = |id: &str| row(rows, id).filter(|r| r.deliveries >= 100_000).and_then(|r| r.peak_rss_mb);
     let mut out = Vec::new();
-    let mut push = |figure, target, (value, held): (Option<f64>, Option<bool>)| {
-        out.push(Target { figure, target, value, held })
-    };
+    let mut push =
+        |figure, target, (value, held): (Option<f64>, Option<bool>)| out.push(Target { figure, target, value, held });
     push("batch, memory", "≥ 0.85 × ceiling", at_least(ratio("batch/memory"), 0.85));
     push("batch, sqlite (durable default)", "≥ 0.6 × ceiling", at_least(ratio("batch/sqlite"), 0.6));
     push("per-message, memory", "≥ 0.5 × ceiling", at_least(ratio("per-message/memory"), 0.5));
@@ -100,7 +99,10 @@ pub fn table(rows: &[Row], targets: &[Target]) -> String {
             notes.push("CPU and cores: the client's".to_string());
         }
         if let Some(rss) = r.pending_rss_mb {
-            notes.push(format!("RSS {rss:.0} MB with {} pending; rate: the drain after release", thousands(r.deliveries as f64)));
+            notes.push(format!(
+                "RSS {rss:.0} MB with {} pending; rate: the drain after release",
+                thousands(r.deliveries as f64)
+            ));
         }
         if let Some(t) = r.token_requests {
             notes.push(format!("{t} token request{}", if t == 1 { "" } else { "s" }));

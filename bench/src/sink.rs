@@ -204,7 +204,12 @@ impl Sink {
     }
 
     /// Waits until `check` holds for the sink's counts, or fails after `deadline`.
-    pub async fn wait(&self, what: &str, deadline: Duration, check: impl Fn(&Counts) -> bool) -> anyhow::Result<Counts> {
+    pub async fn wait(
+        &self,
+        what: &str,
+        deadline: Duration,
+        check: impl Fn(&Counts) -> bool,
+    ) -> anyhow::Result<Counts> {
         let end = Instant::now() + deadline;
         loop {
             let counts = self.counts().await?;
