@@ -1,0 +1,430 @@
+//! The rows: what each one sends, and what it measures.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::gateway::{Auth, Gateway, Queue, Spec, TEMPLATE};
+use crate::procfs::{cpu_us, now_ns, vm_bytes};
+use crate::raw::{self, Conn};
+use crate::sink::{DELIVERY_ID, Sink};
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `ceiling`, `per-message/sqlite`, `batch/memory/oauth2`, `pending/batch/sqlite`, ...
+    pub id: String,
+    pub deliveries: u64,
+    /// From the first byte sent to the last delivery's arrival at the sink.
+    pub seconds: f64,
+    pub per_second: f64,
+    /// `per_second` over the ceiling's (the higher of the run's two ceiling rows).
+    pub ratio: Option<f64>,
+    /// Dispatch request sent (it is answered 202 once accepted) → arrival at the sink; the
+    /// ceiling: request sent → arrival.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The gateway's CPU (user + system) over the row, per delivery; the ceiling: the client's.
+    pub cpu_us_per_delivery: f64,
+    /// Cores the gateway (the ceiling: the client) kept busy on average over the row.
+    pub cores: f64,
+    pub sink_cpu_us_per_delivery: f64,
+    /// The gateway's peak resident set (VmHWM) over its life; the row has a fresh gateway.
+    pub peak_rss_mb: Option<f64>,
+    /// Pending rows: the gateway's resident set (VmRSS) with every delivery accepted and pending.
+    pub pending_rss_mb: Option<f64>,
+    /// Delivery ids the sink saw more than once (0 unless something went wrong).
+    pub duplicates: u64,
+    /// OAuth rows: token requests the sink answered over the row.
+    pub token_requests: Option<u64>,
+}
+
+/// What every row shares.
+pub struct Bench<'a> {
+    pub sink: &'a Sink,
+    pub hookgate: &'a Path,
+    pub concurrency: usize,
+    pub wasm: Option<&'a Path>,
+    /// Makes campaign ids unique to this run (a PostgreSQL database may hold earlier runs).
+    pub run: u64,
+}
+
+// ---------------------------------------------------------------- payloads
+
+/// Filler that makes one profile's request ~1 KB.
+fn pad() -> &'static str {
+    static PAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAD.get_or_init(|| {
+        let bare = message("bench-0000000000-00", &profile(99_999, ""));
+        "x".repeat(1000usize.saturating_sub(bare.len()))
+    })
+}
+
+fn profile(i: u64, pad: &str) -> String {
+    format!(r#"{{"Identity":"user-{i}","Email":"user{i}@example.com","Bio":"{pad}"}}"#)
+}
+
+fn message(target: &str, profiles: &str) -> String {
+    format!(r#"{{"is_test":false,"targetId":"{target}","key_values":{{"campaign":"bench"}},"profiles":[{profiles}]}}"#)
+}
+
+/// The size in bytes of one delivery's body (what the ceiling sends, and what the gateway
+/// sends for one profile).
+pub fn payload_bytes() -> usize {
+    message("bench-0000000000-00", &profile(0, pad())).len()
+}
+
+fn dispatch_request(body: &[u8]) -> Vec<u8> {
+    raw::request("POST", &format!("/v1/templates/{TEMPLATE}/dispatch"), &[("content-type", "application/json")], body)
+}
+
+#[derive(serde::Deserialize)]
+struct Accepted {
+    dispatch_id: String,
+}
+
+/// Sends one dispatch; returns its id and when it was sent. Latency counts from the send,
+/// not from reading the 202: at light load the delivery often reaches the sink before the
+/// client has read the 202, so "sent" is the honest start (it includes the API call).
+async fn dispatch(conn: &mut Conn, request: &[u8]) -> anyhow::Result<(String, u64)> {
+    let at = now_ns();
+    let answer = conn.send(request).await?;
+    if answer.status != 202 {
+        bail!("dispatch answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body));
+    }
+    let accepted: Accepted = serde_json::from_slice(&answer.body).context("the dispatch's answer")?;
+    Ok((accepted.dispatch_id, at))
+}
+
+/// `n` dispatches of one profile each from `concurrency` connections, as fast as they are
+/// accepted; returns (dispatch id, sent ns) of each.
+async fn per_message(
+    gateway: &Gateway,
+    target: &str,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (next, addr, target) = (next.clone(), gateway.addr, target.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::connect(addr).await?;
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(out);
+                }
+                let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+                out.push(dispatch(&mut conn, &request).await?);
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(n as usize);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+fn batch_body(target: &str, n: u64) -> Vec<u8> {
+    let mut profiles = String::with_capacity(n as usize * 1000);
+    for i in 0..n {
+        if i > 0 {
+            profiles.push(',');
+        }
+        profiles.push_str(&profile(i, pad()));
+    }
+    dispatch_request(message(target, &profiles).as_bytes())
+}
+
+// ---------------------------------------------------------------- what the sink saw
+
+/// When each delivery id's dispatch (or, for the ceiling, its request) was sent.
+enum Expected {
+    /// Per-message: each dispatch id and when it was sent; delivery ids are `<id>.0`.
+    Each(HashMap<String, u64>),
+    /// Batch: one dispatch of `n` requests, `<id>.0` to `<id>.<n-1>`.
+    One { id: String, n: u64, at: u64 },
+}
+
+struct Seen {
+    duplicates: u64,
+    last_arrival: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Checks that the sink saw every expected delivery id exactly once and computes the latencies.
+fn check(records: &[(String, u64)], expected: &Expected) -> anyhow::Result<Seen> {
+    let mut seen: HashMap<&str, u32> = HashMap::with_capacity(records.len());
+    let mut latencies = Vec::with_capacity(records.len());
+    let mut last_arrival = 0;
+    let mut unexpected = 0;
+    for (id, at) in records {
+        let count = seen.entry(id.as_str()).or_default();
+        *count += 1;
+        if *count > 1 {
+            continue;
+        }
+        last_arrival = last_arrival.max(*at);
+        let (dispatch, index) = id.rsplit_once('.').unwrap_or((id, ""));
+        let accepted = match expected {
+            Expected::Each(map) => map.get(dispatch).copied().filter(|_| index == "0"),
+            Expected::One { id, n, at } => {
+                (dispatch == id && index.parse::<u64>().is_ok_and(|i| i < *n)).then_some(*at)
+            }
+        };
+        match accepted {
+            Some(accepted) => latencies.push(at.saturating_sub(accepted)),
+            None => unexpected += 1,
+        }
+    }
+    let want = match expected {
+        Expected::Each(map) => map.len() as u64,
+        Expected::One { n, .. } => *n,
+    };
+    if unexpected > 0 || latencies.len() as u64 != want {
+        bail!("the sink saw {} of the {want} expected delivery ids, and {unexpected} unexpected ones", latencies.len());
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
+    Ok(Seen {
+        duplicates: seen.values().filter(|c| **c > 1).map(|c| u64::from(*c - 1)).sum(),
+        last_arrival,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+// ---------------------------------------------------------------- the rows
+
+impl Bench<'_> {
+    fn target(&self, row: &str) -> String {
+        format!("bench-{}-{}", self.run, row.replace('/', "-"))
+    }
+
+    /// A bare HTTP client → the sink: the same body, connections and headers, no gateway.
+    pub async fn ceiling(&self, id: &str, n: u64) -> anyhow::Result<Row> {
+        self.sink.take().await?;
+        let prefix = self.target(id);
+        let body = message(&prefix, &profile(0, pad()));
+        let (cpu0, sink0) = (cpu_us(std::process::id())?, cpu_us(self.sink.pid())?);
+        let start = now_ns();
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..self.concurrency {
+            let (next, addr, prefix, body) = (next.clone(), self.sink.addr, prefix.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::connect(addr).await?;
+                let mut sent = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return anyhow::Ok(sent);
+                    }
+                    let delivery = format!("{prefix}-{i}.0");
+                    let request = raw::request(
+                        "POST",
+                        "/hook",
+                        &[("content-type", "application/json"), (DELIVERY_ID, &delivery)],
+                        body.as_bytes(),
+                    );
+                    let at = now_ns();
+                    let answer = conn.send(&request).await?;
+                    if answer.status != 200 {
+                        bail!("the sink answered {}", answer.status);
+                    }
+                    sent.push((format!("{prefix}-{i}"), at));
+                }
+            }));
+        }
+        let mut sent = HashMap::with_capacity(n as usize);
+        for t in tasks {
+            sent.extend(t.await??);
+        }
+        let (cpu1, sink1) = (cpu_us(std::process::id())?, cpu_us(self.sink.pid())?);
+        let seen = check(&self.sink.take().await?, &Expected::Each(sent))?;
+        let seconds = (seen.last_arrival - start) as f64 / 1e9;
+        Ok(Row {
+            id: id.into(),
+            deliveries: n,
+            seconds,
+            per_second: n as f64 / seconds,
+            ratio: None,
+            p50_ms: Some(seen.p50_ms),
+            p99_ms: Some(seen.p99_ms),
+            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
+            cores: (cpu1 - cpu0) / 1e6 / seconds,
+            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
+            peak_rss_mb: None,
+            pending_rss_mb: None,
+            duplicates: seen.duplicates,
+            token_requests: None,
+        })
+    }
+
+    fn spec<'s>(&'s self, queue: &'s Queue, auth: Auth, timeout: &'s str) -> Spec<'s> {
+        Spec { queue, auth, concurrency: self.concurrency, timeout, wasm: self.wasm }
+    }
+
+    /// hookgate end to end, as fast as it goes: `n` dispatches of one profile (`batch:
+    /// false`, from `concurrency` connections) or one dispatch of `n` profiles with
+    /// `batch_size: 1`.
+    pub async fn throughput(&self, id: &str, queue: &Queue, auth: Auth, batch: bool, n: u64) -> anyhow::Result<Row> {
+        self.sink.take().await?;
+        let gateway = Gateway::start(self.hookgate, &self.spec(queue, auth, "5s"), self.sink.addr).await?;
+        let target = self.target(id);
+        let big = batch.then(|| batch_body(&target, n));
+        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let start = now_ns();
+        let expected = match &big {
+            Some(request) => {
+                let mut conn = Conn::connect(gateway.addr).await?;
+                let (id, at) = dispatch(&mut conn, request).await?;
+                Expected::One { id, n, at }
+            }
+            None => Expected::Each(per_message(&gateway, &target, n, self.concurrency).await?.into_iter().collect()),
+        };
+        drop(big);
+        let deadline = Duration::from_secs(60 + n / 500);
+        self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
+        gateway.wait_delivered(&target, n, deadline).await?;
+        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let peak = vm_bytes(gateway.pid(), "VmHWM")?;
+        let counts = self.sink.counts().await?;
+        if auth != Auth::None && counts.authed < n {
+            bail!("{id}: only {} of {n} deliveries carried credentials", counts.authed);
+        }
+        let seen = check(&self.sink.take().await?, &expected)?;
+        let seconds = (seen.last_arrival - start) as f64 / 1e9;
+        Ok(Row {
+            id: id.into(),
+            deliveries: n,
+            seconds,
+            per_second: n as f64 / seconds,
+            ratio: None,
+            p50_ms: Some(seen.p50_ms),
+            p99_ms: Some(seen.p99_ms),
+            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
+            cores: (cpu1 - cpu0) / 1e6 / seconds,
+            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
+            peak_rss_mb: Some(peak as f64 / 1e6),
+            pending_rss_mb: None,
+            duplicates: seen.duplicates,
+            token_requests: matches!(auth, Auth::OAuth2 | Auth::Jwt).then_some(counts.tokens),
+        })
+    }
+
+    /// A light steady load: `rate` dispatches of one profile a second for `seconds`, each
+    /// sent on schedule (from 16 connections), so latency is not queueing behind a backlog.
+    pub async fn steady(&self, id: &str, queue: &Queue, rate: u64, seconds: u64) -> anyhow::Result<Row> {
+        let gateway = Gateway::start(self.hookgate, &self.spec(queue, Auth::None, "5s"), self.sink.addr).await?;
+        let target = self.target(id);
+        let n = rate * seconds;
+        self.sink.take().await?;
+        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let start = now_ns();
+        let origin = tokio::time::Instant::now();
+        const LANES: u64 = 16;
+        let mut tasks = Vec::new();
+        for lane in 0..LANES {
+            let (addr, target) = (gateway.addr, target.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::connect(addr).await?;
+                let mut out = Vec::new();
+                for i in (lane..n).step_by(LANES as usize) {
+                    tokio::time::sleep_until(origin + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
+                    let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+                    out.push(dispatch(&mut conn, &request).await?);
+                }
+                anyhow::Ok(out)
+            }));
+        }
+        let mut accepted = HashMap::with_capacity(n as usize);
+        for t in tasks {
+            accepted.extend(t.await??);
+        }
+        let deadline = Duration::from_secs(60);
+        self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
+        gateway.wait_delivered(&target, n, deadline).await?;
+        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let peak = vm_bytes(gateway.pid(), "VmHWM")?;
+        let seen = check(&self.sink.take().await?, &Expected::Each(accepted))?;
+        let secs = (seen.last_arrival - start) as f64 / 1e9;
+        Ok(Row {
+            id: id.into(),
+            deliveries: n,
+            seconds: secs,
+            per_second: n as f64 / secs,
+            ratio: None,
+            p50_ms: Some(seen.p50_ms),
+            p99_ms: Some(seen.p99_ms),
+            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
+            cores: (cpu1 - cpu0) / 1e6 / secs,
+            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
+            peak_rss_mb: Some(peak as f64 / 1e6),
+            pending_rss_mb: None,
+            duplicates: seen.duplicates,
+            token_requests: None,
+        })
+    }
+
+    /// `n` deliveries pending at once: the sink holds its answers (a destination that stops
+    /// answering), so `concurrency` requests wait in flight and the rest in the queue, while
+    /// `n` are dispatched (per message, or as one batch). The gateway's resident set is read
+    /// once every dispatch is accepted and every worker waits on the sink; then the sink
+    /// answers and every delivery must arrive exactly once. Its rate is the drain's, from
+    /// the release (not comparable with the throughput rows).
+    pub async fn pending(&self, id: &str, queue: &Queue, batch: bool, n: u64) -> anyhow::Result<Row> {
+        let gateway = Gateway::start(self.hookgate, &self.spec(queue, Auth::None, "5m"), self.sink.addr).await?;
+        let target = self.target(id);
+        let big = batch.then(|| batch_body(&target, n));
+        self.sink.take().await?;
+        self.sink.hold().await?;
+        let expected = match &big {
+            Some(request) => {
+                let mut conn = Conn::connect(gateway.addr).await?;
+                let (id, at) = dispatch(&mut conn, request).await?;
+                Expected::One { id, n, at }
+            }
+            None => Expected::Each(per_message(&gateway, &target, n, self.concurrency).await?.into_iter().collect()),
+        };
+        drop(big);
+        let in_flight = (self.concurrency as u64).min(n);
+        self.sink.wait("every worker to wait on the sink", Duration::from_secs(60), |c| c.held >= in_flight).await?;
+        let rss = vm_bytes(gateway.pid(), "VmRSS")?;
+        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let start = now_ns();
+        self.sink.release().await?;
+        let deadline = Duration::from_secs(60 + n / 500);
+        self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
+        gateway.wait_delivered(&target, n, deadline).await?;
+        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let peak = vm_bytes(gateway.pid(), "VmHWM")?;
+        let seen = check(&self.sink.take().await?, &expected)?;
+        let seconds = (seen.last_arrival - start) as f64 / 1e9;
+        Ok(Row {
+            id: id.into(),
+            deliveries: n,
+            seconds,
+            per_second: n as f64 / seconds,
+            ratio: None,
+            p50_ms: None,
+            p99_ms: None,
+            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
+            cores: (cpu1 - cpu0) / 1e6 / seconds,
+            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
+            peak_rss_mb: Some(peak as f64 / 1e6),
+            pending_rss_mb: Some(rss as f64 / 1e6),
+            duplicates: seen.duplicates,
+            token_requests: None,
+        })
+    }
+}
