@@ -249,6 +249,20 @@ mod tests {
         assert_eq!(payload(0).batches(100).len(), 1);
     }
 
+    /// Numbers reach the partner as they were given: a float in a profile reads back from
+    /// its request body as the same number (serde_json's default float parser is off by
+    /// one unit in the last place for some inputs; found by the `payload` fuzz target).
+    #[test]
+    fn numbers_read_back_from_the_bodies_unchanged() {
+        let text = br#"{"targetId": 1, "profiles": [{"Rating": 299999999999999999999999999}, {"Score": 4.35}, {"P": 0.1}]}"#;
+        let payload = Payload::from_slice(text).unwrap();
+        let mut profiles = Vec::new();
+        for batch in payload.batches(2) {
+            profiles.extend(Payload::from_slice(&batch.body).unwrap().profiles);
+        }
+        assert_eq!(profiles, payload.profiles);
+    }
+
     /// The bodies, built from the shared part serialized once, are byte for byte what
     /// serializing the whole envelope per batch gave.
     #[test]
