@@ -136,6 +136,13 @@ pub struct PluginLimits {
     /// Bytes a call may return (headers, or requests with their bodies). Default 4 MiB.
     #[serde(default = "default_plugin_output")]
     pub max_output_bytes: usize,
+    /// Calls one plugin instance may serve, within one template version (never shared
+    /// between templates, template versions or plugin file versions); each call gets fresh
+    /// fuel, time and per-call caps, and an instance is thrown away after any trap, limit,
+    /// error or oversized output. A plugin's globals and memory may survive between those
+    /// calls. `1` gives every call a fresh instance. Between 1 and 1000000; default 1000.
+    #[serde(default = "default_plugin_reuse")]
+    pub reuse: u32,
 }
 
 impl Default for PluginLimits {
@@ -146,6 +153,7 @@ impl Default for PluginLimits {
             fuel: default_plugin_fuel(),
             max_instances: default_plugin_instances(),
             max_output_bytes: default_plugin_output(),
+            reuse: default_plugin_reuse(),
         }
     }
 }
@@ -165,6 +173,12 @@ fn default_plugin_instances() -> u32 {
 fn default_plugin_output() -> usize {
     4 << 20
 }
+fn default_plugin_reuse() -> u32 {
+    1000
+}
+/// The range of `plugins.reuse`: an instance is recycled at least every million calls, so
+/// a plugin that leaks slowly is started afresh long before its memory cap.
+const PLUGIN_REUSE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 /// `keys`: the RSA key store for JWT client assertions, in `data_dir/keys/`.
 #[derive(Debug, Clone, Deserialize)]
@@ -432,6 +446,16 @@ impl Settings {
         if config.defaults.batch_size == 0 {
             return Err(at_least_one(&["defaults", "batch_size"]));
         }
+        if !PLUGIN_REUSE.contains(&config.plugins.reuse) {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let (line, column) = crate::yaml::locate(&text, &["plugins", "reuse"]);
+            return Err(ConfigError(format!(
+                "{}:{line}:{column}: `plugins.reuse` must be between {} and {}",
+                file.display(),
+                PLUGIN_REUSE.start(),
+                PLUGIN_REUSE.end()
+            )));
+        }
         Ok(Self { dir: dir.to_path_buf(), config })
     }
 
@@ -568,6 +592,15 @@ mod tests {
 
         let err = load("defaults:\n  timeout: 1s\n  batch_size: 0\n");
         assert_eq!(err, format!("{}`defaults.batch_size` must be at least 1", at("3:3")));
+
+        for reuse in ["0", "1000001"] {
+            let err = load(&format!("plugins:\n  timeout: 50ms\n  reuse: {reuse}\n"));
+            assert_eq!(err, format!("{}`plugins.reuse` must be between 1 and 1000000", at("3:3")));
+        }
+        for reuse in ["1", "1000000"] {
+            std::fs::write(&file, format!("plugins:\n  reuse: {reuse}\n")).unwrap();
+            assert_eq!(Settings::load(dir.path()).unwrap().config.plugins.reuse.to_string(), reuse);
+        }
     }
 
     #[test]
