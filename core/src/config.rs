@@ -130,7 +130,7 @@ pub struct PluginLimits {
     /// Fuel (roughly, WebAssembly instructions) of one call. Default 500 million.
     #[serde(default = "default_plugin_fuel")]
     pub fuel: u64,
-    /// Plugin instances alive at once; more calls wait. Default 64.
+    /// Plugin instances alive at once, busy or idle for reuse; more calls wait. Default 64.
     #[serde(default = "default_plugin_instances")]
     pub max_instances: u32,
     /// Bytes a call may return (headers, or requests with their bodies). Default 4 MiB.
