@@ -1,15 +1,16 @@
 //! The cost of a WASM auth plugin on the delivery path, beside the built-in `basic`:
 //!
-//! - per call: `authorize` of the Standard Webhooks example (a fresh limited instance per
-//!   call), of a floor (the test plugin's `calm` mode: two fixed headers, so its cost is
-//!   nearly all the host's) and of `basic`, p50 and p99;
+//! - per call: `authorize` of the Standard Webhooks example (fresh limits per call, on an
+//!   instance reused for `plugins.reuse` calls), of a floor (the test plugin's `calm` mode:
+//!   two fixed headers, so its cost is nearly all the host's) and of `basic`, p50 and p99;
 //! - end to end: deliveries per second through the engine (dispatch, queue, workers, HTTP)
 //!   to one local endpoint, for a template using each, in alternating rounds (the median of
 //!   five rounds each), with one profile per request and with 100, and the CPU time each
 //!   delivery takes (gateway and endpoint: they share the process).
 //!
 //! Run: `cargo bench --bench plugins` (builds the example for wasm32-wasip2 first);
-//! `-- per-call` or `-- throughput` runs one part.
+//! `-- per-call` or `-- throughput` runs one part; `HOOKGATE_BENCH_REUSE=N` sets
+//! `plugins.reuse` (default: its default; `1` is a fresh instance per call).
 //! Targets (issue 4): p50 under 50 µs per plugin call; plugin throughput at least 80% of basic's.
 
 mod common;
@@ -34,6 +35,11 @@ fn calls() -> usize {
 }
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// `plugins.reuse` of the run: `HOOKGATE_BENCH_REUSE`, or the default.
+fn reuse() -> u32 {
+    std::env::var("HOOKGATE_BENCH_REUSE").ok().and_then(|n| n.parse().ok()).unwrap_or(PluginLimits::default().reuse)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -51,9 +57,9 @@ fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
 }
 
 async fn per_call() -> Duration {
-    println!("per call (authorize of one 2 KiB request):");
+    println!("per call (authorize of one 2 KiB request; plugins.reuse: {}):", reuse());
     let body: Vec<u8> = serde_json::to_vec(&serde_json::json!({"targetId": 1, "profiles": vec![serde_json::json!({"Identity": "user", "Email": "user@example.com"}); 40]})).unwrap();
-    let engine = PluginEngine::new(PluginLimits::default(), None).unwrap();
+    let engine = PluginEngine::new(PluginLimits { reuse: reuse(), ..PluginLimits::default() }, None).unwrap();
     let plugin = engine.load("standard-webhooks", &std::fs::read(wasm::guest("standard_webhooks")).unwrap()).unwrap();
     let request = types::OutgoingRequest {
         template: "bench".into(),
@@ -70,17 +76,18 @@ async fn per_call() -> Duration {
         body: body.clone(),
     };
     let config = format!(r#"{{"secret":"{SECRET}"}}"#);
-    let ctx = Arc::new(CallContext::new(&plugin.name, "bench"));
+    // One template's pool, as a template's authorizer has.
+    let pool = engine.pool(Arc::new(CallContext::new(&plugin.name, "bench")));
     let wasm = time(async || {
-        engine.authorize(&plugin, ctx.clone(), &request, &config).await.unwrap();
+        engine.authorize_in(&plugin, &pool, &request, &config).await.unwrap().keep();
     });
     let wasm_p50 = report("standard-webhooks (WASM)", wasm.await);
     // The floor: the test plugin's `calm` mode adds two fixed headers, so nearly all of its
-    // cost is the host's (a fresh instance, limits, passing the request in and out).
+    // cost is the host's (an instance, limits, passing the request in and out).
     let calm = engine.load("calm", &std::fs::read(wasm::guest("hookgate_test_plugin")).unwrap()).unwrap();
-    let ctx = Arc::new(CallContext::new(&calm.name, "bench"));
+    let pool = engine.pool(Arc::new(CallContext::new(&calm.name, "bench")));
     let floor = time(async || {
-        engine.authorize(&calm, ctx.clone(), &request, r#"{"mode":"calm"}"#).await.unwrap();
+        engine.authorize_in(&calm, &pool, &request, r#"{"mode":"calm"}"#).await.unwrap().keep();
     });
     report("calm test plugin (floor)", floor.await);
 
@@ -134,7 +141,10 @@ async fn throughput(scenario: &Scenario) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("hookgate.yaml"),
-        "network: {allow: [loopback]}\nworkers: 64\nlimits: {dispatch_records: 100}\n",
+        format!(
+            "network: {{allow: [loopback]}}\nworkers: 64\nlimits: {{dispatch_records: 100}}\nplugins: {{reuse: {}}}\n",
+            reuse()
+        ),
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("templates")).unwrap();
@@ -206,7 +216,7 @@ async fn throughput(scenario: &Scenario) -> f64 {
     println!("  {:<28} {:>10.0} deliveries/s (median)", "basic (built-in)", median(basic));
     println!("  {:<28} {:>10.0} deliveries/s (median)", "standard-webhooks (WASM)", median(wasm));
     println!(
-        "  {:<28} {:>9.0}% of basic (median): what a fresh instance per call costs by itself",
+        "  {:<28} {:>9.0}% of basic (median): what a plugin call costs the host by itself",
         "calm test plugin (floor)",
         median(floor) * 100.0
     );

@@ -260,11 +260,12 @@ async fn plugins_sign_only_with_the_keys_their_template_grants() {
 }
 
 /// A plugin's `log` lines are escaped (a `\n` cannot start a forged line) and capped per call,
-/// with one note saying how many were dropped.
+/// with one note saying how many were dropped; the caps count each call of a reused instance
+/// afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_log_lines_are_escaped_and_capped_per_call() {
     let mock = Mock::answering(200).await;
-    let config = ConfigDir::new(TEST_CONFIG);
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}plugins:\n  reuse: 10\n"));
     install(&config, "hookgate_test_plugin", "hostile");
     config.write_template(
         "log.yaml",
@@ -272,17 +273,132 @@ async fn plugin_log_lines_are_escaped_and_capped_per_call() {
     );
     let gw = Gateway::start(&config, &[]).await;
     gw.wait_state("log", "active", Duration::from_secs(20)).await;
-    let id = gw.dispatch("log", &payload(940, 1)).await;
-    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
-    let logs = wait_for("the dropped-lines note", Duration::from_secs(10), async || {
-        let logs = gw.output();
-        logs.contains("log lines dropped").then_some(logs)
+    // Two calls, one instance (the second reuses the first's): each may log its 32 lines.
+    for call in 1..=2 {
+        let id = gw.dispatch("log", &payload(940, 1)).await;
+        assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+        let logs = wait_for("the dropped-lines note", Duration::from_secs(10), async || {
+            let logs = gw.output();
+            (logs.matches("log lines dropped").count() == call).then_some(logs)
+        })
+        .await;
+        assert!(!logs.lines().any(|l| l.starts_with("2030-01-01")), "a forged line: {logs}");
+        assert!(logs.contains(r"line 0\n2030-01-01T00:00:00.000000Z ERROR"), "{logs}");
+        assert_eq!(logs.matches("ERROR hookgate: forged").count(), 32 * call, "32 lines a call");
+        assert_eq!(
+            logs.matches("68 log lines dropped: a plugin call may log at most 32 lines").count(),
+            call,
+            "one note a call: {logs}"
+        );
+    }
+}
+
+/// The `x-count` the test plugin's `count` mode reports for one delivery of `template`
+/// (`then` goes into the body: `count:trap` and the like make the plugin fail after counting),
+/// or the delivery's failure reason.
+async fn count_call(gw: &Gateway, mock: &Mock, template: &str, then: &str) -> Result<u64, String> {
+    let mut body = payload(970, 1);
+    body["key_values"]["then"] = then.into();
+    let id = gw.dispatch(template, &body).await;
+    let view = gw.wait_dispatch(&id, Duration::from_secs(20)).await;
+    if view["state"] != "delivered" {
+        return Err(view["requests"][0]["reason"].as_str().unwrap_or_default().to_string());
+    }
+    let request = mock.requests().into_iter().rev().find(|r| r.path == format!("/{template}")).unwrap();
+    Ok(request.header("x-count").expect("the count header").parse().unwrap())
+}
+
+fn count_template(config: &ConfigDir, mock: &Mock, name: &str, extra: &str) {
+    config.write_template(
+        &format!("{name}.yaml"),
+        &format!(
+            "url: {}\nverify: false\nretries: 0\n{extra}auth: {{type: counter, mode: count}}\n",
+            mock.url(&format!("/{name}"))
+        ),
+    );
+}
+
+/// Acceptance 3 of issue 13: an instance serves up to `plugins.reuse` calls of one template
+/// version, and its globals survive between them; it is thrown away after a trap, a limit
+/// (time or fuel, memory, output caps) or an error (the next call starts at 1 again), and is
+/// never shared with another template, a new version of its template or a new version of
+/// the plugin file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_instances_are_reused_within_a_template_version_only() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}plugins:\n  reuse: 1000\n"));
+    install(&config, "hookgate_test_plugin", "counter");
+    count_template(&config, &mock, "a", "");
+    count_template(&config, &mock, "b", "");
+    let gw = Gateway::start(&config, &[]).await;
+    for name in ["a", "b"] {
+        gw.wait_state(name, "active", Duration::from_secs(20)).await;
+    }
+    let call = async |template: &str, then: &str| count_call(&gw, &mock, template, then).await;
+    assert_eq!(call("a", "").await, Ok(1));
+    assert_eq!(call("a", "").await, Ok(2), "the instance was reused, its global kept");
+    assert_eq!(call("a", "").await, Ok(3));
+    assert_eq!(call("b", "").await, Ok(1), "another template, another instance");
+    assert_eq!(call("a", "").await, Ok(4));
+
+    for (then, reason) in [
+        ("count:trap", "trapped: "),
+        ("count:loop", "stopped: "),
+        ("count:memory", "stopped: asked for more than"),
+        ("count:error", "count: an error on purpose"),
+        ("count:huge", "stopped: returned 2000 headers"),
+    ] {
+        let failed = call("a", then).await.unwrap_err();
+        assert!(failed.starts_with("auth plugin `counter`: ") && failed.contains(reason), "{then}: {failed}");
+        assert_eq!(call("a", "").await, Ok(1), "after {then}, a fresh instance");
+        assert_eq!(call("a", "").await, Ok(2), "{then}: and that one is reused");
+    }
+    assert_eq!(call("b", "").await, Ok(2), "b's instance was untouched by a's failures");
+
+    // A new version of template `a` (a changed header): a fresh instance; b keeps its own.
+    let version = gw.wait_state("a", "active", Duration::from_secs(5)).await["version"].clone();
+    count_template(&config, &mock, "a", "headers: {x-version: '2'}\n");
+    wait_for("template a's new version", Duration::from_secs(20), async || {
+        let (_, body) = gw.get("/v1/templates/a").await;
+        (body["state"] == "active" && body["version"] != version).then_some(())
     })
     .await;
-    assert!(!logs.lines().any(|l| l.starts_with("2030-01-01")), "a forged line: {logs}");
-    assert!(logs.contains(r"line 0\n2030-01-01T00:00:00.000000Z ERROR"), "{logs}");
-    assert_eq!(logs.matches("ERROR hookgate: forged").count(), 32, "32 lines a call");
-    assert!(logs.contains("68 log lines dropped: a plugin call may log at most 32 lines"), "{logs}");
+    assert_eq!(call("a", "").await, Ok(1), "a new template version, a fresh instance");
+    assert_eq!(call("a", "").await, Ok(2));
+    assert_eq!(call("b", "").await, Ok(3));
+
+    // A new version of the plugin file (the same code, another file): fresh instances for all.
+    let mut wasm = std::fs::read(guest("hookgate_test_plugin")).unwrap();
+    wasm.extend_from_slice(b"\x00\x08\x07version");
+    let dir = config.path().join("plugins");
+    std::fs::write(dir.join(".counter.tmp"), &wasm).unwrap();
+    std::fs::rename(dir.join(".counter.tmp"), dir.join("counter.wasm")).unwrap();
+    wait_for("the plugin to reload", Duration::from_secs(20), async || {
+        (gw.output().matches("plugin loaded").count() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(call("a", "").await, Ok(1), "a new plugin version, a fresh instance");
+    assert_eq!(call("b", "").await, Ok(1), "a new plugin version, a fresh instance");
+    assert_eq!(call("b", "").await, Ok(2));
+}
+
+/// `plugins.reuse` bounds the calls of one instance; `plugins.reuse: 1` gives every call a
+/// fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_reuse_bounds_the_calls_of_an_instance() {
+    let mock = Mock::answering(200).await;
+    for (reuse, expected) in [(1, [1, 1, 1, 1]), (3, [1, 2, 3, 1])] {
+        let config = ConfigDir::new(&format!("{TEST_CONFIG}plugins:\n  reuse: {reuse}\n"));
+        install(&config, "hookgate_test_plugin", "counter");
+        count_template(&config, &mock, "a", "");
+        let gw = Gateway::start(&config, &[]).await;
+        gw.wait_state("a", "active", Duration::from_secs(20)).await;
+        let mut counts = Vec::new();
+        for _ in 0..4 {
+            counts.push(count_call(&gw, &mock, "a", "").await.unwrap());
+        }
+        assert_eq!(counts, expected, "plugins.reuse: {reuse}");
+    }
 }
 
 /// What a transform returns is bounded and checked: its error text is escaped and capped,

@@ -138,12 +138,19 @@ pub struct PluginLimits {
     /// Fuel (roughly, WebAssembly instructions) of one call. Default 500 million.
     #[serde(default = "default_plugin_fuel")]
     pub fuel: u64,
-    /// Plugin instances alive at once; more calls wait. Default 64.
+    /// Plugin instances alive at once, busy or idle for reuse; more calls wait. Default 64.
     #[serde(default = "default_plugin_instances")]
     pub max_instances: u32,
     /// Bytes a call may return (headers, or requests with their bodies). Default 4 MiB.
     #[serde(default = "default_plugin_output")]
     pub max_output_bytes: usize,
+    /// Calls one plugin instance may serve, within one template version (never shared
+    /// between templates, template versions or plugin file versions); each call gets fresh
+    /// fuel, time and per-call caps, and an instance is thrown away after any trap, limit,
+    /// error or oversized output. A plugin's globals and memory may survive between those
+    /// calls. `1` gives every call a fresh instance. Between 1 and 1000000; default 1000.
+    #[serde(default = "default_plugin_reuse")]
+    pub reuse: u32,
 }
 
 impl Default for PluginLimits {
@@ -154,6 +161,7 @@ impl Default for PluginLimits {
             fuel: default_plugin_fuel(),
             max_instances: default_plugin_instances(),
             max_output_bytes: default_plugin_output(),
+            reuse: default_plugin_reuse(),
         }
     }
 }
@@ -173,6 +181,12 @@ fn default_plugin_instances() -> u32 {
 fn default_plugin_output() -> usize {
     4 << 20
 }
+fn default_plugin_reuse() -> u32 {
+    1000
+}
+/// The range of `plugins.reuse`: an instance is recycled at least every million calls, so
+/// a plugin that leaks slowly is started afresh long before its memory cap.
+const PLUGIN_REUSE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 /// `keys`: the RSA key store for JWT client assertions, in `data_dir/keys/`.
 #[derive(Debug, Clone, Deserialize)]
@@ -626,6 +640,7 @@ impl Config {
         p.bytes(&["plugins", "memory_bytes"], pl.memory_bytes as u64, 64 * KIB, GIB);
         p.count(&["plugins", "fuel"], pl.fuel, 1, 1_000_000_000_000);
         p.count(&["plugins", "max_instances"], pl.max_instances, 1, 1024);
+        p.count(&["plugins", "reuse"], pl.reuse, *PLUGIN_REUSE.start(), *PLUGIN_REUSE.end());
         p.bytes(&["plugins", "max_output_bytes"], pl.max_output_bytes as u64, KIB, GIB);
 
         let ds = &self.destinations;
@@ -805,6 +820,15 @@ mod tests {
         )
         .unwrap();
         Settings::load(dir.path()).unwrap();
+
+        for reuse in ["0", "1000001"] {
+            let err = load(&format!("plugins:\n  timeout: 50ms\n  reuse: {reuse}\n"));
+            assert_eq!(err, format!("{}`plugins.reuse` must be between 1 and 1000000", at("3:3")));
+        }
+        for reuse in ["1", "1000000"] {
+            std::fs::write(&file, format!("plugins:\n  reuse: {reuse}\n")).unwrap();
+            assert_eq!(Settings::load(dir.path()).unwrap().config.plugins.reuse.to_string(), reuse);
+        }
     }
 
     #[test]

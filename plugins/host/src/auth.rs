@@ -1,5 +1,6 @@
 //! A WASM plugin as an auth plugin of `core`: `authorize` runs the plugin's `authorize`
-//! export in a fresh, limited instance for every request.
+//! export, with fresh limits for every request, on an instance of the template version's
+//! pool (see [`crate::pool`]).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::bindings::hookgate::plugin::types::{self, Header};
 use crate::engine::PluginEngine;
+use crate::pool::{InstancePool, Leased};
 use crate::source::PluginSlot;
 use crate::state::CallContext;
 use crate::text;
@@ -43,7 +45,7 @@ impl AuthPlugin for WasmAuthPlugin {
         Ok(Arc::new(WasmAuthorizer {
             slot: self.slot.clone(),
             engine: self.engine.clone(),
-            call: Arc::new(call),
+            pool: self.engine.pool(Arc::new(call)),
             config,
         }))
     }
@@ -105,7 +107,8 @@ fn string_list(
 pub struct WasmAuthorizer {
     slot: Arc<PluginSlot>,
     engine: Arc<PluginEngine>,
-    call: Arc<CallContext>,
+    /// This template version's instances, and the context their calls share.
+    pool: InstancePool,
     /// The plugin's config, as JSON.
     config: String,
 }
@@ -131,11 +134,13 @@ impl Authorizer for WasmAuthorizer {
             body: request.body.to_vec(),
         };
         let plugin = self.slot.current();
-        let headers = self
+        let Leased { output: headers, lease } = self
             .engine
-            .authorize(&plugin, self.call.clone(), &outgoing, &self.config)
+            .authorize_in(&plugin, &self.pool, &outgoing, &self.config)
             .await
             .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
+        // Headers the gateway cannot use are the plugin's error: the instance is dropped
+        // with the lease (it is kept only after a clean call).
         let mut out = AuthHeaders::new();
         for Header { name, value } in headers {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -150,6 +155,7 @@ impl Authorizer for WasmAuthorizer {
                 .map_err(|_| AuthError::permanent(format!("returned an invalid value for header `{header}`")))?;
             out.insert(header, value);
         }
+        lease.keep();
         Ok(out)
     }
 }

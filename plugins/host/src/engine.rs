@@ -1,6 +1,7 @@
 //! One wasmtime `Engine` for every plugin: compilation with an on-disk cache, the pooling
-//! allocator, and calls in a fresh, limited `Store` each (fuel, a wall-clock deadline driven
-//! by epochs, a memory cap, output caps, a bound on instances alive at once).
+//! allocator, and calls with limits (fuel, a wall-clock deadline driven by epochs, a memory
+//! cap, output caps, a bound on instances alive at once), each on an instance that serves up
+//! to `plugins.reuse` calls of one template version (see [`crate::pool`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -10,7 +11,6 @@ use std::time::Duration;
 
 use hookgate_core::config::PluginLimits;
 use sha2::{Digest, Sha256};
-use tokio::sync::Semaphore;
 use wasmtime::component::{
     Component, ComponentExportIndex, ComponentNamedList, HasSelf, InstancePre, Lift, Linker, Lower,
 };
@@ -22,6 +22,7 @@ use wasmtime::{
 use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, PluginError, PluginInfo, TransformOutput};
 use crate::bindings::{Plugin, PluginPre};
 use crate::cache::CodeCache;
+use crate::pool::{IdleSet, InstancePool, Lease, Leased, Live};
 use crate::state::{CallContext, CallState};
 
 /// Linear memory kept resident in a pooled slot between calls (a Rust guest's stack and a
@@ -39,6 +40,8 @@ pub struct LoadedPlugin {
     pub sha256: String,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
+    /// This version, among every plugin loaded: instances are never shared between two.
+    id: u64,
     pre: InstancePre<CallState>,
     exports: Exports,
 }
@@ -116,7 +119,7 @@ pub struct PluginEngine {
     linker: Linker<CallState>,
     limits: PluginLimits,
     cache: Option<CodeCache>,
-    permits: Arc<Semaphore>,
+    idle: Arc<IdleSet>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -184,7 +187,7 @@ impl PluginEngine {
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
 
-        Ok(Self { engine, linker, permits: Arc::new(Semaphore::new(instances as usize)), limits, cache, ticker_stop })
+        Ok(Self { engine, linker, idle: IdleSet::new(instances as usize), limits, cache, ticker_stop })
     }
 
     pub fn limits(&self) -> &PluginLimits {
@@ -209,7 +212,14 @@ impl PluginEngine {
             |name: &str| component.get_export_index(None, name).ok_or_else(|| format!("does not export `{name}`"));
         let exports =
             Exports { describe: export("describe")?, authorize: export("authorize")?, transform: export("transform")? };
-        Ok(LoadedPlugin { name: name.to_string(), sha256, from_cache, pre: instance_pre, exports })
+        Ok(LoadedPlugin {
+            name: name.to_string(),
+            sha256,
+            from_cache,
+            id: crate::pool::next_id(),
+            pre: instance_pre,
+            exports,
+        })
     }
 
     /// The compiled component, from the cache when it has one for these bytes and this
@@ -259,45 +269,79 @@ impl PluginEngine {
         Ok((component, false))
     }
 
-    /// A fresh store with this call's limits.
-    fn store(&self, ctx: Arc<CallContext>) -> Result<Store<CallState>, String> {
+    /// A store for `ctx`'s calls, with the limits of one instance.
+    fn store(&self, ctx: Arc<CallContext>) -> Store<CallState> {
         let limits = StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes).trap_on_grow_failure(true).build();
         let mut store = Store::new(&self.engine, CallState::new(limits, ctx, self.limits.timeout));
         store.limiter(|state| &mut state.limits);
-        store.set_fuel(self.limits.fuel).map_err(|e| e.to_string())?;
         store.epoch_deadline_callback(|ctx| {
             Ok(if ctx.data().overdue() { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        store.set_epoch_deadline(1);
-        Ok(store)
+        store
     }
 
-    /// Calls `export` with `params` on a fresh instance of `plugin`, mapping every failure to
-    /// a [`CallError`].
-    async fn run<P, R>(
+    /// A call starts: full fuel, the whole time budget, per-call counts from zero.
+    fn begin(&self, store: &mut Store<CallState>) -> Result<(), String> {
+        store.set_fuel(self.limits.fuel).map_err(|e| e.to_string())?;
+        store.set_epoch_deadline(1);
+        store.data_mut().begin();
+        Ok(())
+    }
+
+    /// A pool of instances for one template version's calls (`ctx`), each serving up to
+    /// `plugins.reuse` calls.
+    pub fn pool(&self, ctx: Arc<CallContext>) -> InstancePool {
+        InstancePool::new(self.idle.clone(), ctx, self.limits.reuse)
+    }
+
+    /// A pool that keeps nothing: every call on a fresh instance.
+    fn fresh(&self, ctx: Arc<CallContext>) -> InstancePool {
+        InstancePool::new(self.idle.clone(), ctx, 1)
+    }
+
+    /// An idle instance of `plugin` from `pool`, or a new one (instantiating runs on the
+    /// call's fuel and time).
+    async fn checkout(&self, plugin: &LoadedPlugin, pool: &InstancePool) -> Result<Live, CallError> {
+        let fail = |kind| CallError::new(&plugin.name, kind);
+        if let Some(mut live) = pool.take(plugin.id) {
+            self.begin(&mut live.store).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
+            return Ok(live);
+        }
+        let permit = self.idle.permit().await.map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
+        let mut store = self.store(pool.ctx().clone());
+        self.begin(&mut store).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
+        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| fail(self.classify(&e, true)))?;
+        Ok(Live::new(store, instance, plugin.id, permit))
+    }
+
+    /// Calls `export` with `params` on an instance of `plugin` from `pool`, mapping every
+    /// failure to a [`CallError`] (the instance is then dropped).
+    async fn run<'p, P, R>(
         &self,
         plugin: &LoadedPlugin,
-        ctx: Arc<CallContext>,
+        pool: &'p InstancePool,
         export: &ComponentExportIndex,
         params: P,
-    ) -> Result<R, CallError>
+    ) -> Result<Leased<'p, R>, CallError>
     where
         P: ComponentNamedList + Lower + Send + Sync,
         R: ComponentNamedList + Lift + Send + Sync + 'static,
     {
         let fail = |kind| CallError::new(&plugin.name, kind);
-        let _permit = self.permits.acquire().await.map_err(|e| fail(CallErrorKind::Instantiate(e.to_string())))?;
-        let mut store = self.store(ctx).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| fail(self.classify(&e, true)))?;
-        let func = instance
-            .get_typed_func::<P, R>(&mut store, export)
+        let mut live = self.checkout(plugin, pool).await?;
+        let func = live
+            .instance
+            .get_typed_func::<P, R>(&mut live.store, export)
             .map_err(|e| fail(CallErrorKind::Instantiate(first_line(&format!("{e:#}")))))?;
-        let result = func.call_async(&mut store, params).await;
+        let result = func.call_async(&mut live.store, params).await;
+        let state = live.store.data_mut();
+        state.end();
         // A refusal fails the call whatever the plugin did with the error it was given.
-        if let Some(why) = store.data_mut().refused.take() {
+        if let Some(why) = state.refused.take() {
             return Err(fail(CallErrorKind::Refused(why)));
         }
-        result.map_err(|e| fail(self.classify(&e, false)))
+        let output = result.map_err(|e| fail(self.classify(&e, false)))?;
+        Ok(Leased { output, lease: Lease::new(pool, live) })
     }
 
     fn classify(&self, error: &wasmtime::Error, instantiating: bool) -> CallErrorKind {
@@ -344,12 +388,12 @@ impl PluginEngine {
 
     /// What the plugin says about itself.
     pub async fn describe(&self, plugin: &LoadedPlugin) -> Result<PluginInfo, CallError> {
-        let ctx = Arc::new(CallContext::new(&plugin.name, ""));
-        let (info,) = self.run::<(), (PluginInfo,)>(plugin, ctx, &plugin.exports.describe, ()).await?;
+        let pool = self.fresh(Arc::new(CallContext::new(&plugin.name, "")));
+        let (info,) = self.run::<(), (PluginInfo,)>(plugin, &pool, &plugin.exports.describe, ()).await?.keep();
         Ok(info)
     }
 
-    /// The headers the plugin adds to `request`.
+    /// The headers the plugin adds to `request`, from a fresh instance.
     pub async fn authorize(
         &self,
         plugin: &LoadedPlugin,
@@ -357,8 +401,20 @@ impl PluginEngine {
         request: &OutgoingRequest,
         config: &str,
     ) -> Result<Vec<Header>, CallError> {
-        let (result,) = self
-            .run::<_, (Result<Vec<Header>, PluginError>,)>(plugin, ctx, &plugin.exports.authorize, (request, config))
+        Ok(self.authorize_in(plugin, &self.fresh(ctx), request, config).await?.output)
+    }
+
+    /// The headers the plugin adds to `request`, from an instance of `pool`: keep the lease
+    /// once they are found good, to reuse the instance.
+    pub async fn authorize_in<'p>(
+        &self,
+        plugin: &LoadedPlugin,
+        pool: &'p InstancePool,
+        request: &OutgoingRequest,
+        config: &str,
+    ) -> Result<Leased<'p, Vec<Header>>, CallError> {
+        let Leased { output: (result,), lease } = self
+            .run::<_, (Result<Vec<Header>, PluginError>,)>(plugin, pool, &plugin.exports.authorize, (request, config))
             .await?;
         let headers = result.map_err(|e| plugin_error(&plugin.name, e))?;
         let size = headers_size(&headers);
@@ -371,10 +427,10 @@ impl PluginEngine {
                 )),
             ));
         }
-        Ok(headers)
+        Ok(Leased { output: headers, lease })
     }
 
-    /// The requests the plugin makes of a payload.
+    /// The requests the plugin makes of a payload, from a fresh instance.
     pub async fn transform(
         &self,
         plugin: &LoadedPlugin,
@@ -382,10 +438,22 @@ impl PluginEngine {
         payload: &[u8],
         config: &str,
     ) -> Result<TransformOutput, CallError> {
-        let (result,) = self
+        Ok(self.transform_in(plugin, &self.fresh(ctx), payload, config).await?.output)
+    }
+
+    /// The requests the plugin makes of a payload, from an instance of `pool`: keep the
+    /// lease once they are found good, to reuse the instance.
+    pub async fn transform_in<'p>(
+        &self,
+        plugin: &LoadedPlugin,
+        pool: &'p InstancePool,
+        payload: &[u8],
+        config: &str,
+    ) -> Result<Leased<'p, TransformOutput>, CallError> {
+        let Leased { output: (result,), lease } = self
             .run::<_, (Result<TransformOutput, PluginError>,)>(
                 plugin,
-                ctx,
+                pool,
                 &plugin.exports.transform,
                 (payload, config),
             )
@@ -408,7 +476,7 @@ impl PluginEngine {
                 )),
             ));
         }
-        Ok(output)
+        Ok(Leased { output, lease })
     }
 }
 

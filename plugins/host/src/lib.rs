@@ -2,19 +2,22 @@
 //! the WIT contract in `plugins/wit/` and dropped into `config/plugins/`; templates name them
 //! like a built-in (`auth: {type: acme-signer, ...}`).
 //!
-//! `engine` compiles (with an on-disk cache, `cache`), limits and calls plugins; `state` is one
-//! call's store data and the host functions; `source` is the folder of plugins, hot-reloaded,
+//! `engine` compiles (with an on-disk cache, `cache`), limits and calls plugins; `pool` keeps
+//! instances between calls of one template version; `state` is an instance's store data and
+//! the host functions; `source` is the folder of plugins, hot-reloaded,
 //! that `core` sees as a plugin source; `auth` adapts a plugin to `core`'s auth contract.
 
 pub mod auth;
 pub mod bindings;
 pub mod cache;
 pub mod engine;
+pub mod pool;
 pub mod source;
 pub mod state;
 pub mod text;
 pub mod transform;
 
 pub use engine::{CallError, LoadedPlugin, PluginEngine};
+pub use pool::{InstancePool, Lease, Leased};
 
 pub use source::WasmPlugins;

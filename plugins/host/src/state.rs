@@ -64,7 +64,10 @@ impl CallContext {
     }
 }
 
-/// The store data of one call.
+/// The store data of one instance: its context, and the state of the call it is in. An
+/// instance may serve several calls of one template version (`plugins.reuse`): everything
+/// counted per call is reset by [`CallState::begin`] and the call's note written by
+/// [`CallState::end`].
 pub struct CallState {
     pub limits: StoreLimits,
     pub ctx: Arc<CallContext>,
@@ -117,15 +120,20 @@ impl CallState {
         }
     }
 
-    /// The guest has run longer than its budget.
-    pub fn overdue(&self) -> bool {
-        self.started.elapsed().saturating_sub(self.host_time) > self.budget
+    /// A new call starts: its clock, and every per-call count (fetches, `log` lines and
+    /// bytes, a refusal) from zero, as for a fresh instance.
+    pub fn begin(&mut self) {
+        self.started = Instant::now();
+        self.host_time = Duration::ZERO;
+        self.fetches = 0;
+        self.log_lines = 0;
+        self.log_bytes = 0;
+        self.log_dropped = 0;
+        self.refused = None;
     }
-}
 
-impl Drop for CallState {
-    /// The one note about the `log` lines this call could not write.
-    fn drop(&mut self) {
+    /// The call is over: the one note about the `log` lines it could not write.
+    pub fn end(&mut self) {
         if self.log_dropped > 0 {
             let (plugin, template) = (&self.ctx.plugin, &self.ctx.template);
             tracing::warn!(
@@ -134,7 +142,20 @@ impl Drop for CallState {
                 "{} log lines dropped: a plugin call may log at most {MAX_LOG_LINES} lines and {MAX_LOG_BYTES} bytes",
                 self.log_dropped
             );
+            self.log_dropped = 0;
         }
+    }
+
+    /// The guest has run longer than its budget.
+    pub fn overdue(&self) -> bool {
+        self.started.elapsed().saturating_sub(self.host_time) > self.budget
+    }
+}
+
+impl Drop for CallState {
+    /// The note of a call that did not end (it was cancelled).
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -383,5 +404,28 @@ mod tests {
         assert!(bytes.log_bytes <= MAX_LOG_BYTES);
         assert_eq!(bytes.log_lines as usize, MAX_LOG_BYTES / MAX_LOG_LINE);
         assert_eq!(bytes.log_lines + bytes.log_dropped, 20);
+    }
+
+    /// A reused instance's next call starts with every per-call count at zero.
+    #[test]
+    fn each_call_starts_afresh() {
+        let mut calls = state(&[], false);
+        for _ in 0..100 {
+            host::Host::log(&mut calls, LogLevel::Info, "line".into()).unwrap();
+        }
+        assert!(sign(&mut calls, Some("b")).is_err());
+        calls.fetches = MAX_FETCHES + 1;
+        calls.host_time = Duration::from_secs(5);
+        calls.started -= Duration::from_secs(10);
+        assert!(calls.overdue());
+        calls.end();
+        assert_eq!(calls.log_dropped, 0, "the note is written once");
+        calls.begin();
+        assert_eq!((calls.log_lines, calls.log_bytes, calls.log_dropped, calls.fetches), (0, 0, 0, 0));
+        assert!(calls.refused.is_none());
+        assert_eq!(calls.host_time, Duration::ZERO);
+        assert!(!calls.overdue());
+        host::Host::log(&mut calls, LogLevel::Info, "line".into()).unwrap();
+        assert_eq!(calls.log_lines, 1, "the cap counts this call only");
     }
 }

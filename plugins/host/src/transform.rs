@@ -16,8 +16,8 @@ use reqwest::{Method, Url};
 use crate::auth::call_context;
 use crate::bindings::hookgate::plugin::types::Header;
 use crate::engine::PluginEngine;
+use crate::pool::{InstancePool, Leased};
 use crate::source::PluginSlot;
-use crate::state::CallContext;
 use crate::text;
 
 pub struct WasmTransformPlugin {
@@ -44,7 +44,7 @@ impl TransformPlugin for WasmTransformPlugin {
         Ok(Arc::new(WasmTransformer {
             slot: self.slot.clone(),
             engine: self.engine.clone(),
-            call: Arc::new(call_context(&self.slot.name, &ctx.build, config)?),
+            pool: self.engine.pool(Arc::new(call_context(&self.slot.name, &ctx.build, config)?)),
             config: serde_json::to_string(config).map_err(|e| e.to_string())?,
             url: ctx.url.clone(),
             headers: ctx.headers.clone(),
@@ -55,7 +55,8 @@ impl TransformPlugin for WasmTransformPlugin {
 pub struct WasmTransformer {
     slot: Arc<PluginSlot>,
     engine: Arc<PluginEngine>,
-    call: Arc<CallContext>,
+    /// This template version's instances, and the context their calls share.
+    pool: InstancePool,
     config: String,
     /// The template's URL (the allowed origin) and headers (the base of every request's).
     url: Url,
@@ -72,9 +73,9 @@ impl std::fmt::Debug for WasmTransformer {
 impl Transformer for WasmTransformer {
     async fn transform(&self, payload: &[u8]) -> Result<Transformed, AuthError> {
         let plugin = self.slot.current();
-        let output = self
+        let Leased { output, lease } = self
             .engine
-            .transform(&plugin, self.call.clone(), payload, &self.config)
+            .transform_in(&plugin, &self.pool, payload, &self.config)
             .await
             .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
         let counts: Vec<u32> = output.requests.iter().map(|r| r.profiles).collect();
@@ -111,6 +112,9 @@ impl Transformer for WasmTransformer {
                 profiles: r.profiles as usize,
             });
         }
+        // Checked and good: the instance may serve the next call (on any error above it is
+        // dropped with the lease).
+        lease.keep();
         Ok(Transformed { requests, skipped: output.skipped as usize })
     }
 }

@@ -3,11 +3,17 @@
 //! `calm` (the default: adds `x-test-plugin: calm`), `loop`, `memory`, `recursion`, `trap`, `huge`,
 //! `fetch` (to `url`), `jwt` (signs a JWT with key `key` of the host's key store, or the active
 //! key), `sign-quiet` (signs with `key` and goes on without the signature if refused), `log`
-//! (floods the log with lines that try to forge others), `cache`.
+//! (floods the log with lines that try to forge others), `cache`, `count` (counts its calls in
+//! a global and reports the count in `x-count`, so a test sees whether its instance was
+//! reused; a request body holding `count:trap`, `count:loop`, `count:memory`, `count:error` or
+//! `count:huge` makes that call trap, loop, exhaust memory, return an error or too many
+//! headers, after counting it).
 //!
 //! As a transform (`transform: {type: ..., mode: ...}`, requests to `url`): `calm` (one request
 //! per profile), `long-error` (a huge error with newlines), `empty` (many empty requests),
 //! `profiles` (one request claiming 1000 profiles), `double` (every profile counted twice).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +22,9 @@ use hookgate_plugin_sdk::{
     Header, OutgoingRequest, Plugin, PluginError, PluginInfo, Request, TransformOutput, export_plugin, parse_config,
 };
 use serde::Deserialize;
+
+/// Calls of this instance in mode `count`: a global, so it lives as long as the instance.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Unknown keys are ignored, so the same template can name this plugin or another.
 #[derive(Deserialize)]
@@ -49,7 +58,22 @@ impl Plugin for TestPlugin {
 
     fn authorize(request: OutgoingRequest, config: &str) -> Result<Vec<Header>, PluginError> {
         let config: Config = parse_config(config)?;
-        match config.mode.as_str() {
+        let mode = match config.mode.as_str() {
+            "count" => {
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                let body = String::from_utf8_lossy(&request.body);
+                match ["trap", "loop", "memory", "error", "huge"]
+                    .into_iter()
+                    .find(|m| body.contains(&format!("count:{m}")))
+                {
+                    Some("error") => return Err(PluginError::permanent("count: an error on purpose")),
+                    Some(mode) => mode,
+                    None => return Ok(vec![Header::new("x-count", &calls.to_string())]),
+                }
+            }
+            mode => mode,
+        };
+        match mode {
             "calm" => Ok(vec![Header::new("x-test-plugin", "calm"), Header::new("x-template", &request.template)]),
             "loop" => {
                 let mut n: u64 = 0;
