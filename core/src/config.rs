@@ -823,7 +823,7 @@ mod tests {
 
         for reuse in ["0", "1000001"] {
             let err = load(&format!("plugins:\n  timeout: 50ms\n  reuse: {reuse}\n"));
-            assert_eq!(err, format!("{}`plugins.reuse` must be between 1 and 1000000", at("3:3")));
+            assert_eq!(err, format!("{}:3:3: `plugins.reuse` must be between 1 and 1000000", file.display()));
         }
         for reuse in ["1", "1000000"] {
             std::fs::write(&file, format!("plugins:\n  reuse: {reuse}\n")).unwrap();
