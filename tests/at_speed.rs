@@ -33,7 +33,13 @@ async fn every_delivery_arrives_exactly_once(queue: &str) {
             for i in (lane..SINGLES).step_by(LANES) {
                 let mut body = payload(8, 1);
                 body["profiles"][0]["Identity"] = format!("single-{i}").into();
-                let r = http.post(&url).body(serde_json::to_vec(&body).unwrap()).send().await.unwrap();
+                let r = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 202);
                 let answer: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
                 ids.push(format!("{}.0", answer["dispatch_id"].as_str().unwrap()));
