@@ -100,6 +100,11 @@ pub struct Config {
     pub secrets: crate::template::refs::SecretsConfig,
 }
 
+/// The slowest `destinations.rate_limit` (a request every 1000 s) and the fastest; config
+/// validation refuses values outside (and `admit` clamps, so no value can misbehave).
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+
 /// `destinations`: limits per destination (scheme, host, port), so one slow or failing
 /// endpoint never delays deliveries to others.
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +241,13 @@ impl<'de> Deserialize<'de> for QueueBackend {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// The most `retries` a template (or `defaults.retries`) may ask for.
+pub const MAX_RETRIES: u32 = 20;
+/// The longest per-attempt `timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest `batch_size`.
+pub const MAX_BATCH: usize = 100_000;
 
 /// `defaults`: what a template gets for a key it does not set.
 #[derive(Debug, Clone, Deserialize)]
@@ -447,6 +459,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Where templates' file references may read: the config folder, `secrets`, never
+    /// `data_dir`.
+    pub fn confinement(&self) -> crate::template::refs::Confinement {
+        crate::template::refs::Confinement::new(&self.dir, &self.data_dir(), &self.config.secrets)
+    }
+
     /// Loads `DIR/hookgate.yaml` (absent means all defaults), then `HOOKGATE_*` variables on top
     /// (`HOOKGATE_LISTEN`, `HOOKGATE_DEFAULTS__TIMEOUT`: `__` separates nested keys).
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
@@ -579,8 +597,6 @@ pub fn bytes_text(n: u64) -> String {
 impl Config {
     /// Every value that is out of its range, with the key's path and why.
     fn problems(&self) -> Vec<(Vec<&'static str>, String)> {
-        use crate::delivery::destinations::{MAX_RATE_LIMIT, MIN_RATE_LIMIT};
-        use crate::template::load::{MAX_BATCH, MAX_RETRIES, MAX_TIMEOUT};
         let mut p = Problems::default();
         if self.data_dir.as_os_str().is_empty() {
             p.add(&["data_dir"], "`data_dir` must not be empty".into());

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::{AttemptResult, DISPATCH_FAILED, RequestStatus, StoredDispatch, StoredRequest};
 use crate::payload::CampaignId;
-use crate::records::{DISPATCH_FAILED, RequestStatus};
-use crate::store::{StoredDispatch, StoredRequest};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
@@ -66,24 +65,6 @@ impl Histogram {
             }
         }
         self.max
-    }
-}
-
-/// Attempt outcomes, for the attempt counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AttemptResult {
-    Success,
-    Retry,
-    Failure,
-}
-
-impl AttemptResult {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Retry => "retry",
-            Self::Failure => "failure",
-        }
     }
 }
 
@@ -455,7 +436,7 @@ mod tests {
     }
 
     fn finished(campaign: &str, template: &str, outcomes: &[Option<&str>]) -> StoredDispatch {
-        use crate::records::{AttemptRecord, DispatchId};
+        use crate::model::{AttemptRecord, DispatchId};
         let now = std::time::SystemTime::now();
         StoredDispatch {
             id: DispatchId::new(),

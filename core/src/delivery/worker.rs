@@ -11,10 +11,10 @@ use super::client::HttpClient;
 use super::destinations::{Admission, DestinationLimits};
 use super::retry::{RetryAction, classify};
 use crate::config::Backoff;
+use crate::model::{AttemptRecord, AttemptResult, DISPATCH_FAILED, NextState};
 use crate::queue::{Job, Queue};
-use crate::records::{AttemptRecord, DISPATCH_FAILED, Records, Work};
-use crate::stats::AttemptResult;
-use crate::store::{NextState, Settlement};
+use crate::records::{Records, Work};
+use crate::store::Settlement;
 
 /// What every worker shares.
 pub struct WorkerContext {
@@ -183,13 +183,14 @@ mod tests {
 
     use super::*;
     use crate::config::Destinations;
+    use crate::model::{DispatchId, RequestStatus, StoreError, StoredDispatch};
     use crate::network::NetworkPolicy;
     use crate::plugin::auth::NoHeaders;
     use crate::queue::memory::MemoryQueue;
-    use crate::records::{DispatchId, DispatchRecord, RequestRecord, RequestStatus};
+    use crate::records::{DispatchRecord, RequestRecord};
     use crate::stats::Stats;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Filter, Inserted, Requeued, Store, StoreError, StoredDispatch, StoredWork};
+    use crate::store::{Filter, Inserted, Requeued, Store, StoredWork};
     use crate::template::Template;
 
     /// A SQLite store whose next `failures` outcome writes fail.

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredWork, from_millis,
-    millis, next_columns, result_code, result_from, status_code, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, result_code,
+    result_from, status_code, status_from, target_from_json, target_json,
 };
-use crate::records::{AttemptRecord, DispatchId};
+use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
 
 /// What the writer runs: a closure, run again alone if its batch fails, and the caller
 /// waiting for its result.
@@ -577,9 +577,7 @@ impl OwnedFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::RequestStatus;
-    use crate::stats::AttemptResult;
-    use crate::store::{NextState, StoredTarget};
+    use crate::model::{AttemptResult, NextState, RequestStatus, StoredTarget};
 
     fn dispatch(key: Option<&str>, requests: usize) -> StoredDispatch {
         let now = SystemTime::now();
