@@ -257,3 +257,39 @@ async fn failed_requests_can_be_replayed() {
     let (status, _) = gw.post_json(&format!("/v1/dispatches/{id}/retry"), &json!({}), &[]).await;
     assert_eq!(status, 202, "nothing left to retry is not an error");
 }
+
+/// The value of one series in `/metrics` (0 when it is absent).
+async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let (_, metrics) = gw.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default();
+    let value = text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+    value.map_or(0, |v| v.parse().unwrap())
+}
+
+/// `/metrics` counters only grow (Prometheus reads a decrease as a counter reset): a replay
+/// takes no failure back from `hookgate_requests_total{outcome="failed"}` and is counted in
+/// `hookgate_requests_replayed_total`; the campaign's stats show the state now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_never_decreases_the_exported_failed_counter() {
+    let mock = Mock::answering(400).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("again.yaml", &format!("url: {}\nverify: false\n", mock.url("/")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("again", "active", Duration::from_secs(10)).await;
+    let failed = r#"hookgate_requests_total{template="again",outcome="failed"}"#;
+    let delivered = r#"hookgate_requests_total{template="again",outcome="delivered"}"#;
+    let replayed = r#"hookgate_requests_replayed_total{template="again"}"#;
+    let id = gw.dispatch("again", &payload(74, 2)).await;
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "failed");
+    assert_eq!((metric(&gw, failed).await, metric(&gw, replayed).await), (1, 0));
+
+    mock.set_behavior(|_, _| Reply::Status(200));
+    let (status, _) = gw.post_json(&format!("/v1/dispatches/{id}/retry"), &json!({}), &[]).await;
+    assert_eq!(status, 202);
+    assert_eq!(metric(&gw, failed).await, 1, "the replay took the failure back");
+    assert_eq!(metric(&gw, replayed).await, 1);
+    assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
+    assert_eq!((metric(&gw, failed).await, metric(&gw, delivered).await, metric(&gw, replayed).await), (1, 1, 1));
+    let (_, stats) = gw.get("/v1/campaigns/74").await;
+    assert_eq!(stats["requests"], json!({"delivered": 1, "failed": 0, "pending": 0}), "a view of now");
+}

@@ -12,27 +12,41 @@ use crate::duration;
 use crate::network::NetworkPolicy;
 use crate::secret::Secret;
 
-/// The top-level keys, for the environment-variable filter (`HOOKGATE_LISTEN`, ...).
-const KEYS: &[&str] = &[
-    "listen",
-    "admin_token",
-    "data_dir",
-    "queue",
-    "workers",
-    "log",
-    "defaults",
-    "backoff",
-    "network",
-    "reload",
-    "limits",
-    "retention",
-    "shutdown_grace",
-    "queue_lease",
-    "keys",
-    "plugins",
-    "destinations",
-    "secrets",
-];
+/// The top-level keys of [`Config`], for the environment-variable filter (`HOOKGATE_LISTEN`,
+/// `HOOKGATE_PLUGINS__FUEL`, ...): taken from its `Deserialize`, so every section is
+/// overridable as soon as it exists.
+fn top_level_keys() -> &'static [&'static str] {
+    field_names::<Config>()
+}
+
+/// The field names of a struct that derives `Deserialize`: the derive hands them to
+/// `Deserializer::deserialize_struct`, where this deserializer keeps them and stops.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("only its field names were asked for"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +113,11 @@ pub struct Config {
     #[serde(default)]
     pub secrets: crate::template::refs::SecretsConfig,
 }
+
+/// The slowest `destinations.rate_limit` (a request every 1000 s) and the fastest; config
+/// validation refuses values outside (and `admit` clamps, so no value can misbehave).
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
 
 /// `destinations`: limits per destination (scheme, host, port), so one slow or failing
 /// endpoint never delays deliveries to others.
@@ -250,6 +269,13 @@ impl<'de> Deserialize<'de> for QueueBackend {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// The most `retries` a template (or `defaults.retries`) may ask for.
+pub const MAX_RETRIES: u32 = 20;
+/// The longest per-attempt `timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest `batch_size`.
+pub const MAX_BATCH: usize = 100_000;
 
 /// `defaults`: what a template gets for a key it does not set.
 #[derive(Debug, Clone, Deserialize)]
@@ -461,13 +487,20 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Where templates' file references may read: the config folder, `secrets`, never
+    /// `data_dir`.
+    pub fn confinement(&self) -> crate::template::refs::Confinement {
+        crate::template::refs::Confinement::new(&self.dir, &self.data_dir(), &self.config.secrets)
+    }
+
     /// Loads `DIR/hookgate.yaml` (absent means all defaults), then `HOOKGATE_*` variables on top
     /// (`HOOKGATE_LISTEN`, `HOOKGATE_DEFAULTS__TIMEOUT`: `__` separates nested keys).
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let file = dir.join("hookgate.yaml");
-        let env = Env::prefixed("HOOKGATE_").split("__").filter(|key| {
+        let keys = top_level_keys();
+        let env = Env::prefixed("HOOKGATE_").split("__").filter(move |key| {
             let top = key.as_str().split('.').next().unwrap_or_default();
-            KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            keys.iter().any(|k| k.eq_ignore_ascii_case(top))
         });
         let figment = Figment::new().merge(Yaml::file(&file)).merge(env);
         let config: Config = figment.extract().map_err(|e| {
@@ -593,8 +626,6 @@ pub fn bytes_text(n: u64) -> String {
 impl Config {
     /// Every value that is out of its range, with the key's path and why.
     fn problems(&self) -> Vec<(Vec<&'static str>, String)> {
-        use crate::delivery::destinations::{MAX_RATE_LIMIT, MIN_RATE_LIMIT};
-        use crate::template::load::{MAX_BATCH, MAX_RETRIES, MAX_TIMEOUT};
         let mut p = Problems::default();
         if self.data_dir.as_os_str().is_empty() {
             p.add(&["data_dir"], "`data_dir` must not be empty".into());
@@ -702,6 +733,82 @@ fn yaml_error_position(text: &str) -> Option<(String, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One `HOOKGATE_*` variable for every top-level section of hookgate.yaml.
+    const ENV_OVERRIDES: &[(&str, &str)] = &[
+        ("HOOKGATE_LISTEN", "127.0.0.1:9191"),
+        ("HOOKGATE_ADMIN_TOKEN", "token-from-the-environment"),
+        ("HOOKGATE_DATA_DIR", "state-from-env"),
+        ("HOOKGATE_QUEUE", "memory"),
+        ("HOOKGATE_WORKERS", "3"),
+        ("HOOKGATE_LOG", "debug"),
+        ("HOOKGATE_DEFAULTS__TIMEOUT", "7s"),
+        ("HOOKGATE_BACKOFF__BASE", "2s"),
+        ("HOOKGATE_NETWORK__HTTPS_ONLY", "true"),
+        ("HOOKGATE_RELOAD__RESCAN", "45s"),
+        ("HOOKGATE_LIMITS__DISPATCH_RECORDS", "1234"),
+        ("HOOKGATE_RETENTION", "2d"),
+        ("HOOKGATE_SHUTDOWN_GRACE", "3s"),
+        ("HOOKGATE_QUEUE_LEASE", "40s"),
+        ("HOOKGATE_KEYS__GRACE", "1d"),
+        ("HOOKGATE_PLUGINS__FUEL", "12345"),
+        ("HOOKGATE_DESTINATIONS__MAX_CONCURRENCY", "5"),
+        ("HOOKGATE_SECRETS__DIR", "secrets-from-env"),
+    ];
+
+    #[test]
+    fn the_environment_filter_knows_every_section() {
+        let keys = top_level_keys();
+        for key in ["listen", "admin_token", "queue", "keys", "plugins", "destinations", "secrets", "limits"] {
+            assert!(keys.contains(&key), "{key} in {keys:?}");
+        }
+        // Every section has a variable in ENV_OVERRIDES, so a new one is tested below too.
+        for key in keys {
+            let var = env_name(&[key]);
+            let set = ENV_OVERRIDES.iter().any(|(v, _)| *v == var || v.starts_with(&format!("{var}__")));
+            assert!(set, "no variable in ENV_OVERRIDES sets `{key}`");
+        }
+    }
+
+    /// Every top-level section can be set through `HOOKGATE_*`. The environment is the
+    /// process's, so the variables are set on a run of this test binary that loads the
+    /// settings and checks each value ([`env_overrides_are_applied`]).
+    #[test]
+    fn every_section_can_be_set_through_the_environment() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["config::tests::env_overrides_are_applied", "--exact", "--ignored", "--test-threads=1"])
+            .envs(ENV_OVERRIDES.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the check did not run: {text}");
+    }
+
+    #[test]
+    #[ignore = "run by every_section_can_be_set_through_the_environment, with ENV_OVERRIDES set"]
+    fn env_overrides_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Settings::load(dir.path()).unwrap().config;
+        assert_eq!(c.listen, "127.0.0.1:9191".parse().unwrap());
+        assert_eq!(c.admin_token.as_ref().map(|t| t.expose()), Some("token-from-the-environment"));
+        assert_eq!(c.data_dir, Path::new("state-from-env"));
+        assert_eq!(c.queue.name(), "memory");
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.defaults.timeout, Duration::from_secs(7));
+        assert_eq!(c.backoff.base, Duration::from_secs(2));
+        assert!(c.network.https_only);
+        assert_eq!(c.reload.rescan, Duration::from_secs(45));
+        assert_eq!(c.limits.dispatch_records, 1234);
+        assert_eq!(c.retention, days(2));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.queue_lease, Duration::from_secs(40));
+        assert_eq!(c.keys.grace, days(1));
+        assert_eq!(c.plugins.fuel, 12345);
+        assert_eq!(c.destinations.max_concurrency, 5);
+        assert_eq!(c.secrets.dir.as_deref(), Some(Path::new("secrets-from-env")));
+    }
 
     #[test]
     fn empty_folder_gives_defaults() {

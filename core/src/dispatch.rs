@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::bytes_text;
+use crate::model::{DispatchId, StoreError};
 use crate::payload::{Payload, PayloadError};
 use crate::queue::{Job, Queue, QueueError};
-use crate::records::{BudgetFull, DispatchId, DispatchRecord, Records, RequestRecord};
-use crate::store::StoreError;
+use crate::records::{BudgetFull, DispatchRecord, Records, RequestRecord};
 use crate::template::registry::{Lookup, Registry};
 
 /// A dispatch that was accepted (or found again by its idempotency key).

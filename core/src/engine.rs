@@ -12,15 +12,16 @@ use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
 use crate::dispatch::{DispatchLimits, Dispatcher};
+use crate::model::{RequestStatus, StoreError};
 use crate::plugin::{KeyStore, PluginRegistry};
 use crate::queue::memory::MemoryQueue;
 use crate::queue::postgres::PgQueue;
 use crate::queue::{Job, Queue};
-use crate::records::{DispatchRecord, Records, RequestStatus, TemplateSource};
+use crate::records::{DispatchRecord, Records, TemplateSource};
 use crate::stats::{CampaignView, Stats, StatsView};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Filter, Store, StoreError};
+use crate::store::{Filter, Store};
 use crate::template::registry::ReloadReport;
 use crate::template::{Loader, Registry};
 
@@ -66,7 +67,7 @@ impl Engine {
         let config = &settings.config;
         let client = HttpClient::new(config.network.clone()).map_err(EngineError)?;
         let loader = Loader {
-            refs: crate::template::refs::Confinement::from_settings(&settings),
+            refs: settings.confinement(),
             defaults: config.defaults.clone(),
             plugins: Arc::new(plugins),
             client: client.clone(),

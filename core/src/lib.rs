@@ -4,6 +4,8 @@
 //! The way a delivery travels:
 //! `template` (registry snapshot) → `dispatch` (split into requests, record, enqueue) →
 //! `queue` → `delivery::worker` (authorize → send → classify) → `records` + `stats`.
+//! Below them all, `model` holds the types they share (ids, request status, attempt
+//! records, the stored shape of a dispatch) and imports none of them.
 
 pub mod clock;
 pub mod config;
@@ -12,6 +14,7 @@ pub mod dispatch;
 pub mod duration;
 pub mod fuzzing;
 pub mod engine;
+pub mod model;
 pub mod network;
 pub mod payload;
 pub mod plugin;

@@ -4,87 +4,23 @@
 //! version once read back from the store).
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use serde::Serialize;
 
 use crate::clock::rfc3339;
+use crate::model::{
+    AttemptRecord, DISPATCH_FAILED, DispatchId, NextState, RequestStatus, StoreError, StoredDispatch, StoredRequest,
+    StoredTarget,
+};
 use crate::payload::CampaignId;
 use crate::plugin::RequestTarget;
-use crate::stats::{AttemptResult, Stats};
-use crate::store::{
-    Filter, Inserted, NextState, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredTarget,
-};
+use crate::stats::Stats;
+use crate::store::{Filter, Inserted, Requeued, Settlement, Store};
 use crate::template::Template;
-
-/// The campaign-stats error of a request that exhausted its attempts.
-pub const DISPATCH_FAILED: &str = "Webhook Dispatch Failed";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DispatchId(Uuid);
-
-impl DispatchId {
-    /// A new, time-ordered id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-
-    pub fn from_uuid(id: Uuid) -> Self {
-        Self(id)
-    }
-}
-
-impl Default for DispatchId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for DispatchId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for DispatchId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self).map_err(|_| format!("`{s}` is not a dispatch id"))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequestStatus {
-    Pending,
-    Delivered,
-    /// Exhausted its attempts or got a final answer; `reason` is the last one.
-    Failed {
-        reason: String,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub attempt: u32,
-    pub at: SystemTime,
-    pub latency: Duration,
-    /// The HTTP status, when the destination answered.
-    pub status: Option<u16>,
-    /// Why it did not succeed (never a secret: built from statuses and error kinds).
-    pub error: Option<String>,
-    /// What the attempt meant for its request.
-    pub result: AttemptResult,
-}
 
 #[derive(Debug)]
 pub struct RequestRecord {

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::model::{AttemptResult, DISPATCH_FAILED, RequestStatus, StoredDispatch, StoredRequest};
 use crate::payload::CampaignId;
-use crate::records::{DISPATCH_FAILED, RequestStatus};
-use crate::store::{StoredDispatch, StoredRequest};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
@@ -21,6 +20,16 @@ pub struct Counts {
     pub delivered: u64,
     pub failed: u64,
     pub pending: u64,
+}
+
+/// Counters that only grow, for `/metrics` (Prometheus reads a decrease as a reset): a
+/// replay makes a failed request pending again, so [`Counts::failed`] goes down while
+/// `failed` here keeps the failure and `replayed` counts the replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub delivered: u64,
+    pub failed: u64,
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,24 +78,6 @@ impl Histogram {
     }
 }
 
-/// Attempt outcomes, for the attempt counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum AttemptResult {
-    Success,
-    Retry,
-    Failure,
-}
-
-impl AttemptResult {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Retry => "retry",
-            Self::Failure => "failure",
-        }
-    }
-}
-
 /// Stats of one campaign, one template, or one campaign through one template.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryStats {
@@ -98,6 +89,9 @@ pub struct DeliveryStats {
     pub errors: BTreeMap<String, u64>,
     pub attempts: BTreeMap<AttemptResult, u64>,
     pub latency: Histogram,
+    /// Requests and profiles finished and replayed, ever: what `/metrics` exports.
+    pub request_totals: Totals,
+    pub profile_totals: Totals,
     /// The dispatches counted here and not yet pruned.
     dispatches: u64,
 }
@@ -153,6 +147,8 @@ impl DeliveryStats {
         self.profiles.pending = self.profiles.pending.saturating_sub(profiles);
         self.requests.delivered += 1;
         self.profiles.delivered += profiles;
+        self.request_totals.delivered += 1;
+        self.profile_totals.delivered += profiles;
     }
 
     fn failed(&mut self, profiles: u64, reason: &str) {
@@ -160,6 +156,8 @@ impl DeliveryStats {
         self.profiles.pending = self.profiles.pending.saturating_sub(profiles);
         self.requests.failed += 1;
         self.profiles.failed += profiles;
+        self.request_totals.failed += 1;
+        self.profile_totals.failed += profiles;
         *self.errors.entry(reason.to_string()).or_default() += 1;
     }
 
@@ -168,6 +166,8 @@ impl DeliveryStats {
         self.profiles.failed = self.profiles.failed.saturating_sub(profiles);
         self.requests.pending += 1;
         self.profiles.pending += profiles;
+        self.request_totals.replayed += 1;
+        self.profile_totals.replayed += profiles;
         if let Some(count) = self.errors.get_mut(reason) {
             *count -= 1;
             if *count == 0 {
@@ -372,17 +372,29 @@ impl Stats {
     pub fn render_prometheus(&self, out: &mut String) {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let t = &inner.templates;
-        let outcomes: [(&str, &str, CountsOf); 2] = [
-            ("hookgate_requests_total", "Outgoing requests finished, by outcome.", |s| s.requests),
-            ("hookgate_profiles_total", "Profiles in finished requests, by outcome.", |s| s.profiles),
+        let outcomes: [(&str, &str, TotalsOf); 2] = [
+            ("hookgate_requests_total", "Outgoing requests finished, by outcome.", |s| s.request_totals),
+            ("hookgate_profiles_total", "Profiles in finished requests, by outcome.", |s| s.profile_totals),
         ];
-        for (metric, help, counts) in outcomes {
+        for (metric, help, totals) in outcomes {
             family(out, metric, "counter", help);
             for (name, s) in t {
-                let c = counts(s);
+                let c = totals(s);
                 for (outcome, n) in [("delivered", c.delivered), ("failed", c.failed)] {
                     let _ = writeln!(out, "{metric}{{template=\"{}\",outcome=\"{outcome}\"}} {n}", esc(name));
                 }
+            }
+        }
+        let replays: [(&str, &str, TotalsOf); 2] = [
+            ("hookgate_requests_replayed_total", "Failed requests made pending again by a replay.", |s| {
+                s.request_totals
+            }),
+            ("hookgate_profiles_replayed_total", "Profiles in replayed requests.", |s| s.profile_totals),
+        ];
+        for (metric, help, totals) in replays {
+            family(out, metric, "counter", help);
+            for (name, s) in t {
+                let _ = writeln!(out, "{metric}{{template=\"{}\"}} {}", esc(name), totals(s).replayed);
             }
         }
         family(out, "hookgate_requests_pending", "gauge", "Outgoing requests not yet finished.");
@@ -418,8 +430,8 @@ impl Stats {
     }
 }
 
-/// Picks one kind of counts out of a template's stats.
-type CountsOf = fn(&DeliveryStats) -> Counts;
+/// Picks one kind of totals out of a template's stats.
+type TotalsOf = fn(&DeliveryStats) -> Totals;
 
 /// The `# HELP` and `# TYPE` lines of a metric family.
 pub fn family(out: &mut String, metric: &str, kind: &str, help: &str) {
@@ -455,7 +467,7 @@ mod tests {
     }
 
     fn finished(campaign: &str, template: &str, outcomes: &[Option<&str>]) -> StoredDispatch {
-        use crate::records::{AttemptRecord, DispatchId};
+        use crate::model::{AttemptRecord, DispatchId};
         let now = std::time::SystemTime::now();
         StoredDispatch {
             id: DispatchId::new(),
@@ -551,5 +563,31 @@ mod tests {
         s.render_prometheus(&mut out);
         assert!(out.contains("hookgate_requests_total{template=\"a\\\"b\",outcome=\"delivered\"} 1"), "{out}");
         assert!(out.contains("hookgate_attempt_duration_seconds_bucket{template=\"a\\\"b\",le=\"+Inf\"} 1"));
+    }
+
+    #[test]
+    fn a_replay_is_counted_apart_and_takes_no_failure_back() {
+        let s = Stats::new();
+        let metrics = || {
+            let mut out = String::new();
+            s.render_prometheus(&mut out);
+            out
+        };
+        s.accepted("7", "dead", 1, 3);
+        s.failed("7", "dead", 3, "HTTP 400 Bad Request");
+        s.requeued("7", "dead", 3, "HTTP 400 Bad Request");
+        let out = metrics();
+        assert!(out.contains("hookgate_requests_total{template=\"dead\",outcome=\"failed\"} 1"), "{out}");
+        assert!(out.contains("hookgate_profiles_total{template=\"dead\",outcome=\"failed\"} 3"), "{out}");
+        assert!(out.contains("hookgate_requests_replayed_total{template=\"dead\"} 1"), "{out}");
+        assert!(out.contains("hookgate_profiles_replayed_total{template=\"dead\"} 3"), "{out}");
+        assert!(out.contains("hookgate_requests_pending{template=\"dead\"} 1"), "{out}");
+        // The campaign's stats show the state now: pending again, not failed.
+        assert_eq!(s.campaign("7").unwrap().total.requests, Counts { delivered: 0, failed: 0, pending: 1 });
+        s.delivered("7", "dead", 3);
+        let out = metrics();
+        assert!(out.contains("hookgate_requests_total{template=\"dead\",outcome=\"failed\"} 1"), "{out}");
+        assert!(out.contains("hookgate_requests_total{template=\"dead\",outcome=\"delivered\"} 1"), "{out}");
+        assert_eq!(s.campaign("7").unwrap().total.requests, Counts { delivered: 1, failed: 0, pending: 0 });
     }
 }

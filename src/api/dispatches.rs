@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use hookgate_core::dispatch::DispatchError;
+use hookgate_core::model::DispatchId;
 use hookgate_core::payload::Payload;
-use hookgate_core::records::DispatchId;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};

@@ -29,7 +29,7 @@ pub async fn run(dir: &Path, with_verify: bool) -> anyhow::Result<ExitCode> {
         println!("{}:1:1: plugin `{name}` does not load: {why}", wasm.dir().join(format!("{name}.wasm")).display());
     }
     let loader = Loader {
-        refs: hookgate_core::template::refs::Confinement::from_settings(&settings),
+        refs: settings.confinement(),
         defaults: settings.config.defaults.clone(),
         plugins: std::sync::Arc::new(plugins),
         client: client.clone(),

@@ -11,15 +11,10 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use tokio::sync::mpsc;
 
-use crate::config::Destinations;
+use crate::config::{Destinations, MAX_RATE_LIMIT, MIN_RATE_LIMIT};
 use crate::queue::Job;
 
 const MAX_TRACKED: usize = 10_000;
-
-/// The slowest `destinations.rate_limit` (a request every 1000 s) and the fastest; config
-/// validation refuses values outside (and `admit` clamps, so no value can misbehave).
-pub const MIN_RATE_LIMIT: f64 = 0.001;
-pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
 
 pub enum Admission {
     /// Send now; the permit is held until the attempt ends.
@@ -136,7 +131,7 @@ impl DestinationLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::DispatchId;
+    use crate::model::DispatchId;
     use std::time::SystemTime;
 
     fn url(s: &str) -> Url {

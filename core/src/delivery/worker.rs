@@ -11,10 +11,10 @@ use super::client::HttpClient;
 use super::destinations::{Admission, DestinationLimits};
 use super::retry::{RetryAction, classify};
 use crate::config::Backoff;
+use crate::model::{AttemptRecord, AttemptResult, DISPATCH_FAILED, NextState};
 use crate::queue::{Job, Queue};
-use crate::records::{AttemptRecord, DISPATCH_FAILED, Records, Work};
-use crate::stats::AttemptResult;
-use crate::store::{NextState, Settlement};
+use crate::records::{Records, Work};
+use crate::store::Settlement;
 
 /// What every worker shares.
 pub struct WorkerContext {
@@ -70,7 +70,7 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
         // Accepted before a restart, and its template has been deleted since.
         let reason = format!("template `{}` no longer exists", work.template_name);
         let next = NextState::Failed { reason: reason.clone() };
-        if settle(ctx, &job, &work, None, next).await {
+        if settle(ctx, &job, &work, None, next).await == Settled::Written {
             warn!(template = work.template_name, campaign, %reason, "{DISPATCH_FAILED}");
             let _ = ctx.queue.complete(&job).await;
         }
@@ -100,7 +100,9 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
 
     let result = match action {
         RetryAction::Success => {
-            if !settle(ctx, &job, &work, Some(record(AttemptResult::Success, None)), NextState::Delivered).await {
+            if settle(ctx, &job, &work, Some(record(AttemptResult::Success, None)), NextState::Delivered).await
+                == Settled::Requeued
+            {
                 return;
             }
             debug!(template = name, campaign, "delivered");
@@ -111,7 +113,9 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
             let delay = ctx.backoff.delay(next, not_before);
             let due = SystemTime::now() + delay;
             let retry = NextState::Retry { attempt: next, due };
-            if !settle(ctx, &job, &work, Some(record(AttemptResult::Retry, Some(reason.clone()))), retry).await {
+            if settle(ctx, &job, &work, Some(record(AttemptResult::Retry, Some(reason.clone()))), retry).await
+                == Settled::Requeued
+            {
                 return;
             }
             info!(template = name, campaign, %reason, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
@@ -119,7 +123,9 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
         }
         RetryAction::Retry { reason, .. } | RetryAction::DontRetry { reason } => {
             let failed = NextState::Failed { reason: reason.clone() };
-            if !settle(ctx, &job, &work, Some(record(AttemptResult::Failure, Some(reason.clone()))), failed).await {
+            if settle(ctx, &job, &work, Some(record(AttemptResult::Failure, Some(reason.clone()))), failed).await
+                == Settled::Requeued
+            {
                 return;
             }
             warn!(template = name, campaign, %reason, attempts = job.attempt, "{DISPATCH_FAILED}");
@@ -134,13 +140,19 @@ pub async fn deliver(ctx: &WorkerContext, job: Job) {
 /// Writes an outcome to the records, trying again for a few seconds if the store fails
 /// (the outcome is known: sending again would only make a duplicate). If it still fails,
 /// the job goes back to the queue as it was (the request is still pending in the store)
-/// and is sent again later: a duplicate is better than a loss. Returns whether it was written.
-async fn settle(ctx: &WorkerContext, job: &Job, work: &Work, attempt: Option<AttemptRecord>, next: NextState) -> bool {
+/// and is sent again later: a duplicate is better than a loss.
+async fn settle(
+    ctx: &WorkerContext,
+    job: &Job,
+    work: &Work,
+    attempt: Option<AttemptRecord>,
+    next: NextState,
+) -> Settled {
     let settlement = Settlement { dispatch: job.dispatch, request: job.request, attempt, next };
     let mut wait = Duration::from_millis(100);
     loop {
         match ctx.records.settle(settlement.clone(), work).await {
-            Ok(()) => return true,
+            Ok(()) => return Settled::Written,
             Err(e) if wait <= Duration::from_secs(2) => {
                 warn!("{e}; writing this outcome again in {wait:?}");
                 tokio::time::sleep(wait).await;
@@ -149,10 +161,21 @@ async fn settle(ctx: &WorkerContext, job: &Job, work: &Work, attempt: Option<Att
             Err(e) => {
                 error!("{e}; the outcome of this attempt is not recorded, the request will be sent again");
                 later(ctx, job.clone(), Duration::from_secs(1)).await;
-                return false;
+                return Settled::Requeued;
             }
         }
     }
+}
+
+/// What [`settle`] did with an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+enum Settled {
+    /// Written to the records: the caller tells the queue what follows.
+    Written,
+    /// Not written: the job is back in the queue as it was, to be sent again; the caller
+    /// leaves the queue alone.
+    Requeued,
 }
 
 /// Puts the jobs the destination limits release from parking back in the queue, due now.
@@ -183,13 +206,14 @@ mod tests {
 
     use super::*;
     use crate::config::Destinations;
+    use crate::model::{DispatchId, RequestStatus, StoreError, StoredDispatch};
     use crate::network::NetworkPolicy;
     use crate::plugin::auth::NoHeaders;
     use crate::queue::memory::MemoryQueue;
-    use crate::records::{DispatchId, DispatchRecord, RequestRecord, RequestStatus};
+    use crate::records::{DispatchRecord, RequestRecord};
     use crate::stats::Stats;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Filter, Inserted, Requeued, Store, StoreError, StoredDispatch, StoredWork};
+    use crate::store::{Filter, Inserted, Requeued, Store, StoredWork};
     use crate::template::Template;
 
     /// A SQLite store whose next `failures` outcome writes fail.

@@ -120,7 +120,7 @@ impl Queue for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::DispatchId;
+    use crate::model::DispatchId;
 
     fn job(request: u32, attempt: u32, due: SystemTime) -> Job {
         Job { dispatch: DispatchId::new(), request, attempt, due }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::records::DispatchId;
+use crate::model::DispatchId;
 
 /// One attempt of one outgoing request, waiting for its time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,9 +16,9 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{Job, Queue, QueueError};
-use crate::records::DispatchId;
+use crate::model::{DispatchId, StoreError};
 use crate::store::postgres::PgStore;
-use crate::store::{StoreError, from_millis, millis};
+use crate::store::{from_millis, millis};
 
 /// How often an idle instance looks for jobs other instances made due.
 const POLL: Duration = Duration::from_millis(100);

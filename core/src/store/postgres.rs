@@ -17,10 +17,10 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredWork, from_millis,
-    millis, next_columns, result_code, result_from, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, result_code,
+    result_from, status_from, target_from_json, target_json,
 };
-use crate::records::{AttemptRecord, DispatchId};
+use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
 use crate::secret::Secret;
 
 /// Connections the pool keeps (each pipelines many queries).

@@ -2,8 +2,9 @@
 //!
 //! One writer thread owns the connection. Callers hand it closures and wait; it runs every
 //! closure waiting at that moment in one transaction (group commit: one WAL append for many
-//! deliveries), each inside its own savepoint so one failing closure undoes only itself,
-//! and answers them all once the transaction has committed. `synchronous = NORMAL`: a
+//! deliveries) and answers them all once the transaction has committed. If one closure
+//! fails, the transaction is rolled back and each closure runs again in a transaction of
+//! its own, so only the failing one fails. `synchronous = NORMAL`: a
 //! commit survives the process being killed; after a power loss the last commits can be
 //! lost (`synchronous = FULL` would cost an fsync per commit).
 //!
@@ -21,14 +22,14 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoreError, StoredDispatch, StoredRequest, StoredWork, from_millis,
-    millis, next_columns, result_code, result_from, status_code, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, result_code,
+    result_from, status_code, status_from, target_from_json, target_json,
 };
-use crate::records::{AttemptRecord, DispatchId};
+use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
 
 /// What the writer runs: a closure, run again alone if its batch fails, and the caller
 /// waiting for its result.
-type Work = Box<dyn Op>;
+type Queued = Box<dyn Op>;
 
 trait Op: Send {
     /// Runs the closure (again, after a failed batch), keeping its result.
@@ -96,7 +97,7 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteStore {
     path: PathBuf,
-    tx: mpsc::UnboundedSender<Work>,
+    tx: mpsc::UnboundedSender<Queued>,
 }
 
 impl SqliteStore {
@@ -219,21 +220,21 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The writer thread: group commit of whatever is waiting. If a closure fails, the batch
 /// is rolled back and each closure runs again in a transaction of its own, so only the
 /// failing one fails.
-fn writer(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Work>) {
+fn writer(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(work) => batch.push(work),
+                Ok(call) => batch.push(call),
                 Err(_) => break,
             }
         }
         match run_batch(&mut conn, &mut batch) {
             Ok(true) => batch.into_iter().for_each(|w| w.answer(None)),
             Ok(false) => {
-                for mut work in batch {
-                    let outcome = run_batch(&mut conn, std::slice::from_mut(&mut work));
-                    work.answer(outcome.as_ref().err());
+                for mut call in batch {
+                    let outcome = run_batch(&mut conn, std::slice::from_mut(&mut call));
+                    call.answer(outcome.as_ref().err());
                 }
             }
             Err(e) => {
@@ -246,10 +247,10 @@ fn writer(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Work>) {
 
 /// Runs `batch` in one transaction: `Ok(true)` committed, `Ok(false)` rolled back because
 /// a closure failed.
-fn run_batch(conn: &mut Connection, batch: &mut [Work]) -> Result<bool, StoreError> {
+fn run_batch(conn: &mut Connection, batch: &mut [Queued]) -> Result<bool, StoreError> {
     let txn = conn.transaction().map_err(|e| StoreError(format!("begin: {e}")))?;
-    for work in batch.iter_mut() {
-        if !work.run(&txn) {
+    for call in batch.iter_mut() {
+        if !call.run(&txn) {
             return Ok(false); // dropping `txn` rolls it back
         }
     }
@@ -577,9 +578,7 @@ impl OwnedFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::RequestStatus;
-    use crate::stats::AttemptResult;
-    use crate::store::{NextState, StoredTarget};
+    use crate::model::{AttemptResult, NextState, RequestStatus, StoredTarget};
 
     fn dispatch(key: Option<&str>, requests: usize) -> StoredDispatch {
         let now = SystemTime::now();

@@ -4,7 +4,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -13,7 +12,7 @@ use super::error::TemplateError;
 use super::model::Template;
 use super::refs::{Confinement, Provenance, RefError, Resolver};
 use super::spec::{PluginSpec, TemplateSpec};
-use crate::config::TemplateDefaults;
+use crate::config::{MAX_BATCH, MAX_RETRIES, MAX_TIMEOUT, TemplateDefaults};
 use crate::delivery::client::{HttpClient, TlsSettings};
 use crate::plugin::auth::BuildContext;
 use crate::plugin::{KeyStore, PluginRegistry, TransformContext};
@@ -22,12 +21,6 @@ use crate::yaml::{locate, locate_text};
 /// Headers the gateway sets itself; a template (or a plugin) may not.
 pub const RESERVED_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
-/// The most `retries` a template (or `defaults.retries`) may ask for.
-pub const MAX_RETRIES: u32 = 20;
-/// The longest per-attempt `timeout`.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-/// The largest `batch_size`.
-pub const MAX_BATCH: usize = 100_000;
 
 /// Turns template files into [`Template`]s with the gateway's defaults and plugins.
 #[derive(Clone)]
@@ -293,6 +286,8 @@ fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::network::NetworkPolicy;
     use crate::plugin::auth::{AuthPlugin, Authorizer, BuildContext, NoHeaders};

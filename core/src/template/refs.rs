@@ -185,11 +185,6 @@ impl Confinement {
         }
     }
 
-    /// The config folder and its settings' `data_dir` and `secrets`.
-    pub fn from_settings(settings: &crate::config::Settings) -> Self {
-        Self::new(&settings.dir, &settings.data_dir(), &settings.config.secrets)
-    }
-
     /// The config folder (absolute).
     pub fn config_dir(&self) -> &Path {
         &self.config_dir
