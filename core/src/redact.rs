@@ -211,8 +211,8 @@ pub fn sanitize(text: &str, max_chars: usize) -> String {
     cap(&escape_controls(text, Lines::Escape), max_chars)
 }
 
-/// Every byte but the unreserved ones percent-encoded (RFC 3986 §2.3).
-fn percent_encode(text: &str) -> String {
+/// Every byte but the unreserved ones percent-encoded (RFC 3986 §2.3), a space as `%20`.
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

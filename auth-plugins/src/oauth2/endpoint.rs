@@ -222,15 +222,7 @@ pub fn lookup<'a>(json: &'a Value, path: &str) -> Option<&'a Value> {
 /// encoding. Everything but unreserved characters is percent-encoded, a space as `%20` (so
 /// servers that decode with a plain percent-decoder read it right).
 pub fn urlencode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    hookgate_core::redact::percent_encode(text)
 }
 
 /// The form fields that carry a credential.
