@@ -220,3 +220,23 @@ async fn an_extreme_template_value_is_reported_and_reloads_go_on() {
     assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
     assert!(!gw.output().contains("panicked"), "{}", gw.output());
 }
+
+/// With `queue: memory`, `limits.dispatch_records` bounds the records memory keeps, not the
+/// campaign stats: a campaign sent as many single dispatches counts every one of them (the
+/// stats leave with the retention period).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_keeps_counting_dispatches_it_no_longer_holds() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}queue: memory\nlimits:\n  dispatch_records: 2\n"));
+    config.write_template("single.yaml", &format!("url: {}\nverify: false\n", mock.url("/in")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("single", "active", Duration::from_secs(10)).await;
+    for _ in 0..5 {
+        let id = gw.dispatch("single", &payload(8200, 1)).await;
+        gw.wait_dispatch(&id, Duration::from_secs(10)).await;
+    }
+    let (status, stats) = gw.get("/v1/campaigns/8200").await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["requests"], json!({"delivered": 5, "failed": 0, "pending": 0}), "{stats}");
+    assert_eq!(mock.deliveries().len(), 5);
+}

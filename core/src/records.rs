@@ -314,15 +314,13 @@ struct Inner {
 }
 
 impl Inner {
-    /// Drops the oldest finished dispatches past `limit`; returns them.
-    fn evict_past(&mut self, limit: usize) -> Vec<Arc<DispatchRecord>> {
-        let mut evicted = Vec::new();
+    /// Drops the oldest finished dispatches past `limit` from memory.
+    fn evict_past(&mut self, limit: usize) {
         while self.evictable.len() > limit {
             if let Some(old) = self.evictable.pop_front() {
-                evicted.extend(self.forget(old));
+                self.forget(old);
             }
         }
-        evicted
     }
 
     /// Drops a dispatch and its idempotency key from memory.
@@ -444,14 +442,14 @@ impl Records {
         inner.by_id.insert(id, Arc::new(record));
         if finished {
             inner.evictable.push_back(id);
-            let evicted = inner.evict_past(self.limit);
-            drop(inner);
-            self.dropped(evicted);
+            // Past `limits.dispatch_records`, memory lets go of the oldest records; what they
+            // counted stays in the campaign stats until the retention period ends.
+            inner.evict_past(self.limit);
         }
     }
 
-    /// Without a store, a dispatch memory drops is gone: its campaign stats go with it.
-    /// (With a store, they go when the store prunes it.)
+    /// Without a store, a dispatch the retention period drops from memory is gone: its
+    /// campaign stats go with it. (With a store, they go when the store prunes it.)
     fn dropped(&self, records: Vec<Arc<DispatchRecord>>) {
         if self.store.is_none() {
             for record in records {
@@ -622,9 +620,7 @@ impl Records {
         if !self.shared() {
             let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
             inner.evictable.push_back(dispatch);
-            let evicted = inner.evict_past(self.limit);
-            drop(inner);
-            self.dropped(evicted);
+            inner.evict_past(self.limit);
         }
         Ok(())
     }
