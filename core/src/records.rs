@@ -443,7 +443,8 @@ impl Records {
         if finished {
             inner.evictable.push_back(id);
             // Past `limits.dispatch_records`, memory lets go of the oldest records; what they
-            // counted stays in the campaign stats until the retention period ends.
+            // counted stays in the campaign stats (the retention period takes only the
+            // records memory still holds out of them).
             inner.evict_past(self.limit);
         }
     }
