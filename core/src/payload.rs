@@ -254,7 +254,8 @@ mod tests {
     /// one unit in the last place for some inputs; found by the `payload` fuzz target).
     #[test]
     fn numbers_read_back_from_the_bodies_unchanged() {
-        let text = br#"{"targetId": 1, "profiles": [{"Rating": 299999999999999999999999999}, {"Score": 4.35}, {"P": 0.1}]}"#;
+        let text =
+            br#"{"targetId": 1, "profiles": [{"Rating": 299999999999999999999999999}, {"Score": 4.35}, {"P": 0.1}]}"#;
         let payload = Payload::from_slice(text).unwrap();
         let mut profiles = Vec::new();
         for batch in payload.batches(2) {
