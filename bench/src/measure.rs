@@ -44,6 +44,40 @@ pub struct Row {
     pub token_requests: Option<u64>,
 }
 
+/// CPU microseconds (user + system) of the measured process and of the sink, read before
+/// and after a row.
+#[derive(Clone, Copy)]
+struct Cpu {
+    process: f64,
+    sink: f64,
+}
+
+impl Row {
+    /// A row of `n` deliveries that the sink `seen` from `start` (ns) on, with the CPU the
+    /// measured process and the sink used between `before` and `after`; the optional
+    /// figures are left for the caller.
+    fn measured(id: &str, n: u64, start: u64, seen: &Seen, before: Cpu, after: Cpu) -> Self {
+        let seconds = (seen.last_arrival - start) as f64 / 1e9;
+        let cpu = after.process - before.process;
+        Self {
+            id: id.into(),
+            deliveries: n,
+            seconds,
+            per_second: n as f64 / seconds,
+            ratio: None,
+            p50_ms: Some(seen.p50_ms),
+            p99_ms: Some(seen.p99_ms),
+            cpu_us_per_delivery: cpu / n as f64,
+            cores: cpu / 1e6 / seconds,
+            sink_cpu_us_per_delivery: (after.sink - before.sink) / n as f64,
+            peak_rss_mb: None,
+            pending_rss_mb: None,
+            duplicates: seen.duplicates,
+            token_requests: None,
+        }
+    }
+}
+
 /// What every row shares.
 pub struct Bench<'a> {
     pub sink: &'a Sink,
@@ -206,6 +240,25 @@ fn check(records: &[(String, u64)], expected: &Expected) -> anyhow::Result<Seen>
 // ---------------------------------------------------------------- the rows
 
 impl Bench<'_> {
+    /// The CPU used so far by `pid` and by the sink.
+    fn cpu(&self, pid: u32) -> anyhow::Result<Cpu> {
+        Ok(Cpu { process: cpu_us(pid)?, sink: cpu_us(self.sink.pid())? })
+    }
+
+    /// Sends `n` deliveries to `target` through the gateway: one dispatch of `n` profiles
+    /// when `batch` is given (its body, built before the clock started), else `n` dispatches
+    /// of one profile from `concurrency` connections.
+    async fn send(&self, gateway: &Gateway, target: &str, batch: Option<Vec<u8>>, n: u64) -> anyhow::Result<Expected> {
+        Ok(match batch {
+            Some(request) => {
+                let mut conn = Conn::connect(gateway.addr).await?;
+                let (id, at) = dispatch(&mut conn, &request).await?;
+                Expected::One { id, n, at }
+            }
+            None => Expected::Each(per_message(gateway, target, n, self.concurrency).await?.into_iter().collect()),
+        })
+    }
+
     fn target(&self, row: &str) -> String {
         format!("bench-{}-{}", self.run, row.replace('/', "-"))
     }
@@ -215,7 +268,7 @@ impl Bench<'_> {
         self.sink.take().await?;
         let prefix = self.target(id);
         let body = message(&prefix, &profile(0, pad()));
-        let (cpu0, sink0) = (cpu_us(std::process::id())?, cpu_us(self.sink.pid())?);
+        let before = self.cpu(std::process::id())?;
         let start = now_ns();
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -249,25 +302,9 @@ impl Bench<'_> {
         for t in tasks {
             sent.extend(t.await??);
         }
-        let (cpu1, sink1) = (cpu_us(std::process::id())?, cpu_us(self.sink.pid())?);
+        let after = self.cpu(std::process::id())?;
         let seen = check(&self.sink.take().await?, &Expected::Each(sent))?;
-        let seconds = (seen.last_arrival - start) as f64 / 1e9;
-        Ok(Row {
-            id: id.into(),
-            deliveries: n,
-            seconds,
-            per_second: n as f64 / seconds,
-            ratio: None,
-            p50_ms: Some(seen.p50_ms),
-            p99_ms: Some(seen.p99_ms),
-            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
-            cores: (cpu1 - cpu0) / 1e6 / seconds,
-            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
-            peak_rss_mb: None,
-            pending_rss_mb: None,
-            duplicates: seen.duplicates,
-            token_requests: None,
-        })
+        Ok(Row::measured(id, n, start, &seen, before, after))
     }
 
     fn spec<'s>(&'s self, queue: &'s Queue, auth: Auth, timeout: &'s str) -> Spec<'s> {
@@ -282,43 +319,23 @@ impl Bench<'_> {
         let gateway = Gateway::start(self.hookgate, &self.spec(queue, auth, "5s"), self.sink.addr).await?;
         let target = self.target(id);
         let big = batch.then(|| batch_body(&target, n));
-        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let before = self.cpu(gateway.pid())?;
         let start = now_ns();
-        let expected = match &big {
-            Some(request) => {
-                let mut conn = Conn::connect(gateway.addr).await?;
-                let (id, at) = dispatch(&mut conn, request).await?;
-                Expected::One { id, n, at }
-            }
-            None => Expected::Each(per_message(&gateway, &target, n, self.concurrency).await?.into_iter().collect()),
-        };
-        drop(big);
+        let expected = self.send(&gateway, &target, big, n).await?;
         let deadline = Duration::from_secs(60 + n / 500);
         self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
         gateway.wait_delivered(&target, n, deadline).await?;
-        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let after = self.cpu(gateway.pid())?;
         let peak = vm_bytes(gateway.pid(), "VmHWM")?;
         let counts = self.sink.counts().await?;
         if auth != Auth::None && counts.authed < n {
             bail!("{id}: only {} of {n} deliveries carried credentials", counts.authed);
         }
         let seen = check(&self.sink.take().await?, &expected)?;
-        let seconds = (seen.last_arrival - start) as f64 / 1e9;
         Ok(Row {
-            id: id.into(),
-            deliveries: n,
-            seconds,
-            per_second: n as f64 / seconds,
-            ratio: None,
-            p50_ms: Some(seen.p50_ms),
-            p99_ms: Some(seen.p99_ms),
-            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
-            cores: (cpu1 - cpu0) / 1e6 / seconds,
-            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
             peak_rss_mb: Some(peak as f64 / 1e6),
-            pending_rss_mb: None,
-            duplicates: seen.duplicates,
             token_requests: matches!(auth, Auth::OAuth2 | Auth::Jwt).then_some(counts.tokens),
+            ..Row::measured(id, n, start, &seen, before, after)
         })
     }
 
@@ -329,7 +346,7 @@ impl Bench<'_> {
         let target = self.target(id);
         let n = rate * seconds;
         self.sink.take().await?;
-        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let before = self.cpu(gateway.pid())?;
         let start = now_ns();
         let origin = tokio::time::Instant::now();
         const LANES: u64 = 16;
@@ -354,26 +371,10 @@ impl Bench<'_> {
         let deadline = Duration::from_secs(60);
         self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
         gateway.wait_delivered(&target, n, deadline).await?;
-        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let after = self.cpu(gateway.pid())?;
         let peak = vm_bytes(gateway.pid(), "VmHWM")?;
         let seen = check(&self.sink.take().await?, &Expected::Each(accepted))?;
-        let secs = (seen.last_arrival - start) as f64 / 1e9;
-        Ok(Row {
-            id: id.into(),
-            deliveries: n,
-            seconds: secs,
-            per_second: n as f64 / secs,
-            ratio: None,
-            p50_ms: Some(seen.p50_ms),
-            p99_ms: Some(seen.p99_ms),
-            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
-            cores: (cpu1 - cpu0) / 1e6 / secs,
-            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
-            peak_rss_mb: Some(peak as f64 / 1e6),
-            pending_rss_mb: None,
-            duplicates: seen.duplicates,
-            token_requests: None,
-        })
+        Ok(Row { peak_rss_mb: Some(peak as f64 / 1e6), ..Row::measured(id, n, start, &seen, before, after) })
     }
 
     /// `n` deliveries pending at once: the sink holds its answers (a destination that stops
@@ -388,43 +389,25 @@ impl Bench<'_> {
         let big = batch.then(|| batch_body(&target, n));
         self.sink.take().await?;
         self.sink.hold().await?;
-        let expected = match &big {
-            Some(request) => {
-                let mut conn = Conn::connect(gateway.addr).await?;
-                let (id, at) = dispatch(&mut conn, request).await?;
-                Expected::One { id, n, at }
-            }
-            None => Expected::Each(per_message(&gateway, &target, n, self.concurrency).await?.into_iter().collect()),
-        };
-        drop(big);
+        let expected = self.send(&gateway, &target, big, n).await?;
         let in_flight = (self.concurrency as u64).min(n);
         self.sink.wait("every worker to wait on the sink", Duration::from_secs(60), |c| c.held >= in_flight).await?;
         let rss = vm_bytes(gateway.pid(), "VmRSS")?;
-        let (cpu0, sink0) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let before = self.cpu(gateway.pid())?;
         let start = now_ns();
         self.sink.release().await?;
         let deadline = Duration::from_secs(60 + n / 500);
         self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
         gateway.wait_delivered(&target, n, deadline).await?;
-        let (cpu1, sink1) = (cpu_us(gateway.pid())?, cpu_us(self.sink.pid())?);
+        let after = self.cpu(gateway.pid())?;
         let peak = vm_bytes(gateway.pid(), "VmHWM")?;
         let seen = check(&self.sink.take().await?, &expected)?;
-        let seconds = (seen.last_arrival - start) as f64 / 1e9;
         Ok(Row {
-            id: id.into(),
-            deliveries: n,
-            seconds,
-            per_second: n as f64 / seconds,
-            ratio: None,
             p50_ms: None,
             p99_ms: None,
-            cpu_us_per_delivery: (cpu1 - cpu0) / n as f64,
-            cores: (cpu1 - cpu0) / 1e6 / seconds,
-            sink_cpu_us_per_delivery: (sink1 - sink0) / n as f64,
             peak_rss_mb: Some(peak as f64 / 1e6),
             pending_rss_mb: Some(rss as f64 / 1e6),
-            duplicates: seen.duplicates,
-            token_requests: None,
+            ..Row::measured(id, n, start, &seen, before, after)
         })
     }
 }
