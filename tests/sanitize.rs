@@ -17,6 +17,14 @@ const CLIENT_SECRET: &str = "cs-0b9f3e72-echoed";
 /// What a forged log line would start with.
 const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR forged";
 
+/// A template for the echo endpoint at `echo` with a secret header and Basic auth, both
+/// from the environment (`PARTNER_API_KEY`, `PARTNER_PASSWORD`).
+fn echo_template(echo: &impl std::fmt::Display) -> String {
+    format!(
+        "url: {echo}/in\nverify: false\nheaders:\n  X-Api-Key: ${{env:PARTNER_API_KEY}}\nauth:\n  type: basic\n  username: svc\n  password: ${{env:PARTNER_PASSWORD}}\n"
+    )
+}
+
 /// Every value of the request the answer should not show, and the forms it takes.
 fn leaks(text: &str) -> Vec<&'static str> {
     let basic = Box::leak(STANDARD.encode(format!("svc:{PASSWORD}")).into_boxed_str());
@@ -57,12 +65,7 @@ async fn an_echoed_authorization_is_redacted_in_records_api_and_logs() {
     })
     .await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "echo.yaml",
-        &format!(
-            "url: {echo}/in\nverify: false\nheaders:\n  X-Api-Key: ${{env:PARTNER_API_KEY}}\nauth:\n  type: basic\n  username: svc\n  password: ${{env:PARTNER_PASSWORD}}\n"
-        ),
-    );
+    config.write_template("echo.yaml", &echo_template(&echo));
     let gw = Gateway::start(&config, &[("PARTNER_API_KEY", API_KEY), ("PARTNER_PASSWORD", PASSWORD)]).await;
     gw.wait_state("echo", "active", Duration::from_secs(10)).await;
 
@@ -168,12 +171,7 @@ async fn hookgate_test_prints_the_answer_redacted_and_escaped() {
     })
     .await;
     let config = ConfigDir::new(TEST_CONFIG);
-    config.write_template(
-        "echo.yaml",
-        &format!(
-            "url: {echo}/in\nverify: false\nheaders:\n  X-Api-Key: ${{env:PARTNER_API_KEY}}\nauth:\n  type: basic\n  username: svc\n  password: ${{env:PARTNER_PASSWORD}}\n"
-        ),
-    );
+    config.write_template("echo.yaml", &echo_template(&echo));
     let dir = config.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
