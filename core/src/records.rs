@@ -131,16 +131,7 @@ impl DispatchRecord {
                 }
             })
             .collect();
-        StoredDispatch {
-            id: self.id,
-            template: self.template_name.clone(),
-            template_version: self.template_version,
-            campaign: self.campaign.clone(),
-            created_at: self.created_at,
-            idempotency_key,
-            skipped: self.skipped,
-            requests,
-        }
+        StoredDispatch { idempotency_key, requests, ..self.to_stored_head() }
     }
 
     pub fn pending(&self) -> usize {
