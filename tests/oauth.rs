@@ -560,7 +560,7 @@ fn oauth_config_errors_are_located() {
     config.write_template("a.yaml", "url: http://127.0.0.1:9/\nauth:\n  type: oauth2\n  grant: password\n  token_url: http://127.0.0.1:9/t\n  client_id: c\n  client_secret: s3cr3t-value\n");
     config.write_template("b.yaml", "url: http://127.0.0.1:9/\nauth:\n  type: oauth2\n  grant: client_credentials_jwt\n  token_url: http://127.0.0.1:9/t\n  client_id: c\n  assertion:\n    header: {crit: [exp, aud]}\n");
     config.write_template("c.yaml", "url: http://127.0.0.1:9/\nauth:\n  type: oauth2\n  grant: client_credentials_jwt\n  token_url: http://127.0.0.1:9/t\n  client_id: c\n");
-    let out = Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(

@@ -86,7 +86,7 @@ async fn hot_reload_edit_invalid_delete() {
     assert_eq!(gw.wait_dispatch(&id, Duration::from_secs(10)).await["state"], "delivered");
     assert_eq!(second.deliveries().len(), 2);
 
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let line = stdout.lines().find(|l| l.contains("live.yaml:")).expect("a line for live.yaml");
@@ -198,7 +198,7 @@ fn validate_reports_each_problem_with_its_location() {
     config.write_template("plugin.yaml", "url: http://127.0.0.1:9/\nauth: {type: basci}\n");
     config.write_template("timeout.yaml", "url: http://127.0.0.1:9/\ntimeout: 5 seconds\n");
     config.write_template("good.yaml", "url: http://127.0.0.1:9/\n");
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     let expect = [

@@ -248,7 +248,7 @@ fn tls_errors_name_the_key_and_its_line() {
         "url: https://127.0.0.1:9/\ntls:\n  client_cert: ${file:client.pem}\n  client_key: ${file:other.key}\n",
     );
     config.write_template("typo.yaml", "url: https://127.0.0.1:9/\ntls:\n  client_crt: x\n");
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     for (start, also) in [
@@ -278,7 +278,7 @@ fn https_only_refuses_http_at_load_with_its_line() {
         "url: https://127.0.0.1:9/hook\nauth:\n  type: oauth2\n  grant: client_credentials\n  token_url: http://127.0.0.1:9/token\n  client_id: a\n  client_secret: b\n",
     );
     config.write_template("secure.yaml", "verify: false\nurl: https://127.0.0.1:9/hook\n");
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     for start in ["plain.yaml:2:1: `url`", "token.yaml:5:3: auth plugin `oauth2`: `token_url`"] {
@@ -293,7 +293,7 @@ fn https_only_refuses_http_at_load_with_its_line() {
     // An address rule that names the host lets cleartext through; a class rule does not.
     let named = ConfigDir::new("listen: 127.0.0.1:0\nnetwork:\n  allow: [127.0.0.1]\n  https_only: true\n");
     named.write_template("plain.yaml", "verify: false\nurl: http://127.0.0.1:9/hook\n");
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(named.path()).output().unwrap();
+    let out = named.validate();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -322,7 +322,7 @@ fn special_purpose_literals_are_refused_for_destinations_and_token_urls() {
             ),
         );
     }
-    let out = std::process::Command::new(bin()).arg("validate").arg("--config").arg(config.path()).output().unwrap();
+    let out = config.validate();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     for (name, _, class) in cases {

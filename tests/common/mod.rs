@@ -60,6 +60,11 @@ impl ConfigDir {
         self.dir.path()
     }
 
+    /// `hookgate validate --config` on this folder, run to its end.
+    pub fn validate(&self) -> std::process::Output {
+        std::process::Command::new(bin()).arg("validate").arg("--config").arg(self.path()).output().unwrap()
+    }
+
     pub fn template_path(&self, file: &str) -> PathBuf {
         self.dir.path().join("templates").join(file)
     }
