@@ -20,14 +20,21 @@ pub enum Grant {
     ClientCredentialsJwt,
 }
 
-/// "Client Authentication Type": how the client proves itself on a token request.
+/// "Client Authentication Type": how the client proves itself on a token request. The
+/// reference document's two options are accepted as written, beside the short names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
-    /// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1).
+    /// `Authorization: Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1): the
+    /// reference's "Send Basic Authentication in Header".
     #[default]
+    #[serde(alias = "Send Basic Authentication in Header")]
     Basic,
-    /// `client_id` and `client_secret` as form fields.
+    /// `client_id` and `client_secret` as form fields. The reference's "Send Bearer
+    /// Authentication in Header" describes the webhook's `Authorization: Bearer` header, which
+    /// every choice sends (`header`, `prefix`); what it leaves to choose is the token request,
+    /// whose credentials then go in the body, RFC 6749 §2.3.1's other way.
+    #[serde(alias = "Send Bearer Authentication in Header")]
     Body,
 }
 
@@ -290,5 +297,17 @@ mod tests {
         assert!(e.contains("registered"), "{e}");
         assert!(validate_assertion_header(&header(json!({"crit": []}))).is_err());
         assert!(validate_assertion_header(&header(json!({"alg": "none"}))).is_err());
+    }
+
+    /// The reference document's words for "Client Authentication Type" are values too.
+    #[test]
+    fn client_auth_takes_the_reference_documents_words() {
+        let client_auth = |value: &str| serde_json::from_value::<ClientAuth>(json!(value));
+        assert_eq!(client_auth("basic").unwrap(), ClientAuth::Basic);
+        assert_eq!(client_auth("body").unwrap(), ClientAuth::Body);
+        assert_eq!(client_auth("Send Basic Authentication in Header").unwrap(), ClientAuth::Basic);
+        assert_eq!(client_auth("Send Bearer Authentication in Header").unwrap(), ClientAuth::Body);
+        let wrong = client_auth("Send Digest Authentication in Header").unwrap_err().to_string();
+        assert!(wrong.contains("basic") && wrong.contains("body"), "{wrong}");
     }
 }
