@@ -16,9 +16,8 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{Job, Queue, QueueError};
-use crate::model::{DispatchId, StoreError};
+use crate::model::StoreError;
 use crate::store::postgres::PgStore;
-use crate::store::{from_millis, millis};
 
 /// How often an idle instance looks for jobs other instances made due.
 const POLL: Duration = Duration::from_millis(100);
@@ -56,14 +55,7 @@ impl PgQueue {
     }
 
     async fn release(&self, job: &Job) -> Result<(), QueueError> {
-        self.store
-            .pool
-            .query(
-                "UPDATE requests SET attempt = $3, due = $4, lease_owner = NULL, lease_until = NULL
-                 WHERE dispatch = $1 AND idx = $2 AND status = 0",
-                &[&job.dispatch.as_uuid(), &(job.request as i32), &(job.attempt as i32), &millis(job.due)],
-            )
-            .await?;
+        self.store.release(job).await?;
         self.wake.notify_one();
         Ok(())
     }
@@ -77,34 +69,6 @@ impl Drop for PgQueue {
     }
 }
 
-async fn claim(store: &PgStore, owner: Uuid, lease: Duration, limit: i64) -> Result<Vec<Job>, StoreError> {
-    let now = SystemTime::now();
-    let rows = store
-        .pool
-        .query(
-            "UPDATE requests r SET lease_owner = $1, lease_until = $2
-             FROM (SELECT dispatch, idx FROM requests
-                   WHERE status = 0 AND due <= $3 AND (lease_until IS NULL OR lease_until < $3)
-                   ORDER BY due LIMIT $4
-                   FOR UPDATE SKIP LOCKED) c
-             WHERE r.dispatch = c.dispatch AND r.idx = c.idx
-             RETURNING r.dispatch, r.idx, r.attempt, r.due",
-            &[&owner, &millis(now + lease), &millis(now), &limit],
-        )
-        .await?;
-    let mut jobs: Vec<Job> = rows
-        .iter()
-        .map(|r| Job {
-            dispatch: DispatchId::from_uuid(r.get(0)),
-            request: r.get::<_, i32>(1) as u32,
-            attempt: r.get::<_, i32>(2) as u32,
-            due: from_millis(r.get(3)),
-        })
-        .collect();
-    jobs.sort_by_key(|j| j.due);
-    Ok(jobs)
-}
-
 async fn claim_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, tx: mpsc::Sender<Job>, wake: Arc<Notify>) {
     loop {
         // Claim only what the buffer can take now: a claimed job waits with a lease.
@@ -113,7 +77,7 @@ async fn claim_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, tx: mpsc:
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match claim(&store, owner, lease, room).await {
+        match store.claim(owner, lease, room).await {
             Ok(jobs) if !jobs.is_empty() => {
                 let mut jobs = jobs.into_iter();
                 permit.send(jobs.next().expect("not empty"));
@@ -140,12 +104,7 @@ async fn claim_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, tx: mpsc:
 async fn renew_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        let until = millis(SystemTime::now() + lease);
-        if let Err(e) = store
-            .pool
-            .query("UPDATE requests SET lease_until = $2 WHERE lease_owner = $1 AND status = 0", &[&owner, &until])
-            .await
-        {
+        if let Err(e) = store.renew(owner, lease).await {
             warn!("{e}; this instance's claims may be taken over");
         }
     }
@@ -183,8 +142,7 @@ impl Queue for PgQueue {
     }
 
     async fn len(&self) -> Result<usize, QueueError> {
-        let rows = self.store.pool.query("SELECT count(*) FROM requests WHERE status = 0", &[]).await?;
-        Ok(rows.first().map(|r| r.get::<_, i64>(0) as usize).unwrap_or(0))
+        Ok(self.store.pending_requests().await?)
     }
 
     /// Stops claiming and gives back every job this instance holds, to be claimed again
@@ -193,17 +151,10 @@ impl Queue for PgQueue {
         for task in &self.tasks {
             task.abort();
         }
-        self.store
-            .pool
-            .query(
-                "UPDATE requests SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND status = 0",
-                &[&self.owner],
-            )
-            .await?;
-        Ok(())
+        Ok(self.store.give_back(self.owner).await?)
     }
 
     async fn ready(&self) -> bool {
-        self.store.pool.query("SELECT 1", &[]).await.is_ok()
+        self.store.ping().await.is_ok()
     }
 }

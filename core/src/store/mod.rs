@@ -4,9 +4,15 @@
 //! are derived from the stored records, so they always add up with them.
 //!
 //! Backends: [`sqlite::SqliteStore`] (the default: one file in `data_dir`, no server) and
-//! [`postgres::PgStore`] (shared by several instances, which then claim jobs from it).
+//! [`postgres::PgStore`] (shared by several instances, which then claim jobs from it). Both
+//! keep the one schema of [`schema`], run the statements of [`sql`] (written once, rendered
+//! per dialect) and decode rows with [`rows`]; `core/tests/conformance.rs` runs the same
+//! tests on both.
 
 pub mod postgres;
+mod rows;
+mod schema;
+mod sql;
 pub mod sqlite;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -101,9 +107,9 @@ pub trait Store: Send + Sync + 'static {
         self.prune(before).await.map(|_| Vec::new())
     }
 
-    /// The bytes of the bodies of every pending request in the store, for a shared store
-    /// (other instances accept and finish requests, so this process's own count drifts);
-    /// `None` when this process's count is the truth (the default).
+    /// The bytes of the bodies of every pending request in the store: what a shared store's
+    /// instances use (the others accept and finish requests, so this process's own count
+    /// drifts). Both backends answer; `None` from a wrapper that does not (the default).
     async fn pending_body_bytes(&self) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }

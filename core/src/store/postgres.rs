@@ -1,26 +1,30 @@
 //! The shared store: PostgreSQL, for several `hookgate serve` instances on one queue.
-//! Dispatches, requests and attempts are rows every instance reads and writes; the queue
-//! ([`crate::queue::postgres::PgQueue`]) claims due requests from the same table. Every
-//! write is one statement, so it is atomic without a transaction. Migrations run on start,
-//! under an advisory lock so instances starting together apply them once.
+//! Dispatches and requests are rows every instance reads and writes; the queue
+//! ([`crate::queue::postgres::PgQueue`]) claims due requests from the same table through
+//! the methods at the end of this file (its SQL is in [`super::sql`] with the store's).
+//! Every write is one statement, so it is atomic without a transaction. Migrations run on
+//! start, under an advisory lock so instances starting together apply them once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 use tracing::warn;
 use uuid::Uuid;
 
+use super::rows::{Columns as _, Dispatches, attempt_json, requeued_from, work_from};
+use super::schema;
+use super::sql::{self, Dialect, Sql};
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, result_code,
-    result_from, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, status_code,
+    target_json,
 };
-use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
+use crate::model::{DispatchId, StoreError, StoredDispatch};
+use crate::queue::Job;
 use crate::secret::Secret;
 
 /// Connections the pool keeps (each pipelines many queries).
@@ -28,51 +32,6 @@ const CONNECTIONS: usize = 4;
 
 /// An arbitrary, fixed key for the migrations' advisory lock.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
-
-const MIGRATIONS: &[&str] = &[
-    // 1: the first schema. Times are Unix milliseconds, as the gateway sets them.
-    "CREATE TABLE dispatches (
-        id UUID PRIMARY KEY,
-        template TEXT NOT NULL,
-        template_version BIGINT NOT NULL,
-        campaign TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        idempotency_key TEXT,
-        skipped BIGINT NOT NULL,
-        UNIQUE (template, idempotency_key)
-    );
-    CREATE INDEX dispatches_campaign ON dispatches (campaign);
-    CREATE INDEX dispatches_template ON dispatches (template);
-    CREATE INDEX dispatches_created ON dispatches (created_at);
-    CREATE TABLE requests (
-        dispatch UUID NOT NULL REFERENCES dispatches (id) ON DELETE CASCADE,
-        idx INT NOT NULL,
-        profiles BIGINT NOT NULL,
-        target TEXT,
-        body BYTEA,
-        status SMALLINT NOT NULL,
-        reason TEXT,
-        attempt INT NOT NULL,
-        due BIGINT NOT NULL,
-        lease_owner UUID,
-        lease_until BIGINT,
-        PRIMARY KEY (dispatch, idx)
-    );
-    CREATE INDEX requests_due ON requests (due) WHERE status = 0;
-    CREATE INDEX requests_lease ON requests (lease_owner) WHERE status = 0;
-    CREATE TABLE attempts (
-        id BIGSERIAL PRIMARY KEY,
-        dispatch UUID NOT NULL REFERENCES dispatches (id) ON DELETE CASCADE,
-        idx INT NOT NULL,
-        attempt INT NOT NULL,
-        at BIGINT NOT NULL,
-        latency_us BIGINT NOT NULL,
-        status INT,
-        error TEXT,
-        result SMALLINT NOT NULL
-    );
-    CREATE INDEX attempts_request ON attempts (dispatch, idx);",
-];
 
 pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| match e.as_db_error() {
@@ -85,11 +44,12 @@ pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Sto
 /// One connection and its prepared statements.
 struct Conn {
     client: Client,
-    statements: std::sync::Mutex<HashMap<&'static str, Statement>>,
+    /// By the address of their [`Sql`].
+    statements: std::sync::Mutex<HashMap<usize, Statement>>,
 }
 
 /// A few connections, used round-robin; a broken one is replaced on next use.
-pub(crate) struct Pool {
+struct Pool {
     config: tokio_postgres::Config,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
@@ -131,18 +91,15 @@ impl Pool {
     }
 
     /// Runs `sql` (prepared once per connection) and returns its rows.
-    pub(crate) async fn query(
-        &self,
-        sql: &'static str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, StoreError> {
+    async fn query(&self, sql: &'static Sql, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let conn = self.conn().await?;
-        let cached = conn.statements.lock().unwrap_or_else(|e| e.into_inner()).get(sql).cloned();
+        let key = sql as *const Sql as usize;
+        let cached = conn.statements.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
         let statement = match cached {
             Some(s) => s,
             None => {
-                let s = conn.client.prepare(sql).await.map_err(pg("prepare"))?;
-                conn.statements.lock().unwrap_or_else(|e| e.into_inner()).insert(sql, s.clone());
+                let s = conn.client.prepare(sql.get(Dialect::Postgres)).await.map_err(pg("prepare"))?;
+                conn.statements.lock().unwrap_or_else(|e| e.into_inner()).insert(key, s.clone());
                 s
             }
         };
@@ -164,17 +121,21 @@ impl Pool {
                 .query_one("SELECT COALESCE(MAX(version), 0) FROM hookgate_migrations", &[])
                 .await
                 .map_err(pg("migrations"))?;
-            let applied: i32 = row.get(0);
-            for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-                let txn = client.transaction().await.map_err(pg("migrations"))?;
-                txn.batch_execute(sql).await.map_err(pg("migration"))?;
-                let version = i as i32 + 1;
-                txn.execute("INSERT INTO hookgate_migrations (version) VALUES ($1)", &[&version])
+            let applied = row.get::<_, i32>(0) as u32;
+            let upgrade = match applied {
+                0 => schema::create(Dialect::Postgres),
+                1 => schema::POSTGRES_FROM_V1.to_string(),
+                _ => return Ok(()),
+            };
+            let txn = client.transaction().await.map_err(pg("migrations"))?;
+            txn.batch_execute(&upgrade).await.map_err(pg("migration"))?;
+            for version in applied + 1..=schema::VERSION {
+                txn.execute("INSERT INTO hookgate_migrations (version) VALUES ($1)", &[&(version as i32)])
                     .await
                     .map_err(pg("migration"))?;
-                txn.commit().await.map_err(pg("migration"))?;
-                tracing::info!(version, "applied a PostgreSQL migration");
             }
+            txn.commit().await.map_err(pg("migration"))?;
+            tracing::info!(from = applied, to = schema::VERSION, "migrated the PostgreSQL schema");
             Ok(())
         }
         .await;
@@ -184,7 +145,7 @@ impl Pool {
 }
 
 pub struct PgStore {
-    pub(crate) pool: Pool,
+    pool: Pool,
 }
 
 impl PgStore {
@@ -196,31 +157,13 @@ impl PgStore {
     }
 }
 
-fn dispatch_from(row: &Row) -> StoredDispatch {
-    StoredDispatch {
-        id: DispatchId::from_uuid(row.get(0)),
-        template: row.get(1),
-        template_version: row.get::<_, i64>(2) as u64,
-        campaign: row.get(3),
-        created_at: from_millis(row.get(4)),
-        idempotency_key: row.get(5),
-        skipped: row.get::<_, i64>(6) as usize,
-        requests: Vec::new(),
+/// The dispatches a dispatch select returned.
+fn dispatches(rows: &[Row]) -> Result<Vec<StoredDispatch>, StoreError> {
+    let mut found = Dispatches::default();
+    for row in rows {
+        found.push(row)?;
     }
-}
-
-/// A request (without its attempts) from columns 2 to 8 of a row: profiles, target, body,
-/// status, reason, attempt, due.
-fn request_from(row: &Row) -> Result<StoredRequest, StoreError> {
-    Ok(StoredRequest {
-        target: target_from_json(row.get(3))?,
-        profiles: row.get::<_, i64>(2) as usize,
-        body: row.get::<_, Option<Vec<u8>>>(4).map(Bytes::from),
-        status: status_from(row.get(5), row.get(6)),
-        attempt: row.get::<_, i32>(7) as u32,
-        due: from_millis(row.get(8)),
-        attempts: Vec::new(),
-    })
+    Ok(found.done())
 }
 
 #[async_trait]
@@ -231,22 +174,14 @@ impl Store for PgStore {
         let profiles: Vec<i64> = d.requests.iter().map(|r| r.profiles as i64).collect();
         let targets: Vec<Option<String>> = d.requests.iter().map(|r| target_json(&r.target)).collect();
         let bodies: Vec<Option<&[u8]>> = d.requests.iter().map(|r| r.body.as_deref()).collect();
+        let statuses: Vec<i16> = d.requests.iter().map(|r| status_code(&r.status)).collect();
+        let attempts: Vec<i32> = d.requests.iter().map(|r| r.attempt as i32).collect();
+        let dues: Vec<i64> = d.requests.iter().map(|r| millis(r.due)).collect();
         let (version, created, skipped) = (d.template_version as i64, millis(d.created_at), d.skipped as i64);
         let rows = self
             .pool
             .query(
-                "WITH d AS (
-                    INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
-                    ON CONFLICT (template, idempotency_key) DO NOTHING
-                    RETURNING id
-                 ), r AS (
-                    INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
-                    SELECT d.id, r.idx, r.profiles, r.target, r.body, 0, 1, $5
-                    FROM d, unnest($8::int[], $9::bigint[], $10::text[], $11::bytea[]) AS r (idx, profiles, target, body)
-                    RETURNING 1
-                 )
-                 SELECT EXISTS (SELECT 1 FROM d), (SELECT count(*) FROM r)",
+                &sql::INSERT_DISPATCH_WITH_REQUESTS,
                 &[
                     &id,
                     &d.template,
@@ -259,6 +194,9 @@ impl Store for PgStore {
                     &profiles,
                     &targets,
                     &bodies,
+                    &statuses,
+                    &attempts,
+                    &dues,
                 ],
             )
             .await?;
@@ -275,41 +213,11 @@ impl Store for PgStore {
     async fn settle(&self, s: &Settlement) -> Result<(), StoreError> {
         let (status, reason, attempt, due) = next_columns(&s.next);
         let attempt = attempt.map(|a| a as i32);
-        let a = s.attempt.as_ref();
-        let (number, at, latency, http, error, result) = (
-            a.map(|a| a.attempt as i32),
-            a.map(|a| millis(a.at)),
-            a.map(|a| a.latency.as_micros() as i64),
-            a.and_then(|a| a.status.map(i32::from)),
-            a.and_then(|a| a.error.clone()),
-            a.map(|a| result_code(a.result)),
-        );
+        let tried = s.attempt.as_ref().map(attempt_json);
         self.pool
             .query(
-                "WITH u AS (
-                    UPDATE requests SET status = $3::smallint, reason = $4::text, attempt = COALESCE($5::int, attempt),
-                        due = COALESCE($6::bigint, due), body = CASE WHEN $3::smallint = 1 THEN NULL ELSE body END,
-                        lease_owner = CASE WHEN $3::smallint = 0 THEN NULL ELSE lease_owner END
-                    WHERE dispatch = $1::uuid AND idx = $2::int
-                    RETURNING 1
-                 )
-                 INSERT INTO attempts (dispatch, idx, attempt, at, latency_us, status, error, result)
-                 SELECT $1::uuid, $2::int, $7::int, $8::bigint, $9::bigint, $10::int, $11::text, $12::smallint
-                 WHERE $7::int IS NOT NULL",
-                &[
-                    &s.dispatch.as_uuid(),
-                    &(s.request as i32),
-                    &status,
-                    &reason,
-                    &attempt,
-                    &due,
-                    &number,
-                    &at,
-                    &latency,
-                    &http,
-                    &error,
-                    &result,
-                ],
+                &sql::SETTLE,
+                &[&s.dispatch.as_uuid(), &(s.request as i32), &status, &reason, &attempt, &due, &tried],
             )
             .await?;
         Ok(())
@@ -317,72 +225,34 @@ impl Store for PgStore {
 
     async fn requeue_failed(&self, id: DispatchId) -> Result<Option<Vec<Requeued>>, StoreError> {
         let uuid = id.as_uuid();
-        let known = self.pool.query("SELECT 1 FROM dispatches WHERE id = $1", &[&uuid]).await?;
-        if known.is_empty() {
+        if self.pool.query(&sql::DISPATCH_EXISTS, &[&uuid]).await?.is_empty() {
             return Ok(None);
         }
-        let rows = self
-            .pool
-            .query(
-                "UPDATE requests SET status = 0, attempt = 1, due = $2, lease_owner = NULL, lease_until = NULL
-                 WHERE dispatch = $1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason, octet_length(body)",
-                &[&uuid, &millis(SystemTime::now())],
-            )
-            .await?;
-        let mut requeued: Vec<Requeued> = rows
-            .iter()
-            .map(|r| Requeued {
-                request: r.get::<_, i32>(0) as u32,
-                profiles: r.get::<_, i64>(1) as usize,
-                reason: r.get::<_, Option<String>>(2).unwrap_or_default(),
-                body_bytes: r.get::<_, i32>(3).max(0) as u64,
-            })
-            .collect();
+        let rows = self.pool.query(&sql::REQUEUE_FAILED, &[&uuid, &millis(SystemTime::now())]).await?;
+        let mut requeued = rows.iter().map(|r| requeued_from(r)).collect::<Result<Vec<_>, _>>()?;
         requeued.sort_by_key(|r| r.request);
         Ok(Some(requeued))
     }
 
     async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError> {
-        let rows = self
-            .pool
-            .query("SELECT id FROM dispatches WHERE template = $1 AND idempotency_key = $2", &[&template, &key])
-            .await?;
-        Ok(rows.first().map(|r| DispatchId::from_uuid(r.get(0))))
+        let rows = self.pool.query(&sql::BY_IDEMPOTENCY_KEY, &[&template, &key]).await?;
+        rows.first().map(|r| r.id_at(0)).transpose()
     }
 
     async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
-        let rows = self
-            .pool
-            .query(
-                "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
-                 FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = $1 AND r.idx = $2",
-                &[&id.as_uuid(), &(request as i32)],
-            )
-            .await?;
-        let Some(row) = rows.first() else { return Ok(None) };
-        Ok(Some(StoredWork { template: row.get(0), campaign: row.get(1), request: request_from(row)? }))
+        let rows = self.pool.query(&sql::WORK, &[&id.as_uuid(), &(request as i32)]).await?;
+        rows.first().map(|r| work_from(r, 0)).transpose()
     }
 
     async fn select(&self, filter: Filter<'_>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
-        const ALL: &str = "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
-                           FROM dispatches ORDER BY created_at, id";
-        const BY_ID: &str = "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
-                             FROM dispatches WHERE id = $1";
-        const BY_CAMPAIGN: &str =
-            "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
-                                   FROM dispatches WHERE campaign = $1 ORDER BY created_at, id";
-        const BY_TEMPLATE: &str =
-            "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
-                                   FROM dispatches WHERE template = $1 ORDER BY created_at, id";
+        let statement = &sql::select(&filter)[usize::from(bodies)];
         let rows = match filter {
-            Filter::All => self.pool.query(ALL, &[]).await?,
-            Filter::Id(id) => self.pool.query(BY_ID, &[&id.as_uuid()]).await?,
-            Filter::Campaign(c) => self.pool.query(BY_CAMPAIGN, &[&c]).await?,
-            Filter::Template(t) => self.pool.query(BY_TEMPLATE, &[&t]).await?,
+            Filter::All => self.pool.query(statement, &[]).await?,
+            Filter::Id(id) => self.pool.query(statement, &[&id.as_uuid()]).await?,
+            Filter::Campaign(c) => self.pool.query(statement, &[&c]).await?,
+            Filter::Template(t) => self.pool.query(statement, &[&t]).await?,
         };
-        let dispatches: Vec<StoredDispatch> = rows.iter().map(dispatch_from).collect();
-        self.fill(dispatches, bodies).await
+        dispatches(&rows)
     }
 
     async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
@@ -390,38 +260,21 @@ impl Store for PgStore {
     }
 
     async fn prune_dispatches(&self, before: SystemTime) -> Result<Vec<StoredDispatch>, StoreError> {
-        const FINISHED: &str = "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped
-             FROM dispatches d WHERE created_at < $1
-             AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)";
-        let rows = self.pool.query(FINISHED, &[&millis(before)]).await?;
-        let found = self.fill(rows.iter().map(dispatch_from).collect(), false).await?;
+        let before = millis(before);
+        let found = dispatches(&self.pool.query(&sql::SELECT_FINISHED_BEFORE, &[&before]).await?)?;
         if found.is_empty() {
             return Ok(found);
         }
-        let ids: Vec<Uuid> = found.iter().map(|d| d.id.as_uuid()).collect();
         // Another instance may have pruned some meanwhile, or requeued one: only what this
         // delete removed is returned.
-        let deleted: std::collections::HashSet<Uuid> = self
-            .pool
-            .query(
-                "DELETE FROM dispatches d WHERE id = ANY ($1)
-                 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)
-                 RETURNING id",
-                &[&ids],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let deleted: HashSet<Uuid> =
+            (self.pool.query(&sql::DELETE_FINISHED_BEFORE, &[&before]).await?.iter()).map(|r| r.get(0)).collect();
         Ok(found.into_iter().filter(|d| deleted.contains(&d.id.as_uuid())).collect())
     }
 
     async fn pending_body_bytes(&self) -> Result<Option<u64>, StoreError> {
-        let rows = self
-            .pool
-            .query("SELECT COALESCE(SUM(octet_length(body)), 0)::BIGINT FROM requests WHERE status = 0", &[])
-            .await?;
-        Ok(Some(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64))
+        let rows = self.pool.query(&sql::PENDING_BODY_BYTES, &[]).await?;
+        Ok(Some(rows.first().map(|r| r.int_at(0)).transpose()?.unwrap_or(0).max(0) as u64))
     }
 
     fn shared(&self) -> bool {
@@ -429,39 +282,51 @@ impl Store for PgStore {
     }
 }
 
+/// What the shared queue asks of the table: claims, leases, counts.
 impl PgStore {
-    /// The requests and attempts of `dispatches`, read in two queries.
-    async fn fill(&self, mut dispatches: Vec<StoredDispatch>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
-        if dispatches.is_empty() {
-            return Ok(dispatches);
-        }
-        let ids: Vec<Uuid> = dispatches.iter().map(|d| d.id.as_uuid()).collect();
-        let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let requests = if bodies {
-            "SELECT dispatch, idx, profiles, target, body, status, reason, attempt, due
-             FROM requests WHERE dispatch = ANY ($1) ORDER BY dispatch, idx"
-        } else {
-            "SELECT dispatch, idx, profiles, target, NULL::bytea, status, reason, attempt, due
-             FROM requests WHERE dispatch = ANY ($1) ORDER BY dispatch, idx"
-        };
-        for row in self.pool.query(requests, &[&ids]).await? {
-            dispatches[position[&row.get::<_, Uuid>(0)]].requests.push(request_from(&row)?);
-        }
-        let attempts = "SELECT dispatch, idx, attempt, at, latency_us, status, error, result
-                        FROM attempts WHERE dispatch = ANY ($1) ORDER BY id";
-        for row in self.pool.query(attempts, &[&ids]).await? {
-            let d = &mut dispatches[position[&row.get::<_, Uuid>(0)]];
-            if let Some(req) = d.requests.get_mut(row.get::<_, i32>(1) as usize) {
-                req.attempts.push(AttemptRecord {
-                    attempt: row.get::<_, i32>(2) as u32,
-                    at: from_millis(row.get(3)),
-                    latency: Duration::from_micros(row.get::<_, i64>(4).max(0) as u64),
-                    status: row.get::<_, Option<i32>>(5).map(|s| s as u16),
-                    error: row.get(6),
-                    result: result_from(row.get(7)),
-                });
-            }
-        }
-        Ok(dispatches)
+    /// Claims up to `limit` due jobs for `owner`, leased until `now + lease`, by due time.
+    pub(crate) async fn claim(&self, owner: Uuid, lease: Duration, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let now = SystemTime::now();
+        let rows = self.pool.query(&sql::CLAIM, &[&owner, &millis(now + lease), &millis(now), &limit]).await?;
+        let mut jobs = rows
+            .iter()
+            .map(|r| {
+                Ok(Job {
+                    dispatch: r.id_at(0)?,
+                    request: r.int_at(1)? as u32,
+                    attempt: r.int_at(2)? as u32,
+                    due: from_millis(r.int_at(3)?),
+                })
+            })
+            .collect::<Result<Vec<Job>, StoreError>>()?;
+        jobs.sort_by_key(|j| j.due);
+        Ok(jobs)
+    }
+
+    /// Gives a held job back to the table as it is now (its attempt and due time).
+    pub(crate) async fn release(&self, job: &Job) -> Result<(), StoreError> {
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&job.dispatch.as_uuid(), &(job.request as i32), &(job.attempt as i32), &millis(job.due)];
+        self.pool.query(&sql::RELEASE, &params).await.map(drop)
+    }
+
+    /// Extends every lease `owner` holds to `lease` from now.
+    pub(crate) async fn renew(&self, owner: Uuid, lease: Duration) -> Result<(), StoreError> {
+        self.pool.query(&sql::RENEW, &[&owner, &millis(SystemTime::now() + lease)]).await.map(drop)
+    }
+
+    /// Gives back every job `owner` holds, to be claimed again at once.
+    pub(crate) async fn give_back(&self, owner: Uuid) -> Result<(), StoreError> {
+        self.pool.query(&sql::GIVE_BACK, &[&owner]).await.map(drop)
+    }
+
+    /// Requests pending in the whole cluster (waiting or being sent).
+    pub(crate) async fn pending_requests(&self) -> Result<usize, StoreError> {
+        let rows = self.pool.query(&sql::PENDING_REQUESTS, &[]).await?;
+        Ok(rows.first().map(|r| r.int_at(0)).transpose()?.unwrap_or(0).max(0) as usize)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.query(&sql::PING, &[]).await.map(drop)
     }
 }

@@ -15,17 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
+use super::rows::{Columns as _, Dispatches, attempt_json, requeued_from, work_from};
+use super::schema;
+use super::sql::{self, Dialect, Sql};
 use super::{
-    Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, result_code,
-    result_from, status_code, status_from, target_from_json, target_json,
+    Filter, Inserted, Requeued, Settlement, Store, StoredWork, millis, next_columns, status_code, target_json,
 };
-use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
+use crate::model::{DispatchId, StoreError, StoredDispatch};
 
 /// What the writer runs: a closure, run again alone if its batch fails, and the caller
 /// waiting for its result.
@@ -64,36 +63,6 @@ impl<T: Send, F: Fn(&Connection) -> rusqlite::Result<T> + Send> Op for Call<T, F
 
 /// Closures taken into one transaction at most.
 const MAX_BATCH: usize = 1024;
-
-const MIGRATIONS: &[&str] = &[
-    // 1: the first schema.
-    "CREATE TABLE dispatches (
-        id BLOB PRIMARY KEY,
-        template TEXT NOT NULL,
-        template_version INTEGER NOT NULL,
-        campaign TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        idempotency_key TEXT,
-        skipped INTEGER NOT NULL,
-        UNIQUE (template, idempotency_key)
-    );
-    CREATE INDEX dispatches_campaign ON dispatches (campaign);
-    CREATE INDEX dispatches_created ON dispatches (created_at);
-    CREATE TABLE requests (
-        dispatch BLOB NOT NULL,
-        idx INTEGER NOT NULL,
-        profiles INTEGER NOT NULL,
-        target TEXT,
-        body BLOB,
-        status INTEGER NOT NULL,
-        reason TEXT,
-        attempt INTEGER NOT NULL,
-        due INTEGER NOT NULL,
-        -- A JSON array of the request's attempts: one row write per attempt.
-        attempts TEXT NOT NULL DEFAULT '[]',
-        PRIMARY KEY (dispatch, idx)
-    ) WITHOUT ROWID;",
-];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -137,6 +106,8 @@ impl SqliteStore {
         .map_err(opened)?;
         restrict()?;
         migrate(&mut conn).map_err(opened)?;
+        // After the migration, which copies rows between tables: a dispatch's requests go with it.
+        conn.execute_batch("PRAGMA foreign_keys = ON;").map_err(opened)?;
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("hookgate-sqlite".into())
@@ -207,12 +178,18 @@ fn private_file(file: &Path, create: bool) -> std::io::Result<()> {
     }
 }
 
+/// Brings the file to the current [schema]: created whole when new, upgraded from an
+/// earlier version otherwise (`PRAGMA user_version` holds the version).
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let version: usize = txn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        txn.execute_batch(sql)?;
-        txn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+    let version: u32 = txn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => txn.execute_batch(&schema::create(Dialect::Sqlite))?,
+        1 => txn.execute_batch(&schema::sqlite_from_v1())?,
+        _ => {}
+    }
+    if version < schema::VERSION {
+        txn.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))?;
     }
     txn.commit()
 }
@@ -258,131 +235,36 @@ fn run_batch(conn: &mut Connection, batch: &mut [Queued]) -> Result<bool, StoreE
     Ok(true)
 }
 
-/// An attempt in a request's `attempts` JSON array.
-#[derive(Serialize, Deserialize)]
-struct StoredAttempt {
-    attempt: u32,
-    /// Unix milliseconds.
-    at: i64,
-    latency_us: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    result: i16,
-}
-
-impl From<&AttemptRecord> for StoredAttempt {
-    fn from(a: &AttemptRecord) -> Self {
-        Self {
-            attempt: a.attempt,
-            at: millis(a.at),
-            latency_us: a.latency.as_micros() as u64,
-            status: a.status,
-            error: a.error.clone(),
-            result: result_code(a.result),
-        }
-    }
-}
-
-impl From<StoredAttempt> for AttemptRecord {
-    fn from(a: StoredAttempt) -> Self {
-        Self {
-            attempt: a.attempt,
-            at: from_millis(a.at),
-            latency: Duration::from_micros(a.latency_us),
-            status: a.status,
-            error: a.error,
-            result: result_from(a.result),
-        }
-    }
-}
-
 fn id_bytes(id: DispatchId) -> [u8; 16] {
     *id.as_uuid().as_bytes()
 }
 
-fn id_from(bytes: Vec<u8>) -> rusqlite::Result<DispatchId> {
-    Uuid::from_slice(&bytes)
-        .map(DispatchId::from_uuid)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e)))
+/// A store error as the writer's closures return it.
+fn failed(e: StoreError) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(e.0.into())
 }
 
-fn invalid(column: usize, e: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
-}
-
-/// A request (without its attempts) from the columns profiles, target, body, status,
-/// reason, attempt, due of a row, starting at column `at`.
-fn request_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredRequest> {
-    Ok(StoredRequest {
-        target: target_from_json(r.get(at + 1)?).map_err(|e| invalid(at + 1, e.0))?,
-        profiles: r.get::<_, i64>(at)? as usize,
-        body: r.get::<_, Option<Vec<u8>>>(at + 2)?.map(Bytes::from),
-        status: status_from(r.get(at + 3)?, r.get(at + 4)?),
-        attempt: r.get::<_, i64>(at + 5)? as u32,
-        due: from_millis(r.get(at + 6)?),
-        attempts: Vec::new(),
-    })
-}
-
-const COLUMNS: &str =
-    "SELECT id, template, template_version, campaign, created_at, idempotency_key, skipped FROM dispatches";
-
-fn select(txn: &Connection, filter: Filter<'_>, bodies: bool) -> rusqlite::Result<Vec<StoredDispatch>> {
-    let (sql, arg): (String, Option<rusqlite::types::Value>) = match filter {
-        Filter::All => (format!("{COLUMNS} ORDER BY created_at, id"), None),
-        Filter::Id(id) => (format!("{COLUMNS} WHERE id = ?1"), Some(id_bytes(id).to_vec().into())),
-        Filter::Campaign(c) => {
-            (format!("{COLUMNS} WHERE campaign = ?1 ORDER BY created_at, id"), Some(c.to_string().into()))
-        }
-        Filter::Template(t) => {
-            (format!("{COLUMNS} WHERE template = ?1 ORDER BY created_at, id"), Some(t.to_string().into()))
-        }
-    };
-    select_sql(txn, &sql, arg.into_iter().collect(), bodies)
-}
-
-/// The dispatches `sql` (a `SELECT` of [`COLUMNS`]) finds, with their requests and attempts.
-fn select_sql(
+/// Runs `sql` with `params` and decodes every row with `decode`.
+fn query<T>(
     txn: &Connection,
-    sql: &str,
-    params: Vec<rusqlite::types::Value>,
-    bodies: bool,
-) -> rusqlite::Result<Vec<StoredDispatch>> {
-    let mut stmt = txn.prepare_cached(sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
-        Ok(StoredDispatch {
-            id: id_from(r.get(0)?)?,
-            template: r.get(1)?,
-            template_version: r.get::<_, i64>(2)? as u64,
-            campaign: r.get(3)?,
-            created_at: from_millis(r.get(4)?),
-            idempotency_key: r.get(5)?,
-            skipped: r.get::<_, i64>(6)? as usize,
-            requests: Vec::new(),
-        })
-    })?;
-    let mut dispatches = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    let requests_sql = if bodies {
-        "SELECT idx, profiles, target, body, status, reason, attempt, due, attempts FROM requests WHERE dispatch = ?1 ORDER BY idx"
-    } else {
-        "SELECT idx, profiles, target, NULL, status, reason, attempt, due, attempts FROM requests WHERE dispatch = ?1 ORDER BY idx"
-    };
-    let mut requests = txn.prepare_cached(requests_sql)?;
-    for d in &mut dispatches {
-        let id = id_bytes(d.id);
-        let rows = requests.query_map([&id[..]], |r| {
-            let attempts: String = r.get(8)?;
-            let attempts: Vec<StoredAttempt> =
-                serde_json::from_str(&attempts).map_err(|e| invalid(8, e.to_string()))?;
-            let mut request = request_from(r, 1)?;
-            request.attempts = attempts.into_iter().map(AttemptRecord::from).collect();
-            Ok(request)
-        })?;
-        d.requests = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    sql: &Sql,
+    params: impl rusqlite::Params,
+    mut decode: impl FnMut(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = txn.prepare_cached(sql.get(Dialect::Sqlite))?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row).map_err(failed)?);
     }
-    Ok(dispatches)
+    Ok(out)
+}
+
+/// The dispatches a dispatch select finds.
+fn dispatches(txn: &Connection, sql: &Sql, params: impl rusqlite::Params) -> rusqlite::Result<Vec<StoredDispatch>> {
+    let mut found = Dispatches::default();
+    query(txn, sql, params, |row| found.push(row))?;
+    Ok(found.done())
 }
 
 #[async_trait]
@@ -390,33 +272,30 @@ impl Store for SqliteStore {
     async fn insert(&self, dispatch: &StoredDispatch) -> Result<Inserted, StoreError> {
         let d = dispatch.clone();
         self.call(move |txn| {
-            if let Some(key) = &d.idempotency_key {
-                let existing: Option<Vec<u8>> = txn
-                    .prepare_cached("SELECT id FROM dispatches WHERE template = ?1 AND idempotency_key = ?2")?
-                    .query_row(params![d.template, key], |r| r.get(0))
-                    .optional()?;
-                if let Some(id) = existing {
-                    return Ok(Inserted::Existing(id_from(id)?));
-                }
-            }
             let id = id_bytes(d.id);
-            txn.prepare_cached(
-                "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                &id[..],
-                d.template,
-                d.template_version as i64,
-                d.campaign,
-                millis(d.created_at),
-                d.idempotency_key,
-                d.skipped as i64
-            ])?;
-            let mut insert = txn.prepare_cached(
-                "INSERT INTO requests (dispatch, idx, profiles, target, body, status, reason, attempt, due)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8)",
+            let created = query(
+                txn,
+                &sql::INSERT_DISPATCH,
+                params![
+                    &id[..],
+                    d.template,
+                    d.template_version as i64,
+                    d.campaign,
+                    millis(d.created_at),
+                    d.idempotency_key,
+                    d.skipped as i64
+                ],
+                |_| Ok(()),
             )?;
+            if created.is_empty() {
+                let key = d.idempotency_key.as_deref().unwrap_or_default();
+                let existing = query(txn, &sql::BY_IDEMPOTENCY_KEY, params![d.template, key], |r| r.id_at(0))?;
+                return match existing.first() {
+                    Some(id) => Ok(Inserted::Existing(*id)),
+                    None => Err(failed(StoreError("the dispatch was neither stored nor found by its key".into()))),
+                };
+            }
+            let mut insert = txn.prepare_cached(sql::INSERT_REQUEST.get(Dialect::Sqlite))?;
             for (idx, r) in d.requests.iter().enumerate() {
                 insert.execute(params![
                     &id[..],
@@ -439,14 +318,16 @@ impl Store for SqliteStore {
         self.call(move |txn| {
             let id = id_bytes(s.dispatch);
             let (status, reason, attempt, due) = next_columns(&s.next);
-            let tried = s.attempt.as_ref().map(|a| serde_json::to_string(&StoredAttempt::from(a)).expect("serializes"));
-            txn.prepare_cached(
-                "UPDATE requests SET status = ?1, reason = ?2, attempt = COALESCE(?3, attempt), due = COALESCE(?4, due),
-                     body = CASE WHEN ?1 = 1 THEN NULL ELSE body END,
-                     attempts = CASE WHEN ?7 IS NULL THEN attempts ELSE json_insert(attempts, '$[#]', json(?7)) END
-                 WHERE dispatch = ?5 AND idx = ?6",
-            )?
-            .execute(params![status, reason, attempt, due, &id[..], i64::from(s.request), tried])?;
+            let tried = s.attempt.as_ref().map(attempt_json);
+            txn.prepare_cached(sql::SETTLE.get(Dialect::Sqlite))?.execute(params![
+                &id[..],
+                i64::from(s.request),
+                status,
+                reason,
+                attempt,
+                due,
+                tried
+            ])?;
             Ok(())
         })
         .await
@@ -456,27 +337,10 @@ impl Store for SqliteStore {
         let now = millis(SystemTime::now());
         self.call(move |txn| {
             let id = id_bytes(id);
-            let known: Option<i64> = txn
-                .prepare_cached("SELECT 1 FROM dispatches WHERE id = ?1")?
-                .query_row([&id[..]], |r| r.get(0))
-                .optional()?;
-            if known.is_none() {
+            if query(txn, &sql::DISPATCH_EXISTS, [&id[..]], |_| Ok(()))?.is_empty() {
                 return Ok(None);
             }
-            let mut stmt = txn.prepare_cached(
-                "UPDATE requests SET status = 0, attempt = 1, due = ?2
-                 WHERE dispatch = ?1 AND status = 2 AND body IS NOT NULL
-                 RETURNING idx, profiles, reason, length(body)",
-            )?;
-            let rows = stmt.query_map(params![&id[..], now], |r| {
-                Ok(Requeued {
-                    request: r.get::<_, i64>(0)? as u32,
-                    profiles: r.get::<_, i64>(1)? as usize,
-                    reason: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                    body_bytes: r.get::<_, i64>(3)?.max(0) as u64,
-                })
-            })?;
-            let mut requeued = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut requeued = query(txn, &sql::REQUEUE_FAILED, params![&id[..], now], |r| requeued_from(r))?;
             requeued.sort_by_key(|r| r.request);
             Ok(Some(requeued))
         })
@@ -485,63 +349,54 @@ impl Store for SqliteStore {
 
     async fn by_idempotency_key(&self, template: &str, key: &str) -> Result<Option<DispatchId>, StoreError> {
         let (template, key) = (template.to_string(), key.to_string());
-        self.call(move |txn| {
-            let id: Option<Vec<u8>> = txn
-                .prepare_cached("SELECT id FROM dispatches WHERE template = ?1 AND idempotency_key = ?2")?
-                .query_row(params![template, key], |r| r.get(0))
-                .optional()?;
-            id.map(id_from).transpose()
-        })
-        .await
+        self.call(move |txn| Ok(query(txn, &sql::BY_IDEMPOTENCY_KEY, params![template, key], |r| r.id_at(0))?.pop()))
+            .await
     }
 
     async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
         self.call(move |txn| {
             let id = id_bytes(id);
-            txn.prepare_cached(
-                "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
-                 FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = ?1 AND r.idx = ?2",
-            )?
-            .query_row(params![&id[..], i64::from(request)], |r| {
-                Ok(StoredWork { template: r.get(0)?, campaign: r.get(1)?, request: request_from(r, 2)? })
-            })
-            .optional()
+            Ok(query(txn, &sql::WORK, params![&id[..], i64::from(request)], |r| work_from(r, 0))?.pop())
         })
         .await
     }
 
     async fn select(&self, filter: Filter<'_>, bodies: bool) -> Result<Vec<StoredDispatch>, StoreError> {
         let owned: OwnedFilter = filter.into();
-        self.call(move |txn| select(txn, owned.borrow(), bodies)).await
+        self.call(move |txn| {
+            let filter = owned.borrow();
+            let statement = &sql::select(&filter)[usize::from(bodies)];
+            match filter {
+                Filter::All => dispatches(txn, statement, []),
+                Filter::Id(id) => dispatches(txn, statement, [&id_bytes(id)[..]]),
+                Filter::Campaign(c) => dispatches(txn, statement, [c]),
+                Filter::Template(t) => dispatches(txn, statement, [t]),
+            }
+        })
+        .await
     }
 
     async fn prune(&self, before: SystemTime) -> Result<u64, StoreError> {
         Ok(self.prune_dispatches(before).await?.len() as u64)
     }
 
+    /// One transaction of the one writer: what the select finds is what the delete removes.
     async fn prune_dispatches(&self, before: SystemTime) -> Result<Vec<StoredDispatch>, StoreError> {
         let before = millis(before);
         self.call(move |txn| {
-            txn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned (id BLOB PRIMARY KEY); DELETE FROM pruned;")?;
-            let n = txn.execute(
-                "INSERT INTO pruned SELECT id FROM dispatches d WHERE created_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.dispatch = d.id AND r.status = 0)",
-                [before],
-            )?;
-            let pruned = if n == 0 {
-                Vec::new()
-            } else {
-                let sql = format!("{COLUMNS} WHERE id IN (SELECT id FROM pruned) ORDER BY created_at, id");
-                select_sql(txn, &sql, Vec::new(), false)?
-            };
-            txn.execute_batch(
-                "DELETE FROM requests WHERE dispatch IN (SELECT id FROM pruned);
-                 DELETE FROM dispatches WHERE id IN (SELECT id FROM pruned);
-                 DELETE FROM pruned;",
-            )?;
-            Ok(pruned)
+            let found = dispatches(txn, &sql::SELECT_FINISHED_BEFORE, [before])?;
+            if !found.is_empty() {
+                query(txn, &sql::DELETE_FINISHED_BEFORE, [before], |_| Ok(()))?;
+            }
+            Ok(found)
         })
         .await
+    }
+
+    async fn pending_body_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.call(|txn| Ok(query(txn, &sql::PENDING_BODY_BYTES, [], |r| r.int_at(0))?.pop()))
+            .await
+            .map(|bytes| Some(bytes.unwrap_or(0).max(0) as u64))
     }
 }
 
@@ -577,10 +432,15 @@ impl OwnedFilter {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::model::{AttemptResult, NextState, RequestStatus, StoredTarget};
+    //! What only SQLite has: the writer, the file lock, file modes, the migration of a
+    //! version 1 file. What every store does is in `tests/conformance.rs`.
 
-    fn dispatch(key: Option<&str>, requests: usize) -> StoredDispatch {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::model::{AttemptResult, NextState, RequestStatus, StoredRequest};
+
+    fn dispatch(requests: usize) -> StoredDispatch {
         let now = SystemTime::now();
         StoredDispatch {
             id: DispatchId::new(),
@@ -588,15 +448,11 @@ mod tests {
             template_version: 3,
             campaign: "42".into(),
             created_at: now,
-            idempotency_key: key.map(str::to_string),
-            skipped: 1,
+            idempotency_key: None,
+            skipped: 0,
             requests: (0..requests)
                 .map(|i| StoredRequest {
-                    target: (i == 0).then(|| StoredTarget {
-                        method: "POST".into(),
-                        url: "https://example.test/t".into(),
-                        headers: vec![("x-a".into(), "1".into())],
-                    }),
+                    target: None,
                     profiles: 10 + i,
                     body: Some(Bytes::from(format!("body {i}"))),
                     status: RequestStatus::Pending,
@@ -608,82 +464,73 @@ mod tests {
         }
     }
 
-    fn tried(attempt: u32, result: AttemptResult, status: u16) -> AttemptRecord {
-        AttemptRecord {
-            attempt,
-            at: SystemTime::now(),
-            latency: Duration::from_micros(1234),
-            status: Some(status),
-            error: (status >= 400).then(|| format!("HTTP {status}")),
-            result,
-        }
-    }
-
     #[tokio::test]
-    async fn dispatches_outcomes_and_replays_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("h.db")).unwrap();
-        let d = dispatch(Some("k"), 3);
-        assert_eq!(store.insert(&d).await.unwrap(), Inserted::Created);
-        assert_eq!(store.insert(&dispatch(Some("k"), 1)).await.unwrap(), Inserted::Existing(d.id));
-        assert_eq!(store.by_idempotency_key("orders", "k").await.unwrap(), Some(d.id));
-
-        let settle = |request, attempt, next| Settlement { dispatch: d.id, request, attempt: Some(attempt), next };
-        store.settle(&settle(0, tried(1, AttemptResult::Success, 200), NextState::Delivered)).await.unwrap();
-        let due = SystemTime::now() + Duration::from_secs(60);
-        store
-            .settle(&settle(1, tried(1, AttemptResult::Retry, 503), NextState::Retry { attempt: 2, due }))
-            .await
-            .unwrap();
-        let failed = NextState::Failed { reason: "HTTP 400".into() };
-        store.settle(&settle(2, tried(1, AttemptResult::Failure, 400), failed)).await.unwrap();
-
-        let got = store.select(Filter::Id(d.id), true).await.unwrap().pop().unwrap();
-        assert_eq!((got.template.as_str(), got.template_version, got.skipped), ("orders", 3, 1));
-        assert_eq!(got.idempotency_key.as_deref(), Some("k"));
-        let [delivered, retrying, dead] = &got.requests[..] else { panic!("three requests") };
-        assert_eq!(delivered.status, RequestStatus::Delivered);
-        assert_eq!(delivered.body, None, "a delivered body is dropped");
-        assert_eq!(delivered.target, d.requests[0].target);
-        assert_eq!(delivered.attempts[0].latency, Duration::from_micros(1234));
-        assert_eq!((retrying.status.clone(), retrying.attempt), (RequestStatus::Pending, 2));
-        assert_eq!(millis(retrying.due), millis(due));
-        assert_eq!(retrying.attempts[0].result, AttemptResult::Retry);
-        assert_eq!(dead.status, RequestStatus::Failed { reason: "HTTP 400".into() });
-        assert_eq!(dead.body.as_deref(), Some(&b"body 2"[..]), "a dead letter keeps its body");
-        assert_eq!(dead.attempts[0].error.as_deref(), Some("HTTP 400"));
-
-        let requeued = store.requeue_failed(d.id).await.unwrap().unwrap();
-        assert_eq!(requeued, vec![Requeued { request: 2, profiles: 12, reason: "HTTP 400".into(), body_bytes: 6 }]);
-        assert_eq!(store.requeue_failed(DispatchId::new()).await.unwrap(), None);
-        let without = store.select(Filter::Campaign("42"), false).await.unwrap();
-        assert!(without[0].requests.iter().all(|r| r.body.is_none()), "no bodies unless asked");
-    }
-
-    #[tokio::test]
-    async fn a_failing_write_fails_alone_and_pruning_keeps_pending_work() {
+    async fn a_failing_write_fails_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("h.db")).unwrap());
         // Written at the same moment: likely one batch. The bad one must not undo the good.
         let bad = store.call(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ()));
-        let (finished, pending) = (dispatch(None, 1), dispatch(None, 1));
-        let (bad, a, b) = tokio::join!(bad, store.insert(&finished), store.insert(&pending));
+        let (one, two) = (dispatch(1), dispatch(1));
+        let (bad, a, b) = tokio::join!(bad, store.insert(&one), store.insert(&two));
         assert!(bad.unwrap_err().0.contains("no_such_table"));
         assert_eq!((a.unwrap(), b.unwrap()), (Inserted::Created, Inserted::Created));
+        assert_eq!(store.select(Filter::All, false).await.unwrap().len(), 2);
+    }
 
-        let done = Settlement {
-            dispatch: finished.id,
-            request: 0,
-            attempt: Some(tried(1, AttemptResult::Success, 200)),
-            next: NextState::Delivered,
-        };
+    /// A file made by the first release (attempts as JSON, no cascade, no lease columns, no
+    /// template index) is migrated at open, keeping every dispatch, request and attempt.
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let id = DispatchId::new();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE dispatches (
+                    id BLOB PRIMARY KEY, template TEXT NOT NULL, template_version INTEGER NOT NULL,
+                    campaign TEXT NOT NULL, created_at INTEGER NOT NULL, idempotency_key TEXT,
+                    skipped INTEGER NOT NULL, UNIQUE (template, idempotency_key));
+                 CREATE INDEX dispatches_campaign ON dispatches (campaign);
+                 CREATE INDEX dispatches_created ON dispatches (created_at);
+                 CREATE TABLE requests (
+                    dispatch BLOB NOT NULL, idx INTEGER NOT NULL, profiles INTEGER NOT NULL, target TEXT,
+                    body BLOB, status INTEGER NOT NULL, reason TEXT, attempt INTEGER NOT NULL,
+                    due INTEGER NOT NULL, attempts TEXT NOT NULL DEFAULT '[]',
+                    PRIMARY KEY (dispatch, idx)) WITHOUT ROWID;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let at = millis(SystemTime::now());
+            conn.execute(
+                "INSERT INTO dispatches VALUES (?1, 'orders', 1, '42', ?2, 'k', 0)",
+                params![&id_bytes(id)[..], at],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO requests VALUES (?1, 0, 5, NULL, x'7b7d', 0, NULL, 2, ?2,
+                 '[{\"attempt\":1,\"at\":1,\"latency_us\":7,\"status\":503,\"error\":\"HTTP 503\",\"result\":1}]')",
+                params![&id_bytes(id)[..], at],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let got = store.select(Filter::Template("orders"), true).await.unwrap();
+        let [d] = &got[..] else { panic!("one dispatch: {got:?}") };
+        assert_eq!((d.id, d.idempotency_key.as_deref()), (id, Some("k")));
+        let r = &d.requests[0];
+        assert_eq!((r.profiles, r.attempt, r.body.as_deref()), (5, 2, Some(&b"{}"[..])));
+        assert_eq!(r.attempts.len(), 1);
+        assert_eq!((r.attempts[0].status, r.attempts[0].result), (Some(503), AttemptResult::Retry));
+        // The new schema works on it: an outcome, then the cascade when it is pruned.
+        let done = Settlement { dispatch: id, request: 0, attempt: None, next: NextState::Delivered };
         store.settle(&done).await.unwrap();
         let pruned = store.prune_dispatches(SystemTime::now() + Duration::from_secs(1)).await.unwrap();
-        assert_eq!(pruned.len(), 1, "the finished dispatch is past the retention period");
-        assert!(pruned[0].requests.iter().all(|r| r.status != RequestStatus::Pending && r.body.is_none()));
-        assert!(!pruned[0].requests.is_empty(), "returned with its requests, for the stats");
-        let left: Vec<DispatchId> = store.select(Filter::All, false).await.unwrap().iter().map(|d| d.id).collect();
-        assert_eq!(left, vec![pending.id], "pending work is never pruned");
+        assert_eq!(pruned.len(), 1);
+        let left: i64 = store.call(|c| c.query_row("SELECT count(*) FROM requests", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(left, 0, "the requests went with their dispatch");
+        let version: u32 = store.call(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(version, schema::VERSION);
     }
 
     #[test]
@@ -705,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/h.db");
         let store = SqliteStore::open(&path).unwrap();
-        store.insert(&dispatch(None, 1)).await.unwrap();
+        store.insert(&dispatch(1)).await.unwrap();
         assert_eq!(mode(&dir.path().join("data")), 0o700);
         let files: Vec<PathBuf> = database_files(&path).into_iter().filter(|f| f.exists()).collect();
         assert!(files.len() >= 2, "the database and its WAL: {files:?}");

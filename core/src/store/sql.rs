@@ -1,0 +1,264 @@
+//! Every SQL statement of the stores and of the PostgreSQL queue, written once.
+//!
+//! A statement is PostgreSQL text with `$1`-style placeholders and a few `{token}`s where
+//! the dialects differ (types, the JSON append); [`Sql::get`] renders it for a
+//! [`Dialect`] once and keeps the text. Where the dialects agree (most statements) it is
+//! one statement for both; the few that only one backend has are named for it.
+//! Parameters that PostgreSQL cannot type from their context are written
+//! `CAST($n AS type)`, which SQLite reads too.
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// What `{token}` stands for in this dialect.
+    fn token(self, name: &str) -> &'static str {
+        match (self, name) {
+            (Self::Postgres, "uuid") => "UUID",
+            (Self::Sqlite, "uuid") => "BLOB",
+            (Self::Postgres, "bytes") => "BYTEA",
+            (Self::Sqlite, "bytes") => "BLOB",
+            (Self::Postgres, "json") => "JSONB",
+            (Self::Sqlite, "json") => "TEXT",
+            // A table clustered on its primary key (PostgreSQL has no such option).
+            (Self::Postgres, "clustered") => "",
+            (Self::Sqlite, "clustered") => " WITHOUT ROWID",
+            // The request's attempts with the attempt in parameter 7 (JSON text) appended.
+            (Self::Postgres, "append_attempt") => "attempts || CAST(CAST($7 AS TEXT) AS JSONB)",
+            (Self::Sqlite, "append_attempt") => "json_insert(attempts, '$[#]', json($7))",
+            _ => panic!("unknown SQL token `{{{name}}}`"),
+        }
+    }
+
+    /// `sql` in this dialect: tokens replaced; for SQLite, `$n` placeholders become `?n`.
+    pub(crate) fn render(self, sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..].find('}').expect("a SQL token is closed") + open;
+            out.push_str(self.token(&rest[open + 1..close]));
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        if self == Self::Sqlite {
+            let bytes = out.as_bytes();
+            let placeholders: Vec<usize> = (0..bytes.len())
+                .filter(|&i| bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit))
+                .collect();
+            let mut chars = out.into_bytes();
+            for i in placeholders {
+                chars[i] = b'?';
+            }
+            out = String::from_utf8(chars).expect("only an ASCII byte was replaced");
+        }
+        out
+    }
+}
+
+/// One statement, rendered for each dialect on first use.
+pub(crate) struct Sql {
+    text: &'static str,
+    postgres: OnceLock<String>,
+    sqlite: OnceLock<String>,
+}
+
+impl Sql {
+    pub(crate) const fn new(text: &'static str) -> Self {
+        Self { text, postgres: OnceLock::new(), sqlite: OnceLock::new() }
+    }
+
+    pub(crate) fn get(&self, dialect: Dialect) -> &str {
+        let cell = match dialect {
+            Dialect::Postgres => &self.postgres,
+            Dialect::Sqlite => &self.sqlite,
+        };
+        cell.get_or_init(|| dialect.render(self.text))
+    }
+}
+
+// ---------------------------------------------------------------- the store
+
+/// A dispatch's columns, then its requests' (a `LEFT JOIN`: a dispatch may have none),
+/// one row per request, as [`super::rows::Dispatches`] reads them; the body column is
+/// `r.body` or a typed `NULL`.
+macro_rules! dispatches_with_requests {
+    ($body:literal, $where:literal) => {
+        concat!(
+            "SELECT d.id, d.template, d.template_version, d.campaign, d.created_at, d.idempotency_key, d.skipped,
+                    r.idx, r.profiles, r.target, ",
+            $body,
+            ", r.status, r.reason, r.attempt, r.due, CAST(r.attempts AS TEXT)
+             FROM dispatches d LEFT JOIN requests r ON r.dispatch = d.id ",
+            $where,
+            " ORDER BY d.created_at, d.id, r.idx"
+        )
+    };
+}
+
+/// The dispatches of each [`super::Filter`], with and without the requests' bodies.
+pub(crate) static SELECT_ALL: [Sql; 2] = [
+    Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "")),
+    Sql::new(dispatches_with_requests!("r.body", "")),
+];
+pub(crate) static SELECT_ID: [Sql; 2] = [
+    Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.id = $1")),
+    Sql::new(dispatches_with_requests!("r.body", "WHERE d.id = $1")),
+];
+pub(crate) static SELECT_CAMPAIGN: [Sql; 2] = [
+    Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.campaign = $1")),
+    Sql::new(dispatches_with_requests!("r.body", "WHERE d.campaign = $1")),
+];
+pub(crate) static SELECT_TEMPLATE: [Sql; 2] = [
+    Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.template = $1")),
+    Sql::new(dispatches_with_requests!("r.body", "WHERE d.template = $1")),
+];
+
+/// The select of a filter (its parameter, if any, is `$1`), without bodies and with.
+pub(crate) fn select(filter: &super::Filter<'_>) -> &'static [Sql; 2] {
+    match filter {
+        super::Filter::All => &SELECT_ALL,
+        super::Filter::Id(_) => &SELECT_ID,
+        super::Filter::Campaign(_) => &SELECT_CAMPAIGN,
+        super::Filter::Template(_) => &SELECT_TEMPLATE,
+    }
+}
+
+/// Finished dispatches created before `$1`, without bodies: what a prune deletes.
+pub(crate) static SELECT_FINISHED_BEFORE: Sql = Sql::new(dispatches_with_requests!(
+    "CAST(NULL AS {bytes})",
+    "WHERE d.created_at < $1 AND NOT EXISTS (SELECT 1 FROM requests p WHERE p.dispatch = d.id AND p.status = 0)"
+));
+
+/// Deletes them (their requests go by the cascade); returns the ids it deleted.
+pub(crate) static DELETE_FINISHED_BEFORE: Sql = Sql::new(
+    "DELETE FROM dispatches WHERE created_at < $1
+     AND NOT EXISTS (SELECT 1 FROM requests p WHERE p.dispatch = dispatches.id AND p.status = 0)
+     RETURNING id",
+);
+
+/// A new dispatch, unless its idempotency key is taken (then no row comes back).
+pub(crate) static INSERT_DISPATCH: Sql = Sql::new(
+    "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     ON CONFLICT (template, idempotency_key) DO NOTHING
+     RETURNING id",
+);
+
+/// One request of a new dispatch (SQLite, in the dispatch's transaction).
+pub(crate) static INSERT_REQUEST: Sql = Sql::new(
+    "INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+);
+
+/// PostgreSQL: a new dispatch and all its requests in one statement (arrays of the
+/// requests' columns, one multi-row insert); `false` and nothing stored when its
+/// idempotency key is taken.
+pub(crate) static INSERT_DISPATCH_WITH_REQUESTS: Sql = Sql::new(
+    "WITH d AS (
+        INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (template, idempotency_key) DO NOTHING
+        RETURNING id
+     ), r AS (
+        INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
+        SELECT d.id, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due
+        FROM d, unnest($8::int[], $9::bigint[], $10::text[], $11::bytea[], $12::smallint[], $13::int[], $14::bigint[])
+             AS r (idx, profiles, target, body, status, attempt, due)
+        RETURNING 1
+     )
+     SELECT EXISTS (SELECT 1 FROM d), (SELECT count(*) FROM r)",
+);
+
+pub(crate) static BY_IDEMPOTENCY_KEY: Sql =
+    Sql::new("SELECT id FROM dispatches WHERE template = $1 AND idempotency_key = $2");
+
+/// An attempt and the request's next state: `$1` dispatch, `$2` request, `$3` status,
+/// `$4` reason, `$5` next attempt and `$6` its due time (both kept when null), `$7` the
+/// attempt as JSON (none appended when null). A delivered request drops its body; one due
+/// again leaves its lease for whichever instance claims it.
+pub(crate) static SETTLE: Sql = Sql::new(
+    "UPDATE requests SET
+        status = CAST($3 AS SMALLINT),
+        reason = CAST($4 AS TEXT),
+        attempt = COALESCE(CAST($5 AS INT), attempt),
+        due = COALESCE(CAST($6 AS BIGINT), due),
+        body = CASE WHEN CAST($3 AS SMALLINT) = 1 THEN NULL ELSE body END,
+        lease_owner = CASE WHEN CAST($3 AS SMALLINT) = 0 THEN NULL ELSE lease_owner END,
+        attempts = CASE WHEN CAST($7 AS TEXT) IS NULL THEN attempts ELSE {append_attempt} END
+     WHERE dispatch = $1 AND idx = CAST($2 AS INT)",
+);
+
+pub(crate) static DISPATCH_EXISTS: Sql = Sql::new("SELECT 1 FROM dispatches WHERE id = $1");
+
+/// The failed requests of dispatch `$1` that keep their body, pending again at attempt 1,
+/// due at `$2`.
+pub(crate) static REQUEUE_FAILED: Sql = Sql::new(
+    "UPDATE requests SET status = 0, attempt = 1, due = CAST($2 AS BIGINT), lease_owner = NULL, lease_until = NULL
+     WHERE dispatch = $1 AND status = 2 AND body IS NOT NULL
+     RETURNING idx, profiles, reason, octet_length(body)",
+);
+
+/// What a worker needs to send request `$2` of dispatch `$1`.
+pub(crate) static WORK: Sql = Sql::new(
+    "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
+     FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = $1 AND r.idx = CAST($2 AS INT)",
+);
+
+pub(crate) static PENDING_BODY_BYTES: Sql =
+    Sql::new("SELECT CAST(COALESCE(SUM(octet_length(body)), 0) AS BIGINT) FROM requests WHERE status = 0");
+
+pub(crate) static PENDING_REQUESTS: Sql = Sql::new("SELECT count(*) FROM requests WHERE status = 0");
+
+// ---------------------------------------------------------------- the PostgreSQL queue
+
+/// Claims up to `$4` due requests whose lease is free or ran out, for owner `$1` until
+/// `$2` (now is `$3`); other instances skip the rows this one is locking.
+pub(crate) static CLAIM: Sql = Sql::new(
+    "UPDATE requests r SET lease_owner = $1, lease_until = $2
+     FROM (SELECT dispatch, idx FROM requests
+           WHERE status = 0 AND due <= $3 AND (lease_until IS NULL OR lease_until < $3)
+           ORDER BY due LIMIT $4
+           FOR UPDATE SKIP LOCKED) c
+     WHERE r.dispatch = c.dispatch AND r.idx = c.idx
+     RETURNING r.dispatch, r.idx, r.attempt, r.due",
+);
+
+/// Gives a held job back, as attempt `$3` due at `$4`.
+pub(crate) static RELEASE: Sql = Sql::new(
+    "UPDATE requests SET attempt = $3, due = $4, lease_owner = NULL, lease_until = NULL
+     WHERE dispatch = $1 AND idx = $2 AND status = 0",
+);
+
+/// Extends every lease of owner `$1` to `$2`.
+pub(crate) static RENEW: Sql = Sql::new("UPDATE requests SET lease_until = $2 WHERE lease_owner = $1 AND status = 0");
+
+/// Gives back every job owner `$1` holds.
+pub(crate) static GIVE_BACK: Sql =
+    Sql::new("UPDATE requests SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND status = 0");
+
+pub(crate) static PING: Sql = Sql::new("SELECT 1");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_tokens_are_rendered_per_dialect() {
+        let sql = "SELECT CAST($1 AS TEXT), $12, '$x' FROM t WHERE a = {append_attempt}";
+        assert_eq!(
+            Dialect::Sqlite.render(sql),
+            "SELECT CAST(?1 AS TEXT), ?12, '$x' FROM t WHERE a = json_insert(attempts, '$[#]', json(?7))"
+        );
+        assert_eq!(
+            Dialect::Postgres.render(sql),
+            "SELECT CAST($1 AS TEXT), $12, '$x' FROM t WHERE a = attempts || CAST(CAST($7 AS TEXT) AS JSONB)"
+        );
+        assert_eq!(Dialect::Sqlite.render("id {uuid}){clustered}"), "id BLOB) WITHOUT ROWID");
+    }
+}
