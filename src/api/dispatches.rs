@@ -48,7 +48,7 @@ pub async fn dispatch(
         DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
         DispatchError::Inactive { .. } => ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string()),
         DispatchError::Payload(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()),
-        DispatchError::Transform { .. } => {
+        DispatchError::Transform(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string())
         }
         DispatchError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "dispatch_too_large", e.to_string()),

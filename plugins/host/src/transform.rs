@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hookgate_core::plugin::transform::same_origin;
 use hookgate_core::plugin::{
-    AuthError, PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer,
+    PlannedRequest, RequestTarget, TransformContext, TransformFailure, TransformPlugin, Transformed, Transformer,
 };
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
@@ -53,15 +53,14 @@ pub struct WasmTransformer {
 
 #[async_trait]
 impl Transformer for WasmTransformer {
-    async fn transform(&self, payload: &[u8]) -> Result<Transformed, AuthError> {
-        let Leased { output, lease } = (self.plugin.transform(payload).await)
-            .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
+    async fn transform(&self, payload: &[u8]) -> Result<Transformed, TransformFailure> {
+        let Leased { output, lease } =
+            self.plugin.transform(payload).await.map_err(|e| TransformFailure::Call(e.kind.to_string()))?;
         let counts: Vec<u32> = output.requests.iter().map(|r| r.profiles).collect();
-        check_profiles(&counts, output.skipped, payload_profiles(payload))
-            .map_err(|why| AuthError::permanent(format!("returned bad output: {why}")))?;
+        check_profiles(&counts, output.skipped, payload_profiles(payload)).map_err(TransformFailure::Output)?;
         let mut requests = Vec::with_capacity(output.requests.len());
         for (index, r) in output.requests.into_iter().enumerate() {
-            let bad = |why: String| AuthError::permanent(format!("request {index}: {why}"));
+            let bad = |why: String| TransformFailure::Request { index, why };
             let method = Method::from_bytes(r.method.as_bytes())
                 .map_err(|_| bad(format!("`{}` is not an HTTP method", text::name(&r.method))))?;
             let url = Url::parse(&r.url).map_err(|e| bad(format!("not a valid URL: {e}")))?;
