@@ -88,7 +88,7 @@ impl Default for DispatchLimits {
 pub struct Dispatcher {
     pub registry: Arc<Registry>,
     pub queue: Arc<dyn Queue>,
-    pub records: Arc<Records>,
+    pub records: Arc<dyn Records>,
     pub limits: DispatchLimits,
 }
 

@@ -10,6 +10,7 @@ use hookgate_core::model::DispatchId;
 use hookgate_core::payload::Payload;
 use serde_json::{Value, json};
 
+use super::views::DispatchView;
 use super::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -84,7 +85,7 @@ pub async fn get(State(engine): State<AppState>, Path(id): Path<String>) -> Resu
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)")))?;
-    let view = record.view();
+    let view = DispatchView::of(&record);
     Ok(Json(json!(view)))
 }
 
