@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use crate::config::bytes_text;
 use crate::model::{DispatchId, StoreError};
 use crate::payload::{Payload, PayloadError};
+use crate::plugin::TransformError;
 use crate::queue::{Job, Queue, QueueError};
 use crate::records::{BudgetFull, DispatchRecord, Records, RequestRecord};
 use crate::template::registry::{Lookup, Registry};
@@ -35,8 +36,8 @@ pub enum DispatchError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("transform plugin `{plugin}`: {message}")]
-    Transform { plugin: String, message: String },
+    #[error(transparent)]
+    Transform(#[from] TransformError),
     /// The dispatch would become more (or larger) requests than the limits allow. Nothing
     /// was stored.
     #[error("{0}")]
@@ -87,7 +88,7 @@ impl Default for DispatchLimits {
 pub struct Dispatcher {
     pub registry: Arc<Registry>,
     pub queue: Arc<dyn Queue>,
-    pub records: Arc<Records>,
+    pub records: Arc<dyn Records>,
     pub limits: DispatchLimits,
 }
 
@@ -119,7 +120,7 @@ impl Dispatcher {
                 let out = transformer
                     .transform(&payload.to_json())
                     .await
-                    .map_err(|e| DispatchError::Transform { plugin: plugin.clone(), message: e.message })?;
+                    .map_err(|failure| TransformError { plugin: plugin.clone(), failure })?;
                 let bytes = out.requests.iter().map(|r| r.body.len() as u64).sum();
                 self.limits.check(out.requests.len(), bytes)?;
                 let reservation = budget.reserve(bytes).map_err(DispatchError::Busy)?;

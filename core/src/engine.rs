@@ -6,22 +6,21 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{QueueBackend, Settings};
 use crate::delivery::client::HttpClient;
 use crate::delivery::worker::{self, WorkerContext};
 use crate::dispatch::{DispatchLimits, Dispatcher};
-use crate::model::{RequestStatus, StoreError};
+use crate::model::StoreError;
 use crate::plugin::{KeyStore, PluginRegistry};
+use crate::queue::Queue;
 use crate::queue::memory::MemoryQueue;
 use crate::queue::postgres::PgQueue;
-use crate::queue::{Job, Queue};
-use crate::records::{DispatchRecord, Records, TemplateSource};
+use crate::records::{LocalRecords, Records, SharedRecords, TemplateSource, WriteThrough};
 use crate::stats::{CampaignView, Stats, StatsView};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Filter, Store};
 use crate::template::registry::ReloadReport;
 use crate::template::{Loader, Registry};
 
@@ -44,7 +43,7 @@ pub struct Engine {
     pub registry: Arc<Registry>,
     pub dispatcher: Dispatcher,
     pub queue: Arc<dyn Queue>,
-    pub records: Arc<Records>,
+    pub records: Arc<dyn Records>,
     pub stats: Arc<Stats>,
     /// The signing keys (`/.well-known/jwks.json`), when the gateway has a key store.
     pub keys: Option<Arc<dyn KeyStore>>,
@@ -80,48 +79,47 @@ impl Engine {
         }
         let registry = Registry::new(loader, templates_dir.clone(), options.verify, config.reload.rescan);
         let backend = if options.persist { config.queue.clone() } else { QueueBackend::Memory };
-        let (store, queue): (Option<Arc<dyn Store>>, Arc<dyn Queue>) = match &backend {
-            QueueBackend::Memory => (None, Arc::new(MemoryQueue::new())),
-            QueueBackend::Sqlite => {
-                let store = SqliteStore::open(&settings.database_path()).map_err(|e| EngineError(e.to_string()))?;
-                (Some(Arc::new(store)), Arc::new(MemoryQueue::new()))
-            }
-            QueueBackend::Postgres(url) => {
-                let store = PgStore::connect(url).await.map_err(|e| EngineError(e.to_string()))?;
-                let queue = PgQueue::start(store.clone(), config.queue_lease, config.workers);
-                (Some(store), Arc::new(queue))
-            }
-        };
         let templates: TemplateSource = {
             let registry = registry.clone();
             Arc::new(move |name| registry.current(name))
         };
-        // With a shared store, campaign stats are derived from its rows on every read.
-        let shared = store.as_ref().is_some_and(|s| s.shared());
-        let stats = Arc::new(if shared { Stats::templates_only() } else { Stats::new() });
-        let records = Arc::new(
-            Records::with_store(config.limits.dispatch_records, store.clone(), templates.clone(), stats.clone())
-                .with_pending_budget(config.limits.max_pending_bytes),
-        );
+        let (limit, max_pending) = (config.limits.dispatch_records, config.limits.max_pending_bytes);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // The records this instance owns (restored from the store once the templates are
+        // read), or else the shared store's.
+        let mut local: Option<Arc<LocalRecords>> = None;
+        let (records, queue): (Arc<dyn Records>, Arc<dyn Queue>) = match &backend {
+            QueueBackend::Memory => {
+                let records = local.insert(Arc::new(LocalRecords::new(limit, None, max_pending)));
+                (records.clone(), Arc::new(MemoryQueue::new()))
+            }
+            QueueBackend::Sqlite => {
+                let store = SqliteStore::open(&settings.database_path()).map_err(|e| EngineError(e.to_string()))?;
+                let store = WriteThrough::new(Arc::new(store), templates);
+                let records = local.insert(Arc::new(LocalRecords::new(limit, Some(store), max_pending)));
+                (records.clone(), Arc::new(MemoryQueue::new()))
+            }
+            QueueBackend::Postgres(url) => {
+                let store = PgStore::connect(url).await.map_err(|e| EngineError(e.to_string()))?;
+                let queue = PgQueue::start(store.clone(), config.queue_lease, config.workers);
+                let shared = Arc::new(SharedRecords::new(WriteThrough::new(store, templates), max_pending));
+                tasks.push(tokio::spawn(shared.clone().sync_pending_budget(shutdown_rx.clone())));
+                (shared, Arc::new(queue))
+            }
+        };
+        let stats = records.stats().clone();
 
         let report = registry.rescan().await;
-        if let Some(store) = &store
-            && !store.shared()
-        {
-            restore(store, &records, &stats, &queue, &templates).await?;
+        if let Some(local) = &local {
+            let restored = local.restore().await.map_err(|e| EngineError(e.to_string()))?;
+            let pending = restored.jobs.len();
+            queue.push(restored.jobs).await.map_err(|e| EngineError(e.to_string()))?;
+            if restored.dispatches > 0 {
+                info!(dispatches = restored.dispatches, pending_requests = pending, "restored from the store");
+            }
         }
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(prune(
-            store.clone(),
-            records.clone(),
-            stats.clone(),
-            config.retention,
-            shutdown_rx.clone(),
-        )));
-        if let Some(store) = store.clone().filter(|s| s.shared()) {
-            tasks.push(tokio::spawn(sync_pending_budget(store, records.clone(), shutdown_rx.clone())));
-        }
+        tasks.push(tokio::spawn(prune(records.clone(), config.retention, shutdown_rx.clone())));
         if options.watch {
             let watched = registry.clone();
             let rescan: crate::watch::Rescan = Arc::new(move || {
@@ -196,30 +194,12 @@ impl Engine {
     /// The stats of a campaign: this process's, or with a shared store every instance's,
     /// derived from the store's rows.
     pub async fn campaign_stats(&self, campaign: &str) -> Result<Option<CampaignView>, StoreError> {
-        match self.shared_store() {
-            Some(store) => Ok(Self::derive(store, Filter::Campaign(campaign)).await?.campaign(campaign)),
-            None => Ok(self.stats.campaign(campaign)),
-        }
+        self.records.campaign_stats(campaign).await
     }
 
     /// The stats of a template, like [`Engine::campaign_stats`].
     pub async fn template_stats(&self, template: &str) -> Result<Option<StatsView>, StoreError> {
-        match self.shared_store() {
-            Some(store) => Ok(Self::derive(store, Filter::Template(template)).await?.template(template)),
-            None => Ok(self.stats.template(template)),
-        }
-    }
-
-    fn shared_store(&self) -> Option<&Arc<dyn Store>> {
-        self.records.store().filter(|s| s.shared())
-    }
-
-    async fn derive(store: &Arc<dyn Store>, filter: Filter<'_>) -> Result<Stats, StoreError> {
-        let stats = Stats::new();
-        for d in store.select(filter, false).await? {
-            stats.replay(&d);
-        }
-        Ok(stats)
+        self.records.template_stats(template).await
     }
 
     /// Stops taking jobs and watching files; returns when the deliveries in progress have
@@ -250,88 +230,18 @@ impl Engine {
     }
 }
 
-/// Rebuilds memory from the store at start: dispatch records (the finished ones up to the
-/// memory limit), the stats derived from every retained dispatch, and a job for every
-/// pending request, due when it was due. Requests are sent with the current version of
-/// their template.
-async fn restore(
-    store: &Arc<dyn Store>,
-    records: &Records,
-    stats: &Stats,
-    queue: &Arc<dyn Queue>,
-    templates: &TemplateSource,
-) -> Result<(), EngineError> {
-    let dispatches = store.select(Filter::All, true).await.map_err(|e| EngineError(e.to_string()))?;
-    let count = dispatches.len();
-    let mut jobs = Vec::new();
-    for d in dispatches {
-        stats.replay(&d);
-        let pending: Vec<Job> = (d.requests.iter().enumerate())
-            .filter(|(_, r)| r.status == RequestStatus::Pending)
-            .map(|(i, r)| Job { dispatch: d.id, request: i as u32, attempt: r.attempt, due: r.due })
-            .collect();
-        let (id, key) = (d.id, d.idempotency_key.clone());
-        let template = templates(&d.template);
-        match DispatchRecord::from_stored(d, template) {
-            Ok(record) => {
-                records.restore(record, key);
-                jobs.extend(pending);
-            }
-            Err(e) => error!(dispatch = %id, "cannot restore this dispatch: {e}"),
-        }
-    }
-    let pending = jobs.len();
-    queue.push(jobs).await.map_err(|e| EngineError(e.to_string()))?;
-    if count > 0 {
-        info!(dispatches = count, pending_requests = pending, "restored from the store");
-    }
-    Ok(())
-}
-
-/// With a shared store, other instances accept and finish requests too, so this instance's
-/// count of pending bodies would drift (up, for bodies it accepted and another delivered,
-/// until every dispatch here answered 503): it is set to the store's sum every second, which
-/// makes `limits.max_pending_bytes` the cluster's budget.
-async fn sync_pending_budget(store: Arc<dyn Store>, records: Arc<Records>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        match store.pending_body_bytes().await {
-            Ok(Some(pending)) => records.budget().sync(pending),
-            Ok(None) => return,
-            Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 /// Deletes finished dispatches past the retention period, now and then, from the store
 /// and from memory; what they counted for leaves the campaign stats (a campaign with no
 /// dispatch left is dropped).
-async fn prune(
-    store: Option<Arc<dyn Store>>,
-    records: Arc<Records>,
-    stats: Arc<Stats>,
-    retention: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn prune(records: Arc<dyn Records>, retention: Duration, mut shutdown: watch::Receiver<bool>) {
     let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
         let before = SystemTime::now().checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
-        if let Some(store) = &store {
-            match store.prune_dispatches(before).await {
-                Ok(pruned) if pruned.is_empty() => {}
-                Ok(pruned) => {
-                    for d in &pruned {
-                        stats.forget(d);
-                    }
-                    info!(dispatches = pruned.len(), "deleted finished dispatches past the retention period");
-                }
-                Err(e) => warn!("{e}"),
-            }
+        match records.prune(before).await {
+            Ok(0) => {}
+            Ok(pruned) => info!(dispatches = pruned, "deleted finished dispatches past the retention period"),
+            Err(e) => warn!("{e}"),
         }
-        records.forget_finished_before(before);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

@@ -10,6 +10,7 @@ use hookgate_core::model::DispatchId;
 use hookgate_core::payload::Payload;
 use serde_json::{Value, json};
 
+use super::views::DispatchView;
 use super::{ApiError, AppState};
 
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -48,7 +49,7 @@ pub async fn dispatch(
         DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),
         DispatchError::Inactive { .. } => ApiError::new(StatusCode::CONFLICT, "template_inactive", e.to_string()),
         DispatchError::Payload(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()),
-        DispatchError::Transform { .. } => {
+        DispatchError::Transform(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "transform_failed", e.to_string())
         }
         DispatchError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "dispatch_too_large", e.to_string()),
@@ -77,27 +78,26 @@ pub async fn dispatch(
 }
 
 pub async fn get(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id: DispatchId = id.parse().map_err(|e: String| ApiError::not_found(e))?;
-    let record = engine
-        .records
-        .find(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)")))?;
-    let view = record.view();
+    let id = dispatch_id(&id)?;
+    let record = engine.records.find(id).await.map_err(unavailable)?.ok_or_else(|| no_dispatch(id))?;
+    let view = DispatchView::of(&record);
     Ok(Json(json!(view)))
 }
 
 /// Dead letters: sends the failed requests of a dispatch again.
 pub async fn retry(State(engine): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    let id: DispatchId = id.parse().map_err(|e: String| ApiError::not_found(e))?;
-    let requeued = engine
-        .dispatcher
-        .retry_failed(id)
-        .await
-        .map_err(unavailable)?
-        .ok_or_else(|| ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)")))?;
+    let id = dispatch_id(&id)?;
+    let requeued = engine.dispatcher.retry_failed(id).await.map_err(unavailable)?.ok_or_else(|| no_dispatch(id))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"dispatch_id": id.to_string(), "requeued": requeued}))))
+}
+
+/// The `{id}` of a `/v1/dispatches/{id}` route: one that is not a dispatch id is not found.
+fn dispatch_id(id: &str) -> Result<DispatchId, ApiError> {
+    id.parse().map_err(|e: String| ApiError::not_found(e))
+}
+
+fn no_dispatch(id: DispatchId) -> ApiError {
+    ApiError::not_found(format!("no dispatch {id} (unknown, or past the retention period)"))
 }
 
 pub async fn campaign(State(engine): State<AppState>, Path(target_id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -7,6 +7,7 @@ mod dispatches;
 mod error;
 mod health;
 mod templates;
+mod views;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::client::{HttpClient, MAX_BODY, Response, SendError, SendRequest};
-use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest, RequestTarget, Unauthorized};
+use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest, RequestTarget, TransformError, Unauthorized};
 use crate::redact::{Ending, REASON_CHARS, Redactor};
 use crate::template::Template;
 
@@ -23,10 +23,7 @@ pub enum AttemptError {
     },
     /// The transform plugin could not plan the requests (verification only: a dispatch
     /// refuses such a payload up front).
-    Transform {
-        plugin: String,
-        error: AuthError,
-    },
+    Transform(TransformError),
     Send(SendError),
 }
 
@@ -34,7 +31,7 @@ impl AttemptError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Auth { error, .. } => error.retryable,
-            Self::Transform { .. } => false,
+            Self::Transform(_) => false,
             Self::Send(e) => e.is_retryable(),
         }
     }
@@ -44,7 +41,7 @@ impl fmt::Display for AttemptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Auth { plugin, error } => write!(f, "auth plugin `{plugin}`: {error}"),
-            Self::Transform { plugin, error } => write!(f, "transform plugin `{plugin}`: {error}"),
+            Self::Transform(e) => e.fmt(f),
             Self::Send(e) => e.fmt(f),
         }
     }
@@ -63,7 +60,9 @@ impl AttemptError {
         let clean_auth = |error: AuthError| AuthError { message: clean(error.message), ..error };
         match self {
             Self::Auth { plugin, error } => Self::Auth { plugin, error: clean_auth(error) },
-            Self::Transform { plugin, error } => Self::Transform { plugin, error: clean_auth(error) },
+            Self::Transform(TransformError { plugin, failure }) => {
+                Self::Transform(TransformError { plugin, failure: failure.map_text(clean) })
+            }
             Self::Send(SendError::Refused(why)) => Self::Send(SendError::Refused(clean(why))),
             Self::Send(SendError::Connect(why)) => Self::Send(SendError::Connect(clean(why))),
             Self::Send(SendError::Other(why)) => Self::Send(SendError::Other(clean(why))),

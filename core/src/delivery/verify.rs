@@ -8,7 +8,7 @@ use super::attempt::{AttemptError, attempt};
 use super::client::{HttpClient, Response};
 use super::retry::status_reason;
 use crate::payload::test_payload;
-use crate::plugin::AuthError;
+use crate::plugin::{TransformError, TransformFailure};
 use crate::redact::{REASON_CHARS, sanitize};
 use crate::template::Template;
 
@@ -21,10 +21,10 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
         return attempt(client, template, None, &body, None).await;
     };
     // A plugin's error text can quote what it was given: the template's secrets go.
-    let transform_error = |error| {
+    let transform_error = |failure| {
         let mut secrets = template.secrets.clone();
         secrets.add_headers(&template.headers);
-        AttemptError::Transform { plugin: plugin.clone(), error }.redacted(&secrets)
+        AttemptError::Transform(TransformError { plugin: plugin.clone(), failure }).redacted(&secrets)
     };
     let planned = transformer.transform(&body).await.map_err(transform_error)?;
     let mut last = None;
@@ -35,11 +35,7 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
         }
         last = Some(response);
     }
-    last.ok_or_else(|| {
-        transform_error(AuthError::permanent(
-            "it plans no request for the test payload, so there is nothing to verify (set `verify: false`)",
-        ))
-    })
+    last.ok_or_else(|| transform_error(TransformFailure::NothingToVerify))
 }
 
 /// `Ok` when the destination accepts the test payload with a 2xx; otherwise why not.

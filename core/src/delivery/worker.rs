@@ -20,7 +20,7 @@ use crate::store::Settlement;
 pub struct WorkerContext {
     pub client: HttpClient,
     pub queue: Arc<dyn Queue>,
-    pub records: Arc<Records>,
+    pub records: Arc<dyn Records>,
     pub backoff: Backoff,
     pub destinations: DestinationLimits,
 }
@@ -196,22 +196,18 @@ async fn later(ctx: &WorkerContext, job: Job, wait: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use async_trait::async_trait;
     use bytes::Bytes;
-    use reqwest::header::HeaderMap;
 
     use super::*;
     use crate::config::Destinations;
     use crate::model::{DispatchId, RequestStatus, StoreError, StoredDispatch};
     use crate::network::NetworkPolicy;
-    use crate::plugin::auth::NoHeaders;
     use crate::queue::memory::MemoryQueue;
-    use crate::records::{DispatchRecord, RequestRecord};
-    use crate::stats::Stats;
+    use crate::records::{DispatchRecord, LocalRecords, RequestRecord, WriteThrough};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{Filter, Inserted, Requeued, Store, StoredWork};
     use crate::template::Template;
@@ -272,6 +268,7 @@ mod tests {
     /// A worker context over a flaky store holding one pending request of one dispatch.
     struct Fixture {
         ctx: WorkerContext,
+        records: Arc<LocalRecords>,
         id: DispatchId,
         store: Arc<FlakyStore>,
         /// The delivery ids the endpoint received.
@@ -281,7 +278,7 @@ mod tests {
 
     impl Fixture {
         fn status(&self) -> RequestStatus {
-            self.ctx.records.get(self.id).unwrap().requests[0].lock().unwrap().status.clone()
+            self.records.get(self.id).unwrap().requests[0].lock().unwrap().status.clone()
         }
 
         /// The request as the store has it: its status and how many attempts it recorded.
@@ -299,40 +296,23 @@ mod tests {
     async fn one_request(failures: u32) -> Fixture {
         crate::delivery::client::install_crypto_provider();
         let (url, seen) = endpoint().await;
-        let template = Arc::new(Template {
-            name: "orders".into(),
-            file: PathBuf::from("templates/orders.yaml"),
-            version: 1,
-            digest: 0,
-            url,
-            method: reqwest::Method::POST,
-            headers: HeaderMap::new(),
-            timeout: Duration::from_secs(5),
-            retries: 2,
-            batch_size: 100,
-            verify: false,
-            auth_type: "none".into(),
-            auth: Arc::new(NoHeaders),
-            transform: None,
-            tls_client: None,
-            secrets: Default::default(),
-        });
+        let template = Arc::new(Template::for_tests("orders", url));
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteStore::open(&dir.path().join("h.db")).unwrap();
         let store = Arc::new(FlakyStore { inner, failures: AtomicU32::new(failures) });
-        let stats = Arc::new(Stats::new());
-        let records = Arc::new(Records::with_store(100, Some(store.clone()), Arc::new(|_| None), stats));
+        let through = WriteThrough::new(store.clone(), Arc::new(|_| None));
+        let records = Arc::new(LocalRecords::new(100, Some(through), u64::MAX));
         let id = DispatchId::new();
         let request = RequestRecord::new(None, Bytes::from_static(b"{\"profiles\":[{}]}"), 1);
         records.insert(DispatchRecord::new(id, template, "42".into(), vec![request], 0), None).await.unwrap();
         let ctx = WorkerContext {
             client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),
             queue: Arc::new(MemoryQueue::new()),
-            records,
+            records: records.clone(),
             backoff: Backoff::default(),
             destinations: DestinationLimits::new(Destinations::default()).0,
         };
-        Fixture { ctx, id, store, seen, _dir: dir }
+        Fixture { ctx, records, id, store, seen, _dir: dir }
     }
 
     /// A store that fails for a moment: the outcome is written again, and the request is

@@ -14,4 +14,7 @@ pub use auth::{
 };
 pub use keys::{KeyError, KeyInfo, KeyStore, SigningAlg};
 pub use registry::{PluginRegistry, PluginSource, PluginStatus};
-pub use transform::{PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer};
+pub use transform::{
+    PlannedRequest, RequestTarget, TransformContext, TransformError, TransformFailure, TransformPlugin, Transformed,
+    Transformer,
+};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 
-use super::auth::{AuthError, BuildContext};
+use super::auth::BuildContext;
 
 /// Where and how one planned request goes (its body is kept beside it).
 #[derive(Debug, Clone)]
@@ -41,10 +41,49 @@ pub struct Transformed {
 /// Plans the requests of one template's payloads. Built once per template version.
 #[async_trait]
 pub trait Transformer: Send + Sync + fmt::Debug {
-    /// `payload` is the dispatch payload as JSON. The error's message names the plugin's
-    /// problem (never a secret); `retryable` is ignored: a payload that cannot be
-    /// transformed is refused.
-    async fn transform(&self, payload: &[u8]) -> Result<Transformed, AuthError>;
+    /// `payload` is the dispatch payload as JSON. A payload that cannot be transformed is
+    /// refused (a dispatch answers 422; verification fails).
+    async fn transform(&self, payload: &[u8]) -> Result<Transformed, TransformFailure>;
+}
+
+/// What went wrong in a transform. Its text never holds a secret: it is shown in API
+/// answers and verification reasons.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransformFailure {
+    /// The plugin's call failed: it returned an error, trapped, or a limit stopped it.
+    #[error("{0}")]
+    Call(String),
+    /// What it returned does not add up (the profiles its requests claim, say).
+    #[error("returned bad output: {0}")]
+    Output(String),
+    /// One planned request cannot be sent as planned (0 is the first).
+    #[error("request {index}: {why}")]
+    Request { index: usize, why: String },
+    /// It planned no request for the test payload, so verification has nothing to send.
+    #[error("it plans no request for the test payload, so there is nothing to verify (set `verify: false`)")]
+    NothingToVerify,
+}
+
+impl TransformFailure {
+    /// The failure with its text passed through `clean` (redaction of the template's
+    /// secrets, say).
+    pub fn map_text(self, clean: impl Fn(String) -> String) -> Self {
+        match self {
+            Self::Call(why) => Self::Call(clean(why)),
+            Self::Output(why) => Self::Output(clean(why)),
+            Self::Request { index, why } => Self::Request { index, why: clean(why) },
+            Self::NothingToVerify => Self::NothingToVerify,
+        }
+    }
+}
+
+/// Why a template's transform plugin could not plan a payload's requests: the plugin and
+/// what failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("transform plugin `{plugin}`: {failure}")]
+pub struct TransformError {
+    pub plugin: String,
+    pub failure: TransformFailure,
 }
 
 /// A named transform plugin: builds a [`Transformer`] from the template's `transform`

@@ -68,6 +68,33 @@ impl Template {
     }
 }
 
+#[cfg(test)]
+impl Template {
+    /// Version 1 of a template `name` sending to `url` with the defaults (POST, 5 s, 2
+    /// retries, batches of 100), no auth header and no verification: for tests of what
+    /// surrounds templates.
+    pub(crate) fn for_tests(name: &str, url: Url) -> Self {
+        Self {
+            name: name.into(),
+            file: PathBuf::from(format!("templates/{name}.yaml")),
+            version: 1,
+            digest: 0,
+            url,
+            method: Method::POST,
+            headers: HeaderMap::new(),
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            batch_size: 100,
+            verify: false,
+            auth_type: "none".into(),
+            auth: Arc::new(crate::plugin::auth::NoHeaders),
+            transform: None,
+            tls_client: None,
+            secrets: Default::default(),
+        }
+    }
+}
+
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Template")

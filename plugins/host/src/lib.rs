@@ -5,13 +5,17 @@
 //! `engine` compiles (with an on-disk cache, `cache`), limits and calls plugins; `pool` keeps
 //! instances between calls of one template version; `state` is an instance's store data and
 //! the host functions; `source` is the folder of plugins, hot-reloaded,
-//! that `core` sees as a plugin source; `auth` adapts a plugin to `core`'s auth contract.
+//! that `core` sees as a plugin source, each plugin name's live version in a `slot`; `auth`
+//! and `transform` adapt a plugin to `core`'s auth and transform contracts, with what they
+//! share in `adapter`.
 
+pub mod adapter;
 pub mod auth;
 pub mod bindings;
 pub mod cache;
 pub mod engine;
 pub mod pool;
+pub mod slot;
 pub mod source;
 pub mod state;
 pub mod text;

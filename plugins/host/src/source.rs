@@ -10,22 +10,11 @@ use hookgate_core::plugin::{AuthPlugin, PluginSource, PluginStatus, TransformPlu
 use hookgate_core::template::load::validate_name;
 use tracing::{info, warn};
 
+use crate::adapter::WasmPlugin;
 use crate::auth::WasmAuthPlugin;
-use crate::engine::{LoadedPlugin, PluginEngine};
+use crate::engine::PluginEngine;
+use crate::slot::PluginSlot;
 use crate::transform::WasmTransformPlugin;
-
-/// One plugin name and its live version. Authorizers hold the slot, so replacing the
-/// file changes their behaviour without rebuilding templates.
-pub struct PluginSlot {
-    pub name: String,
-    current: RwLock<Arc<LoadedPlugin>>,
-}
-
-impl PluginSlot {
-    pub fn current(&self) -> Arc<LoadedPlugin> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
 
 /// What a rescan did.
 #[derive(Debug, Default)]
@@ -130,12 +119,9 @@ impl WasmPlugins {
                     let plugin = Arc::new(plugin);
                     let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
                     match slots.get(&name) {
-                        Some(slot) => *slot.current.write().unwrap_or_else(|e| e.into_inner()) = plugin,
+                        Some(slot) => slot.replace(plugin),
                         None => {
-                            slots.insert(
-                                name.clone(),
-                                Arc::new(PluginSlot { name: name.clone(), current: RwLock::new(plugin) }),
-                            );
+                            slots.insert(name.clone(), Arc::new(PluginSlot::new(name.clone(), plugin)));
                         }
                     }
                     self.errors.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
@@ -154,13 +140,11 @@ impl WasmPlugins {
 
 impl PluginSource for WasmPlugins {
     fn auth(&self, name: &str) -> Option<Arc<dyn AuthPlugin>> {
-        let slot = self.slot(name)?;
-        Some(Arc::new(WasmAuthPlugin::new(slot, self.engine.clone())))
+        Some(Arc::new(WasmAuthPlugin::new(WasmPlugin::new(self.slot(name)?, self.engine.clone()))))
     }
 
     fn transform(&self, name: &str) -> Option<Arc<dyn TransformPlugin>> {
-        let slot = self.slot(name)?;
-        Some(Arc::new(WasmTransformPlugin::new(slot, self.engine.clone())))
+        Some(Arc::new(WasmTransformPlugin::new(WasmPlugin::new(self.slot(name)?, self.engine.clone()))))
     }
 
     fn statuses(&self) -> Vec<PluginStatus> {

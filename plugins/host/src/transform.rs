@@ -7,83 +7,60 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use hookgate_core::plugin::transform::same_origin;
 use hookgate_core::plugin::{
-    AuthError, PlannedRequest, RequestTarget, TransformContext, TransformPlugin, Transformed, Transformer,
+    PlannedRequest, RequestTarget, TransformContext, TransformFailure, TransformPlugin, Transformed, Transformer,
 };
-use hookgate_core::template::load::RESERVED_HEADERS;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, Url};
 
-use crate::auth::call_context;
-use crate::bindings::hookgate::plugin::types::Header;
-use crate::engine::PluginEngine;
-use crate::pool::{InstancePool, Leased};
-use crate::source::PluginSlot;
+use crate::adapter::{BadHeader, BoundPlugin, WasmPlugin, checked_header};
+use crate::pool::Leased;
 use crate::text;
 
-pub struct WasmTransformPlugin {
-    slot: Arc<PluginSlot>,
-    engine: Arc<PluginEngine>,
-}
+pub struct WasmTransformPlugin(WasmPlugin);
 
 impl WasmTransformPlugin {
-    pub fn new(slot: Arc<PluginSlot>, engine: Arc<PluginEngine>) -> Self {
-        Self { slot, engine }
+    pub fn new(plugin: WasmPlugin) -> Self {
+        Self(plugin)
     }
 }
 
 impl TransformPlugin for WasmTransformPlugin {
     fn name(&self) -> &str {
-        &self.slot.name
+        self.0.name()
     }
 
+    /// See [`WasmPlugin::bind`].
     fn build(
         &self,
         ctx: &TransformContext<'_>,
         config: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Arc<dyn Transformer>, String> {
         Ok(Arc::new(WasmTransformer {
-            slot: self.slot.clone(),
-            engine: self.engine.clone(),
-            pool: self.engine.pool(Arc::new(call_context(&self.slot.name, &ctx.build, config)?)),
-            config: serde_json::to_string(config).map_err(|e| e.to_string())?,
+            plugin: self.0.bind(&ctx.build, config)?,
             url: ctx.url.clone(),
             headers: ctx.headers.clone(),
         }))
     }
 }
 
+#[derive(Debug)]
 pub struct WasmTransformer {
-    slot: Arc<PluginSlot>,
-    engine: Arc<PluginEngine>,
-    /// This template version's instances, and the context their calls share.
-    pool: InstancePool,
-    config: String,
+    plugin: BoundPlugin,
     /// The template's URL (the allowed origin) and headers (the base of every request's).
     url: Url,
     headers: HeaderMap,
 }
 
-impl std::fmt::Debug for WasmTransformer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WasmTransformer").field("plugin", &self.slot.name).finish_non_exhaustive()
-    }
-}
-
 #[async_trait]
 impl Transformer for WasmTransformer {
-    async fn transform(&self, payload: &[u8]) -> Result<Transformed, AuthError> {
-        let plugin = self.slot.current();
-        let Leased { output, lease } = self
-            .engine
-            .transform_in(&plugin, &self.pool, payload, &self.config)
-            .await
-            .map_err(|e| AuthError { message: e.kind.to_string(), retryable: e.retryable() })?;
+    async fn transform(&self, payload: &[u8]) -> Result<Transformed, TransformFailure> {
+        let Leased { output, lease } =
+            self.plugin.transform(payload).await.map_err(|e| TransformFailure::Call(e.kind.to_string()))?;
         let counts: Vec<u32> = output.requests.iter().map(|r| r.profiles).collect();
-        check_profiles(&counts, output.skipped, payload_profiles(payload))
-            .map_err(|why| AuthError::permanent(format!("returned bad output: {why}")))?;
+        check_profiles(&counts, output.skipped, payload_profiles(payload)).map_err(TransformFailure::Output)?;
         let mut requests = Vec::with_capacity(output.requests.len());
-        for (i, r) in output.requests.into_iter().enumerate() {
-            let bad = |why: String| AuthError::permanent(format!("request {i}: {why}"));
+        for (index, r) in output.requests.into_iter().enumerate() {
+            let bad = |why: String| TransformFailure::Request { index, why };
             let method = Method::from_bytes(r.method.as_bytes())
                 .map_err(|_| bad(format!("`{}` is not an HTTP method", text::name(&r.method))))?;
             let url = Url::parse(&r.url).map_err(|e| bad(format!("not a valid URL: {e}")))?;
@@ -95,14 +72,14 @@ impl Transformer for WasmTransformer {
                 )));
             }
             let mut headers = self.headers.clone();
-            for Header { name, value } in r.headers {
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| bad(format!("invalid header name `{}`", text::name(&name))))?;
-                if RESERVED_HEADERS.contains(&name.as_str()) {
-                    return Err(bad(format!("`{name}` is set by the gateway; a plugin may not set it")));
-                }
-                let mut value =
-                    HeaderValue::from_str(&value).map_err(|_| bad(format!("invalid value for header `{name}`")))?;
+            for header in r.headers {
+                let (name, mut value) = checked_header(header).map_err(|e| {
+                    bad(match e {
+                        BadHeader::Name(name) => format!("invalid header name `{name}`"),
+                        BadHeader::Reserved(name) => format!("`{name}` is set by the gateway; a plugin may not set it"),
+                        BadHeader::Value(name) => format!("invalid value for header `{name}`"),
+                    })
+                })?;
                 value.set_sensitive(true);
                 headers.insert(name, value);
             }
