@@ -88,7 +88,7 @@ impl Engine {
             }
             QueueBackend::Postgres(url) => {
                 let store = PgStore::connect(url).await.map_err(|e| EngineError(e.to_string()))?;
-                let queue = PgQueue::start(store.clone(), config.queue_lease, config.workers);
+                let queue = PgQueue::start(store.clone(), config.queue_lease, config.queue_poll, config.workers);
                 (Some(store), Arc::new(queue))
             }
         };
@@ -290,14 +290,20 @@ async fn restore(
 
 /// With a shared store, other instances accept and finish requests too, so this instance's
 /// count of pending bodies would drift (up, for bodies it accepted and another delivered,
-/// until every dispatch here answered 503): it is set to the store's sum every second, which
-/// makes `limits.max_pending_bytes` the cluster's budget.
+/// until every dispatch here answered 503): it is set to the store's sum every second while
+/// this instance counts any, every 30 seconds otherwise (an idle instance costs the database
+/// little), which makes `limits.max_pending_bytes` the cluster's budget.
 async fn sync_pending_budget(store: Arc<dyn Store>, records: Arc<Records>, mut shutdown: watch::Receiver<bool>) {
+    const IDLE: Duration = Duration::from_secs(30);
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
-        match store.pending_body_bytes().await {
-            Ok(Some(pending)) => records.budget().sync(pending),
-            Ok(None) => return,
-            Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
+        if records.budget().used() > 0 || last.is_none_or(|t| t.elapsed() >= IDLE) {
+            match store.pending_body_bytes().await {
+                Ok(Some(pending)) => records.budget().sync(pending),
+                Ok(None) => return,
+                Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
+            }
+            last = Some(tokio::time::Instant::now());
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
