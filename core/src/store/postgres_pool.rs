@@ -32,7 +32,17 @@ pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Sto
     move |e| match e.as_db_error() {
         // The server's own message says what is wrong ("db error" alone does not).
         Some(db) => StoreError(format!("postgres: {context}: {} ({})", db.message(), db.code().code())),
-        None => StoreError(format!("postgres: {context}: {e}")),
+        None => {
+            // tokio-postgres says what failed; why is in its sources ("error performing TLS
+            // handshake": "server does not support TLS").
+            let mut message = format!("postgres: {context}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            StoreError(message)
+        }
     }
 }
 
@@ -67,8 +77,12 @@ impl Pool {
                 SslMode::Require if message.contains("server does not support TLS") => {
                     message.push_str(" (sslmode=require: the server must accept TLS connections)")
                 }
-                SslMode::VerifyCa | SslMode::VerifyFull if message.contains("invalid peer certificate") => message
-                    .push_str(" (the server's certificate must be issued by a CA in sslrootcert, or the system's roots without it)"),
+                SslMode::VerifyFull if message.contains("not valid for name") => message.push_str(
+                    " (sslmode=verify-full: the server's certificate must name the URL's host; verify-ca does not check it)",
+                ),
+                _ if message.contains("UnknownIssuer") => message.push_str(
+                    " (the server's certificate must be issued by a CA in sslrootcert, or the system's roots without it)",
+                ),
                 _ => {}
             }
             StoreError(message)
