@@ -80,7 +80,7 @@ pub struct Config {
     pub queue_lease: Duration,
     /// `postgres` only: how often an idle instance looks for work anyway. New work wakes it
     /// at once (`LISTEN/NOTIFY`), and a retry when it is due; this is the safety net.
-    /// Default 30s.
+    /// Default 60s.
     #[serde(default = "default_queue_poll", deserialize_with = "duration::deserialize")]
     pub queue_poll: Duration,
     /// How many deliveries run at once. Default 64.
@@ -419,7 +419,7 @@ fn default_queue_lease() -> Duration {
     Duration::from_secs(30)
 }
 fn default_queue_poll() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(60)
 }
 
 impl Default for TemplateDefaults {

@@ -291,10 +291,10 @@ async fn restore(
 /// With a shared store, other instances accept and finish requests too, so this instance's
 /// count of pending bodies would drift (up, for bodies it accepted and another delivered,
 /// until every dispatch here answered 503): it is set to the store's sum every second while
-/// this instance counts any, every 30 seconds otherwise (an idle instance costs the database
+/// this instance counts any, every minute otherwise (an idle instance costs the database
 /// little), which makes `limits.max_pending_bytes` the cluster's budget.
 async fn sync_pending_budget(store: Arc<dyn Store>, records: Arc<Records>, mut shutdown: watch::Receiver<bool>) {
-    const IDLE: Duration = Duration::from_secs(30);
+    const IDLE: Duration = Duration::from_secs(60);
     let mut last: Option<tokio::time::Instant> = None;
     loop {
         if records.budget().used() > 0 || last.is_none_or(|t| t.elapsed() >= IDLE) {
