@@ -188,3 +188,88 @@ async fn the_pending_budget_follows_requests_another_instance_delivered() {
     assert!(delivered_here(&b).await > 0, "B delivered none of A's requests: the test proves nothing");
     assert_eq!(mock.deliveries().len(), 60);
 }
+
+/// Transactions committed on `db` so far, read over another database's connection (so the
+/// reading does not count). The server reports a backend's counts about a second after it
+/// goes idle.
+async fn transactions(db: &TestDb) -> i64 {
+    let admin = std::env::var(common::postgres::URL_VAR).unwrap();
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let name = url::Url::parse(&db.url).unwrap().path().trim_start_matches('/').to_string();
+    let row = client.query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", &[&name]).await.unwrap();
+    row.get(0)
+}
+
+/// Issue 14, acceptance 3: an idle instance (the default `queue_poll`) costs the database a
+/// few queries a minute: no polling while nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_makes_a_few_queries_a_minute() {
+    let Some(db) = TestDb::create("idle_instance_queries").await else { return };
+    let mock = Mock::answering(200).await;
+    let gw = Gateway::start(&instance(&db, &mock, ""), &[]).await;
+    gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    // Once start-up has been reported, the count stays put. (An idle backend reports its
+    // counts up to 10 s late: unchanged over 12 s, they are all in.)
+    let mut last = transactions(&db).await;
+    wait_for("the instance to be idle", Duration::from_secs(60), async || {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let now = transactions(&db).await;
+        let idle = now == last;
+        last = now;
+        idle.then_some(())
+    })
+    .await;
+    let window = Duration::from_secs(30);
+    // The window, and the time the last of it takes to be reported.
+    tokio::time::sleep(window + Duration::from_secs(11)).await;
+    let queries = transactions(&db).await - last;
+    eprintln!("an idle instance made {queries} queries in {window:?}");
+    assert!(queries <= 4, "an idle instance made {queries} queries in {window:?}");
+}
+
+/// Issue 14, acceptance 3: a dispatch accepted by instance A is picked up by an idle
+/// instance B at once (`LISTEN/NOTIFY`), not at B's next poll (an hour away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_is_woken_by_a_dispatch_to_another() {
+    let Some(db) = TestDb::create("idle_instance_woken").await else { return };
+    // `/slow` never answers: A's one worker, and the one job it keeps ready, stay taken.
+    let mock = Mock::start(|_, r| if r.path == "/slow" { Reply::Hang } else { Reply::Status(200) }).await;
+    let slow = format!("url: {}\nverify: false\nbatch_size: 1\ntimeout: 5m\nretries: 0\n", mock.url("/slow"));
+    let ca = instance(&db, &mock, "queue_poll: 1h\n");
+    std::fs::write(ca.path().join("hookgate.yaml"), {
+        let text = std::fs::read_to_string(ca.path().join("hookgate.yaml")).unwrap();
+        text.replace("workers: 16", "workers: 1")
+    })
+    .unwrap();
+    ca.write_template("slow.yaml", &slow);
+    let a = Gateway::start(&ca, &[]).await;
+    a.wait_state("slow", "active", Duration::from_secs(10)).await;
+    a.dispatch("slow", &payload(8200, 2)).await;
+    let admin = {
+        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    };
+    wait_for("A to hold both slow requests", Duration::from_secs(10), async || {
+        let row = admin.query_one("SELECT count(*) FROM requests WHERE lease_owner IS NOT NULL", &[]).await.unwrap();
+        (row.get::<_, i64>(0) == 2 && !mock.requests().is_empty()).then_some(())
+    })
+    .await;
+
+    let cb = instance(&db, &mock, "queue_poll: 1h\n");
+    cb.write_template("slow.yaml", &slow);
+    let b = Gateway::start(&cb, &[]).await;
+    b.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let id = a.dispatch("bulk", &payload(8201, 1)).await;
+    let arrived = mock.wait_deliveries(2, Duration::from_secs(3)).await;
+    let waited = started.elapsed();
+    assert!(arrived.iter().any(|r| r.path == "/in"), "the bulk request arrived");
+    wait_for("B to count the delivery", Duration::from_secs(5), async || (delivered_here(&b).await == 1).then_some(()))
+        .await;
+    assert_eq!(delivered_here(&a).await, 0, "A could not deliver it: B did");
+    eprintln!("dispatched through A, delivered by B {waited:?} later");
+    let done = a.wait_dispatch(&id, Duration::from_secs(5)).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+}

@@ -3,6 +3,7 @@
 
 mod gateway;
 mod measure;
+mod pgstats;
 mod procfs;
 mod raw;
 mod report;
@@ -71,9 +72,23 @@ struct RunArgs {
 
 /// What a row does; its id says which.
 enum Kind {
-    Throughput { queue: Queue, auth: Auth, batch: bool },
-    Steady { queue: Queue },
-    Pending { queue: Queue, batch: bool },
+    Throughput {
+        queue: Queue,
+        auth: Auth,
+        batch: bool,
+        instances: usize,
+    },
+    Steady {
+        queue: Queue,
+    },
+    /// An idle PostgreSQL cluster of two: how soon one dispatch at a time is delivered.
+    WakeUp {
+        url: String,
+    },
+    Pending {
+        queue: Queue,
+        batch: bool,
+    },
 }
 
 fn plan(postgres: Option<&str>) -> Vec<(String, Kind)> {
@@ -87,13 +102,19 @@ fn plan(postgres: Option<&str>) -> Vec<(String, Kind)> {
             let mode = if batch { "batch" } else { "per-message" };
             rows.push((
                 format!("{mode}/{}", queue.name()),
-                Kind::Throughput { queue: queue.clone(), auth: Auth::None, batch },
+                Kind::Throughput { queue: queue.clone(), auth: Auth::None, batch, instances: 1 },
             ));
+            if matches!(queue, Queue::Postgres(_)) {
+                rows.push((
+                    format!("{mode}/postgres/2-instances"),
+                    Kind::Throughput { queue: queue.clone(), auth: Auth::None, batch, instances: 2 },
+                ));
+            }
             if batch && matches!(queue, Queue::Memory) {
                 for auth in [Auth::OAuth2, Auth::Jwt, Auth::Basic, Auth::Wasm] {
                     rows.push((
                         format!("batch/memory/{}", auth.name()),
-                        Kind::Throughput { queue: Queue::Memory, auth, batch },
+                        Kind::Throughput { queue: Queue::Memory, auth, batch, instances: 1 },
                     ));
                 }
             }
@@ -101,6 +122,9 @@ fn plan(postgres: Option<&str>) -> Vec<(String, Kind)> {
     }
     for queue in [Queue::Sqlite, Queue::Memory] {
         rows.push((format!("steady/{}", queue.name()), Kind::Steady { queue }));
+    }
+    if let Some(url) = postgres {
+        rows.push(("wake-up/postgres/2-instances".to_string(), Kind::WakeUp { url: url.to_string() }));
     }
     for batch in [false, true] {
         let mode = if batch { "batch" } else { "per-message" };
@@ -197,13 +221,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let done = |row: Row, rows: &mut Vec<Row>| {
         eprintln!(
-            "  {:<34} {:>9.0}/s  p50 {:>8} ms  p99 {:>8} ms  cpu {:>6.1} µs  rss {:>5} MB",
+            "  {:<34} {:>9.0}/s  p50 {:>8} ms  p99 {:>8} ms  cpu {:>6.1} µs  rss {:>5} MB{}",
             row.id,
             row.per_second,
             row.p50_ms.map_or("—".into(), |v| format!("{v:.2}")),
             row.p99_ms.map_or("—".into(), |v| format!("{v:.2}")),
             row.cpu_us_per_delivery,
-            row.peak_rss_mb.map_or("—".into(), |v| format!("{v:.0}"))
+            row.peak_rss_mb.map_or("—".into(), |v| format!("{v:.0}")),
+            row.postgres.map_or(String::new(), |pg| format!(
+                "  db: {:.3} transactions, {:.0} B WAL, {:.2} rows per delivery",
+                pg.transactions, pg.wal_bytes, pg.rows_written
+            ))
         );
         rows.push(row);
     };
@@ -212,11 +240,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let row = match kind {
             // PostgreSQL delivers an order of magnitude slower: a fifth of the deliveries keeps
             // the run short and the rate as stable.
-            Kind::Throughput { queue: queue @ Queue::Postgres(_), auth, batch } => {
-                bench.throughput(id, queue, *auth, *batch, (n / 5).max(1)).await
+            Kind::Throughput { queue: queue @ Queue::Postgres(_), auth, batch, instances } => {
+                bench.throughput(id, queue, *auth, *batch, *instances, (n / 5).max(1)).await
             }
-            Kind::Throughput { queue, auth, batch } => bench.throughput(id, queue, *auth, *batch, n).await,
+            Kind::Throughput { queue, auth, batch, instances } => {
+                bench.throughput(id, queue, *auth, *batch, *instances, n).await
+            }
             Kind::Steady { queue } => bench.steady(id, queue, 1000, steady_seconds).await,
+            Kind::WakeUp { url } => bench.wake_up(id, url, 20).await,
             Kind::Pending { queue, batch } => bench.pending(id, queue, *batch, pending_n).await,
         };
         done(row.with_context(|| format!("row {id}"))?, &mut rows);

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use crate::gateway::{Auth, Gateway, Queue, Spec, TEMPLATE};
+use crate::pgstats::{PgCost, PgStats};
 use crate::procfs::{cpu_us, now_ns, vm_bytes};
 use crate::raw::{self, Conn};
 use crate::sink::{DELIVERY_ID, Sink};
@@ -42,6 +43,8 @@ pub struct Row {
     pub duplicates: u64,
     /// OAuth rows: token requests the sink answered over the row.
     pub token_requests: Option<u64>,
+    /// PostgreSQL rows: what the row cost the database, per delivery.
+    pub postgres: Option<PgCost>,
 }
 
 /// CPU microseconds (user + system) of the measured process and of the sink, read before
@@ -74,6 +77,7 @@ impl Row {
             pending_rss_mb: None,
             duplicates: seen.duplicates,
             token_requests: None,
+            postgres: None,
         }
     }
 }
@@ -312,21 +316,90 @@ impl Bench<'_> {
     }
 
     /// hookgate end to end, as fast as it goes: `n` dispatches of one profile (`batch:
-    /// false`, from `concurrency` connections) or one dispatch of `n` profiles with
-    /// `batch_size: 1`.
-    pub async fn throughput(&self, id: &str, queue: &Queue, auth: Auth, batch: bool, n: u64) -> anyhow::Result<Row> {
+    /// false`, from `concurrency` connections, spread over the instances) or one dispatch of
+    /// `n` profiles with `batch_size: 1` (to the first instance). Several instances share a
+    /// PostgreSQL queue; its cost to the database is measured too.
+    pub async fn throughput(
+        &self,
+        id: &str,
+        queue: &Queue,
+        auth: Auth,
+        batch: bool,
+        instances: usize,
+        n: u64,
+    ) -> anyhow::Result<Row> {
         self.sink.take().await?;
-        let gateway = Gateway::start(self.hookgate, &self.spec(queue, auth, "5s"), self.sink.addr).await?;
+        let mut gateways = Vec::new();
+        for _ in 0..instances.max(1) {
+            gateways.push(Gateway::start(self.hookgate, &self.spec(queue, auth, "5s"), self.sink.addr).await?);
+        }
+        let mut pg = match queue {
+            Queue::Postgres(url) => Some(PgStats::connect(url).await?),
+            _ => None,
+        };
         let target = self.target(id);
         let big = batch.then(|| batch_body(&target, n));
-        let before = self.cpu(gateway.pid())?;
+        let cpu = |gateways: &[Gateway]| -> anyhow::Result<Cpu> {
+            let mut total = Cpu { process: 0.0, sink: cpu_us(self.sink.pid())? };
+            for g in gateways {
+                total.process += cpu_us(g.pid())?;
+            }
+            Ok(total)
+        };
+        if let Some(pg) = &mut pg {
+            // The instances' start-up statements are reported by then.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            pg.read().await?;
+        }
+        let pg_before = match &mut pg {
+            Some(pg) => Some(pg.read().await?),
+            None => None,
+        };
+        let before = cpu(&gateways)?;
         let start = now_ns();
-        let expected = self.send(&gateway, &target, big, n).await?;
+        let expected = match big {
+            Some(request) => self.send(&gateways[0], &target, Some(request), n).await?,
+            None => {
+                let share = n.div_ceil(gateways.len() as u64);
+                let connections = self.concurrency / gateways.len();
+                let sends = gateways.iter().enumerate().map(|(i, g)| {
+                    let count = share.min(n.saturating_sub(share * i as u64));
+                    let part = format!("{target}-{i}");
+                    async move { per_message(g, &part, count, connections.max(1)).await }
+                });
+                let mut all = HashMap::new();
+                for part in futures_join(sends).await {
+                    all.extend(part?);
+                }
+                Expected::Each(all)
+            }
+        };
         let deadline = Duration::from_secs(60 + n / 500);
         self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
-        gateway.wait_delivered(&target, n, deadline).await?;
-        let after = self.cpu(gateway.pid())?;
-        let peak = vm_bytes(gateway.pid(), "VmHWM")?;
+        let after = cpu(&gateways)?;
+        let cost = match (&mut pg, pg_before) {
+            (Some(pg), Some(pg_before)) => {
+                let campaigns: Vec<String> = if batch {
+                    vec![target.clone()]
+                } else {
+                    (0..gateways.len()).map(|i| format!("{target}-{i}")).collect()
+                };
+                for c in &campaigns {
+                    pg.wait_settled(c, deadline).await?;
+                }
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Some(PgCost::between(pg_before, pg.read().await?, n))
+            }
+            _ => None,
+        };
+        if batch || gateways.len() == 1 {
+            let campaign = if batch { target.clone() } else { format!("{target}-0") };
+            gateways[0].wait_delivered(&campaign, n, deadline).await?;
+        }
+        let mut peak = 0;
+        for g in &gateways {
+            peak = peak.max(vm_bytes(g.pid(), "VmHWM")?);
+        }
         let counts = self.sink.counts().await?;
         if auth != Auth::None && counts.authed < n {
             bail!("{id}: only {} of {n} deliveries carried credentials", counts.authed);
@@ -335,8 +408,36 @@ impl Bench<'_> {
         Ok(Row {
             peak_rss_mb: Some(peak as f64 / 1e6),
             token_requests: matches!(auth, Auth::OAuth2 | Auth::Jwt).then_some(counts.tokens),
+            postgres: cost,
             ..Row::measured(id, n, start, &seen, before, after)
         })
+    }
+
+    /// An idle cluster of two PostgreSQL instances: `n` single dispatches, one at a time,
+    /// each sent once the previous one arrived (every one finds both instances idle),
+    /// alternately through either; latency is dispatch → arrival.
+    pub async fn wake_up(&self, id: &str, url: &str, n: u64) -> anyhow::Result<Row> {
+        self.sink.take().await?;
+        let queue = Queue::Postgres(url.to_string());
+        let a = Gateway::start(self.hookgate, &self.spec(&queue, Auth::None, "5s"), self.sink.addr).await?;
+        let b = Gateway::start(self.hookgate, &self.spec(&queue, Auth::None, "5s"), self.sink.addr).await?;
+        let target = self.target(id);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = Cpu { process: cpu_us(a.pid())? + cpu_us(b.pid())?, sink: cpu_us(self.sink.pid())? };
+        let start = now_ns();
+        let mut sent = HashMap::new();
+        for i in 0..n {
+            let gateway = if i % 2 == 0 { &a } else { &b };
+            let mut conn = Conn::connect(gateway.addr).await?;
+            let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+            let (dispatch_id, at) = dispatch(&mut conn, &request).await?;
+            sent.insert(dispatch_id, at);
+            self.sink.wait(&format!("delivery {i}"), Duration::from_secs(10), |c| c.records > i).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = Cpu { process: cpu_us(a.pid())? + cpu_us(b.pid())?, sink: cpu_us(self.sink.pid())? };
+        let seen = check(&self.sink.take().await?, &Expected::Each(sent))?;
+        Ok(Row::measured(id, n, start, &seen, before, after))
     }
 
     /// A light steady load: `rate` dispatches of one profile a second for `seconds`, each
@@ -410,4 +511,24 @@ impl Bench<'_> {
             ..Row::measured(id, n, start, &seen, before, after)
         })
     }
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut handles: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = (0..handles.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (h, o) in handles.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match h.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("ready")).collect()
 }

@@ -63,6 +63,33 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         "≤ 200 MB",
         at_most(pending("pending/batch/sqlite"), 200.0),
     );
+    let pg = |id: &str| row(rows, id).and_then(|r| r.postgres);
+    push(
+        "PostgreSQL transactions per delivery, batch",
+        "≤ 0.3",
+        at_most(pg("batch/postgres").map(|c| c.transactions), 0.3),
+    );
+    push(
+        "PostgreSQL transactions per delivery, per-message",
+        "≤ 1.5",
+        at_most(pg("per-message/postgres").map(|c| c.transactions), 1.5),
+    );
+    push(
+        "PostgreSQL WAL per delivery (1 KB body), per-message: bytes",
+        "≤ 1,500",
+        at_most(pg("per-message/postgres").map(|c| c.wal_bytes), 1500.0),
+    );
+    push(
+        "PostgreSQL WAL per delivery (1 KB body), batch: bytes",
+        "≤ 1,500",
+        at_most(pg("batch/postgres").map(|c| c.wal_bytes), 1500.0),
+    );
+    push("PostgreSQL one instance, batch: deliveries/s", "≥ 15,000", at_least(rate("batch/postgres"), 15000.0));
+    push(
+        "PostgreSQL one instance, per-message: deliveries/s",
+        "≥ 8,000",
+        at_least(rate("per-message/postgres"), 8000.0),
+    );
     push(
         "dispatch → arrival at 1,000/s, sqlite: p99 ms",
         "≤ 5 ms",
@@ -106,6 +133,17 @@ pub fn table(rows: &[Row], targets: &[Target]) -> String {
         }
         if let Some(t) = r.token_requests {
             notes.push(format!("{t} token request{}", if t == 1 { "" } else { "s" }));
+        }
+        if let Some(pg) = r.postgres {
+            notes.push(format!(
+                "database per delivery: {:.3} transactions, {:.0} B WAL, {:.2} rows written",
+                pg.transactions, pg.wal_bytes, pg.rows_written
+            ));
+        }
+        if r.id.starts_with("wake-up") {
+            notes.push(
+                "an idle cluster of two: one dispatch at a time, alternately to each; rate: not a throughput".into(),
+            );
         }
         if r.duplicates > 0 {
             notes.push(format!("{} DUPLICATE deliveries", r.duplicates));

@@ -78,6 +78,11 @@ pub struct Config {
     /// claim is not renewed within this time (the instance died). Default 30s.
     #[serde(default = "default_queue_lease", deserialize_with = "duration::deserialize")]
     pub queue_lease: Duration,
+    /// `postgres` only: how often an idle instance looks for work anyway. New work wakes it
+    /// at once (`LISTEN/NOTIFY`), and a retry when it is due; this is the safety net.
+    /// Default 60s.
+    #[serde(default = "default_queue_poll", deserialize_with = "duration::deserialize")]
+    pub queue_poll: Duration,
     /// How many deliveries run at once. Default 64.
     #[serde(default = "default_workers")]
     pub workers: usize,
@@ -413,6 +418,9 @@ fn default_shutdown_grace() -> Duration {
 fn default_queue_lease() -> Duration {
     Duration::from_secs(30)
 }
+fn default_queue_poll() -> Duration {
+    Duration::from_secs(60)
+}
 
 impl Default for TemplateDefaults {
     fn default() -> Self {
@@ -459,6 +467,7 @@ impl Default for Config {
             retention: default_retention(),
             shutdown_grace: default_shutdown_grace(),
             queue_lease: default_queue_lease(),
+            queue_poll: default_queue_poll(),
             workers: default_workers(),
             log: default_log(),
             defaults: TemplateDefaults::default(),
@@ -633,6 +642,7 @@ impl Config {
         p.duration(&["retention"], self.retention, Duration::from_secs(1), days(3650));
         p.duration(&["shutdown_grace"], self.shutdown_grace, Duration::ZERO, Duration::from_secs(3600));
         p.duration(&["queue_lease"], self.queue_lease, Duration::from_secs(1), Duration::from_secs(3600));
+        p.duration(&["queue_poll"], self.queue_poll, Duration::from_millis(10), Duration::from_secs(86400));
         p.count(&["workers"], self.workers, 1, MAX_WORKERS);
 
         let d = &self.defaults;
@@ -750,6 +760,7 @@ mod tests {
         ("HOOKGATE_RETENTION", "2d"),
         ("HOOKGATE_SHUTDOWN_GRACE", "3s"),
         ("HOOKGATE_QUEUE_LEASE", "40s"),
+        ("HOOKGATE_QUEUE_POLL", "45s"),
         ("HOOKGATE_KEYS__GRACE", "1d"),
         ("HOOKGATE_PLUGINS__FUEL", "12345"),
         ("HOOKGATE_DESTINATIONS__MAX_CONCURRENCY", "5"),
@@ -804,6 +815,7 @@ mod tests {
         assert_eq!(c.retention, days(2));
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert_eq!(c.queue_lease, Duration::from_secs(40));
+        assert_eq!(c.queue_poll, Duration::from_secs(45));
         assert_eq!(c.keys.grace, days(1));
         assert_eq!(c.plugins.fuel, 12345);
         assert_eq!(c.destinations.max_concurrency, 5);
@@ -895,6 +907,7 @@ mod tests {
             ("workers: 99999999999999999999999\n", "1:1", "`workers`"),
             ("retention: 0s\n", "1:1", "`retention` must be between 1s and 3650d"),
             ("queue_lease: 0ms\n", "1:1", "`queue_lease`"),
+            ("queue_poll: 1ms\n", "1:1", "`queue_poll` must be between 10ms"),
             ("shutdown_grace: 36500d\n", "1:1", "`shutdown_grace`"),
             ("reload:\n  rescan: 0s\n", "2:3", "`reload.rescan` must be between 100ms"),
             ("backoff:\n  base: 2m\n  max: 1m\n", "3:3", "`backoff.max` must be at least `backoff.base`"),

@@ -102,7 +102,7 @@ impl Engine {
             }
             QueueBackend::Postgres(url) => {
                 let store = PgStore::connect(url).await.map_err(|e| EngineError(e.to_string()))?;
-                let queue = PgQueue::start(store.clone(), config.queue_lease, config.workers);
+                let queue = PgQueue::start(store.clone(), config.queue_lease, config.queue_poll, config.workers);
                 let shared = Arc::new(SharedRecords::new(WriteThrough::new(store, templates), max_pending));
                 tasks.push(tokio::spawn(shared.clone().sync_pending_budget(shutdown_rx.clone())));
                 (shared, Arc::new(queue))

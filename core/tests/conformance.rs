@@ -32,6 +32,8 @@ struct Backend {
 }
 
 const LEASE: Duration = Duration::from_secs(1);
+/// Longer than any wait of these tests: wake-ups, not polls, hand the jobs out.
+const POLL: Duration = Duration::from_secs(3600);
 
 impl Backend {
     fn sqlite() -> Self {
@@ -81,7 +83,7 @@ impl TestDb {
     /// One gateway instance's store and queue on this database.
     async fn instance(&self) -> (Arc<dyn Store>, Arc<dyn Queue>) {
         let store = PgStore::connect(&Secret::new(self.url.clone())).await.unwrap();
-        let queue = Arc::new(PgQueue::start(store.clone(), LEASE, 4));
+        let queue = Arc::new(PgQueue::start(store.clone(), LEASE, POLL, 4));
         (store, queue)
     }
 }
@@ -474,20 +476,21 @@ mod postgres_only {
     /// when the lease would have run out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_gives_claims_back_at_once() {
-        let Some(a) = Backend::postgres("closing_gives_claims_back").await else { return };
-        let db = a.db.as_ref().unwrap();
-        let (store, long) = {
-            let store = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
-            let queue: Arc<dyn Queue> = Arc::new(PgQueue::start(store.clone(), Duration::from_secs(600), 4));
-            (store, queue)
-        };
+        let Some(db) = TestDb::create("closing_gives_claims_back").await else { return };
+        let store = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
+        let long: Arc<dyn Queue> = Arc::new(PgQueue::start(store.clone(), Duration::from_secs(600), POLL, 4));
         let d = dispatch("orders", "42", None, 2);
         store.insert(&d).await.unwrap();
         long.push(jobs(&d)).await.unwrap();
         next_job(&long, Duration::from_secs(5)).await;
+        let (_, other) = db.instance().await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), other.next()).await.is_err(),
+            "both jobs are held by the first instance"
+        );
         long.close().await.unwrap();
         let mut taken =
-            [next_job(&a.queue, Duration::from_secs(5)).await, next_job(&a.queue, Duration::from_secs(5)).await];
+            [next_job(&other, Duration::from_secs(5)).await, next_job(&other, Duration::from_secs(5)).await];
         taken.sort_by_key(|j| j.request);
         assert_eq!(taken.iter().map(|j| j.request).collect::<Vec<_>>(), vec![0, 1]);
     }

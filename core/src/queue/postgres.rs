@@ -4,10 +4,15 @@
 //! out (its instance died) is claimed again by another. Its delivery id is the same, so
 //! the receiver can tell the duplicate.
 //!
-//! One claimer task per instance fills a small buffer that the workers take from; when
-//! nothing is due it waits for a local dispatch or polls.
+//! One claimer task per instance fills a small buffer that the workers take from, claiming
+//! as many jobs at once as the buffer has room for (with their bodies: a worker reads
+//! nothing more). When nothing is due it sleeps until the next job is, or until an instance
+//! makes work due now (`LISTEN/NOTIFY`: a new dispatch, a replay, a job given back), or at
+//! most `queue_poll`: an idle instance costs the database a few queries a minute. The leases
+//! of the jobs held are renewed together, in one statement, and not at all when none is.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -19,8 +24,9 @@ use super::{Job, Queue, QueueError};
 use crate::model::StoreError;
 use crate::store::postgres::PgStore;
 
-/// How often an idle instance looks for jobs other instances made due.
-const POLL: Duration = Duration::from_millis(100);
+/// The shortest wait between two claims that found nothing: a job due now that another
+/// instance is locking while it claims.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 
 /// Jobs claimed at once, at most.
 const CLAIM_BATCH: i64 = 64;
@@ -34,6 +40,8 @@ pub struct PgQueue {
     /// (it waited for room at its destination) goes back here, keeping its lease.
     local: mpsc::Sender<Job>,
     wake: Arc<Notify>,
+    /// Jobs this instance holds a lease on (claimed, not yet finished or given back).
+    held: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -44,17 +52,28 @@ impl From<StoreError> for QueueError {
 }
 
 impl PgQueue {
-    /// Starts the claimer (which keeps up to `buffer` claimed jobs ready) and the lease renewer.
-    pub fn start(store: Arc<PgStore>, lease: Duration, buffer: usize) -> Self {
+    /// Starts the claimer (which keeps up to `buffer` claimed jobs ready, and looks for work
+    /// at least every `poll`), the listener that wakes it, and the lease renewer.
+    pub fn start(store: Arc<PgStore>, lease: Duration, poll: Duration, buffer: usize) -> Self {
         let owner = Uuid::now_v7();
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let wake = Arc::new(Notify::new());
-        let claimer = tokio::spawn(claim_loop(store.clone(), owner, lease, tx.clone(), wake.clone()));
-        let renewer = tokio::spawn(renew_loop(store.clone(), owner, lease));
-        Self { store, owner, jobs: Mutex::new(rx), local: tx, wake, tasks: vec![claimer, renewer] }
+        let held = Arc::new(AtomicUsize::new(0));
+        let claimer = Claimer { store: store.clone(), owner, lease, poll, held: held.clone() };
+        let tasks = vec![
+            tokio::spawn(claimer.run(tx.clone(), wake.clone())),
+            store.listen(wake.clone()),
+            tokio::spawn(renew_loop(store.clone(), owner, lease, held.clone())),
+        ];
+        Self { store, owner, jobs: Mutex::new(rx), local: tx, wake, held, tasks }
+    }
+
+    fn let_go(&self) {
+        let _ = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
     async fn release(&self, job: &Job) -> Result<(), QueueError> {
+        self.let_go();
         self.store.release(job).await?;
         self.wake.notify_one();
         Ok(())
@@ -69,41 +88,67 @@ impl Drop for PgQueue {
     }
 }
 
-async fn claim_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, tx: mpsc::Sender<Job>, wake: Arc<Notify>) {
-    loop {
-        // Claim only what the buffer can take now: a claimed job waits with a lease.
-        let Ok(permit) = tx.reserve().await else { return };
-        let room = (tx.capacity() + 1).min(CLAIM_BATCH as usize) as i64;
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        match store.claim(owner, lease, room).await {
-            Ok(jobs) if !jobs.is_empty() => {
-                let mut jobs = jobs.into_iter();
-                permit.send(jobs.next().expect("not empty"));
-                for job in jobs {
-                    if tx.send(job).await.is_err() {
-                        return;
+struct Claimer {
+    store: Arc<PgStore>,
+    owner: Uuid,
+    lease: Duration,
+    poll: Duration,
+    held: Arc<AtomicUsize>,
+}
+
+impl Claimer {
+    async fn run(self, tx: mpsc::Sender<Job>, wake: Arc<Notify>) {
+        loop {
+            // Claim only what the buffer can take now: a claimed job waits with a lease.
+            let Ok(permit) = tx.reserve().await else { return };
+            let room = (tx.capacity() + 1).min(CLAIM_BATCH as usize) as i64;
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.store.claim(self.owner, self.lease, room).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    self.held.fetch_add(jobs.len(), Ordering::AcqRel);
+                    let mut jobs = jobs.into_iter();
+                    permit.send(jobs.next().expect("not empty"));
+                    for job in jobs {
+                        if tx.send(job).await.is_err() {
+                            return;
+                        }
                     }
                 }
+                Ok(_) => {
+                    drop(permit);
+                    let _ = tokio::time::timeout(self.idle_wait().await, notified).await;
+                }
+                Err(e) => {
+                    drop(permit);
+                    warn!("{e}; claiming again in 1s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
-            Ok(_) => {
-                drop(permit);
-                let _ = tokio::time::timeout(POLL, notified).await;
-            }
+        }
+    }
+
+    /// How long to wait for a wake-up when nothing is due: until the next job is, within `poll`.
+    async fn idle_wait(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok(Some(due)) => due.duration_since(SystemTime::now()).unwrap_or_default().clamp(MIN_WAIT, self.poll),
+            Ok(None) => self.poll,
             Err(e) => {
-                drop(permit);
-                warn!("{e}; claiming again in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                warn!("{e}");
+                self.poll.min(Duration::from_secs(1))
             }
         }
     }
 }
 
-/// Renews this instance's leases at a third of their length.
-async fn renew_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration) {
+/// Renews this instance's leases at a third of their length, while it holds any.
+async fn renew_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, held: Arc<AtomicUsize>) {
     loop {
         tokio::time::sleep(lease / 3).await;
+        if held.load(Ordering::Acquire) == 0 {
+            continue;
+        }
         if let Err(e) = store.renew(owner, lease).await {
             warn!("{e}; this instance's claims may be taken over");
         }
@@ -138,6 +183,7 @@ impl Queue for PgQueue {
 
     /// The outcome is already in the request's row.
     async fn complete(&self, _job: &Job) -> Result<(), QueueError> {
+        self.let_go();
         Ok(())
     }
 
@@ -151,10 +197,12 @@ impl Queue for PgQueue {
         for task in &self.tasks {
             task.abort();
         }
+        self.held.store(0, Ordering::Release);
         Ok(self.store.give_back(self.owner).await?)
     }
 
+    /// The database answers, within 2 s.
     async fn ready(&self) -> bool {
-        self.store.ping().await.is_ok()
+        matches!(tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await, Ok(Ok(())))
     }
 }

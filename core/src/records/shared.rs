@@ -34,14 +34,20 @@ impl SharedRecords {
 
     /// Other instances accept and finish requests too, so this instance's count of pending
     /// bodies would drift (up, for bodies it accepted and another delivered, until every
-    /// dispatch here answered 503): it is set to the store's sum every second until
-    /// `shutdown`, which makes `limits.max_pending_bytes` the cluster's budget.
+    /// dispatch here answered 503): it is set to the store's sum every second while this
+    /// instance counts any, every minute otherwise (an idle instance costs the database
+    /// little), until `shutdown`, which makes `limits.max_pending_bytes` the cluster's budget.
     pub async fn sync_pending_budget(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        const IDLE: Duration = Duration::from_secs(60);
+        let mut last: Option<tokio::time::Instant> = None;
         loop {
-            match self.store.pending_body_bytes().await {
-                Ok(Some(pending)) => self.tally.budget().sync(pending),
-                Ok(None) => return,
-                Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
+            if self.tally.budget().used() > 0 || last.is_none_or(|t| t.elapsed() >= IDLE) {
+                match self.store.pending_body_bytes().await {
+                    Ok(Some(pending)) => self.tally.budget().sync(pending),
+                    Ok(None) => return,
+                    Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
+                }
+                last = Some(tokio::time::Instant::now());
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

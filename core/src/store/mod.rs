@@ -10,6 +10,8 @@
 //! tests on both.
 
 pub mod postgres;
+mod postgres_pool;
+mod postgres_tls;
 mod rows;
 mod schema;
 mod sql;

@@ -2,23 +2,30 @@
 //! Dispatches and requests are rows every instance reads and writes; the queue
 //! ([`crate::queue::postgres::PgQueue`]) claims due requests from the same table through
 //! the methods at the end of this file (its SQL is in [`super::sql`] with the store's).
-//! Every write is one statement, so it is atomic without a transaction. Migrations run on
-//! start, under an advisory lock so instances starting together apply them once.
+//!
+//! It works in sets: a dispatch and all its requests are one statement; a claim takes many
+//! jobs with what it takes to send them (kept for [`Store::work`], so a delivery reads
+//! nothing more); the settlements waiting at a moment are written by one statement (group
+//! commit). Every write is one statement, so it is atomic without a transaction. The
+//! connections are [`super::postgres_pool`]'s, with TLS as [`super::postgres_tls`] reads the
+//! URL. Migrations run on start, under an advisory lock so instances starting together
+//! apply them once.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
-use tracing::warn;
 use uuid::Uuid;
 
+use super::postgres_pool::{Pool, pg};
+use super::postgres_tls::ConnectOptions;
 use super::rows::{Columns as _, Dispatches, attempt_json, requeued_from, work_from};
 use super::schema;
-use super::sql::{self, Dialect, Sql};
+use super::sql::{self, Dialect};
 use super::{
     Filter, Inserted, Requeued, Settlement, Store, StoredWork, from_millis, millis, next_columns, status_code,
     target_json,
@@ -27,133 +34,131 @@ use crate::model::{DispatchId, StoreError, StoredDispatch};
 use crate::queue::Job;
 use crate::secret::Secret;
 
-/// Connections the pool keeps (each pipelines many queries).
-const CONNECTIONS: usize = 4;
-
 /// An arbitrary, fixed key for the migrations' advisory lock.
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
 
-pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
-    move |e| match e.as_db_error() {
-        // The server's own message says what is wrong ("db error" alone does not).
-        Some(db) => StoreError(format!("postgres: {context}: {} ({})", db.message(), db.code().code())),
-        None => StoreError(format!("postgres: {context}: {e}")),
-    }
-}
+/// Settlements written in one statement at most.
+const MAX_SETTLE_BATCH: usize = 1024;
 
-/// One connection and its prepared statements.
-struct Conn {
-    client: Client,
-    /// By the address of their [`Sql`].
-    statements: std::sync::Mutex<HashMap<usize, Statement>>,
-}
-
-/// A few connections, used round-robin; a broken one is replaced on next use.
-struct Pool {
-    config: tokio_postgres::Config,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
-    next: AtomicUsize,
-}
-
-impl Pool {
-    fn new(url: &Secret) -> Result<Self, StoreError> {
-        // The URL may hold a password: the error names the setting, not the value.
-        let config: tokio_postgres::Config =
-            url.expose().parse().map_err(|e| StoreError(format!("`queue` is not a valid PostgreSQL URL: {e}")))?;
-        Ok(Self {
-            config,
-            slots: (0..CONNECTIONS).map(|_| tokio::sync::Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    async fn connect(&self) -> Result<Client, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(pg("connect"))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                warn!("postgres connection closed: {e}");
-            }
-        });
-        Ok(client)
-    }
-
-    async fn conn(&self) -> Result<Arc<Conn>, StoreError> {
-        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
-        let mut slot = slot.lock().await;
-        if let Some(conn) = &*slot
-            && !conn.client.is_closed()
-        {
-            return Ok(conn.clone());
-        }
-        let conn = Arc::new(Conn { client: self.connect().await?, statements: Default::default() });
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Runs `sql` (prepared once per connection) and returns its rows.
-    async fn query(&self, sql: &'static Sql, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
-        let conn = self.conn().await?;
-        let key = sql as *const Sql as usize;
-        let cached = conn.statements.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-        let statement = match cached {
-            Some(s) => s,
-            None => {
-                let s = conn.client.prepare(sql.get(Dialect::Postgres)).await.map_err(pg("prepare"))?;
-                conn.statements.lock().unwrap_or_else(|e| e.into_inner()).insert(key, s.clone());
-                s
-            }
+/// Brings the database to the current [schema] under an advisory lock, so instances
+/// starting together migrate it once.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.connect().await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("migrations lock"))?;
+    let result = async {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS hookgate_migrations (
+                    version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await
+            .map_err(pg("migrations"))?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM hookgate_migrations", &[])
+            .await
+            .map_err(pg("migrations"))?;
+        let applied = row.get::<_, i32>(0) as u32;
+        let upgrade = match applied {
+            0 => schema::create(Dialect::Postgres),
+            1 => schema::POSTGRES_FROM_V1.to_string(),
+            _ => return Ok(()),
         };
-        conn.client.query(&statement, params).await.map_err(pg("query"))
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.connect().await?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("migrations lock"))?;
-        let result = async {
-            client
-                .batch_execute(
-                    "CREATE TABLE IF NOT EXISTS hookgate_migrations (
-                        version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-                )
+        let txn = client.transaction().await.map_err(pg("migrations"))?;
+        txn.batch_execute(&upgrade).await.map_err(pg("migration"))?;
+        for version in applied + 1..=schema::VERSION {
+            txn.execute("INSERT INTO hookgate_migrations (version) VALUES ($1)", &[&(version as i32)])
                 .await
-                .map_err(pg("migrations"))?;
-            let row = client
-                .query_one("SELECT COALESCE(MAX(version), 0) FROM hookgate_migrations", &[])
-                .await
-                .map_err(pg("migrations"))?;
-            let applied = row.get::<_, i32>(0) as u32;
-            let upgrade = match applied {
-                0 => schema::create(Dialect::Postgres),
-                1 => schema::POSTGRES_FROM_V1.to_string(),
-                _ => return Ok(()),
-            };
-            let txn = client.transaction().await.map_err(pg("migrations"))?;
-            txn.batch_execute(&upgrade).await.map_err(pg("migration"))?;
-            for version in applied + 1..=schema::VERSION {
-                txn.execute("INSERT INTO hookgate_migrations (version) VALUES ($1)", &[&(version as i32)])
-                    .await
-                    .map_err(pg("migration"))?;
-            }
-            txn.commit().await.map_err(pg("migration"))?;
-            tracing::info!(from = applied, to = schema::VERSION, "migrated the PostgreSQL schema");
-            Ok(())
+                .map_err(pg("migration"))?;
         }
-        .await;
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
-        result
+        txn.commit().await.map_err(pg("migration"))?;
+        tracing::info!(from = applied, to = schema::VERSION, "migrated the PostgreSQL schema");
+        Ok(())
     }
+    .await;
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    result
+}
+
+/// A settlement waiting for the next group commit, and who waits for it.
+type Waiting = (Settlement, oneshot::Sender<Result<(), StoreError>>);
+
+/// Writes whatever settlements are waiting in one statement (one transaction), answers
+/// them all, and starts again: outcomes are group-committed, as SQLite's writer does.
+async fn settle_loop(pool: Arc<Pool>, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    let mut carried: VecDeque<Waiting> = VecDeque::new();
+    loop {
+        if carried.is_empty() {
+            match rx.recv().await {
+                Some(first) => carried.push_back(first),
+                None => return,
+            }
+        }
+        while let Ok(next) = rx.try_recv() {
+            carried.push_back(next);
+        }
+        // A request appears once per statement; a second settlement of it waits for the next.
+        let mut seen = HashSet::new();
+        let mut batch = Vec::new();
+        let mut later = VecDeque::new();
+        for waiting in carried.drain(..) {
+            if batch.len() < MAX_SETTLE_BATCH && seen.insert((waiting.0.dispatch, waiting.0.request)) {
+                batch.push(waiting);
+            } else {
+                later.push_back(waiting);
+            }
+        }
+        carried = later;
+        let result = settle_many(&pool, batch.iter().map(|(s, _)| s)).await;
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Settlement>) -> Result<(), StoreError> {
+    let (mut dispatches, mut indexes, mut statuses, mut reasons, mut attempts, mut dues, mut tried) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in settlements {
+        let (status, reason, attempt, due) = next_columns(&s.next);
+        dispatches.push(s.dispatch.as_uuid());
+        indexes.push(s.request as i32);
+        statuses.push(status);
+        reasons.push(reason.map(str::to_string));
+        attempts.push(attempt.map(|a| a as i32));
+        dues.push(due);
+        tried.push(s.attempt.as_ref().map(attempt_json));
+    }
+    let params: [&(dyn ToSql + Sync); 7] = [&dispatches, &indexes, &statuses, &reasons, &attempts, &dues, &tried];
+    pool.query(&sql::SETTLE_MANY, &params).await.map(drop)
 }
 
 pub struct PgStore {
-    pool: Pool,
+    pool: Arc<Pool>,
+    settler: mpsc::UnboundedSender<Waiting>,
+    /// What a claim read of the jobs it took, until a worker asks for it ([`Store::work`]);
+    /// dropped when this instance changes the request (settles, requeues or prunes it).
+    prefetched: Mutex<HashMap<(DispatchId, u32), StoredWork>>,
+    settle_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.settle_task.abort();
+    }
 }
 
 impl PgStore {
-    /// Connects and runs the migrations.
+    /// Connects (as the URL's `sslmode` says) and runs the migrations.
     pub async fn connect(url: &Secret) -> Result<Arc<Self>, StoreError> {
-        let pool = Pool::new(url)?;
-        pool.migrate().await?;
-        Ok(Arc::new(Self { pool }))
+        let pool = Arc::new(Pool::new(ConnectOptions::parse(url)?));
+        migrate(&pool).await?;
+        let (settler, rx) = mpsc::unbounded_channel();
+        let settle_task = tokio::spawn(settle_loop(pool.clone(), rx));
+        Ok(Arc::new(Self { pool, settler, prefetched: Mutex::default(), settle_task }))
+    }
+
+    fn prefetched(&self) -> std::sync::MutexGuard<'_, HashMap<(DispatchId, u32), StoredWork>> {
+        self.prefetched.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -210,17 +215,15 @@ impl Store for PgStore {
         }
     }
 
+    /// Waits for the next group commit of the settlements waiting.
     async fn settle(&self, s: &Settlement) -> Result<(), StoreError> {
-        let (status, reason, attempt, due) = next_columns(&s.next);
-        let attempt = attempt.map(|a| a as i32);
-        let tried = s.attempt.as_ref().map(attempt_json);
-        self.pool
-            .query(
-                &sql::SETTLE,
-                &[&s.dispatch.as_uuid(), &(s.request as i32), &status, &reason, &attempt, &due, &tried],
-            )
-            .await?;
-        Ok(())
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError("postgres: the settlement writer has stopped".into());
+        self.settler.send((s.clone(), reply)).map_err(|_| stopped())?;
+        let written = answer.await.map_err(|_| stopped())?;
+        // After the write: a claim that read the row before it may have kept it meanwhile.
+        self.prefetched().remove(&(s.dispatch, s.request));
+        written
     }
 
     async fn requeue_failed(&self, id: DispatchId) -> Result<Option<Vec<Requeued>>, StoreError> {
@@ -231,6 +234,10 @@ impl Store for PgStore {
         let rows = self.pool.query(&sql::REQUEUE_FAILED, &[&uuid, &millis(SystemTime::now())]).await?;
         let mut requeued = rows.iter().map(|r| requeued_from(r)).collect::<Result<Vec<_>, _>>()?;
         requeued.sort_by_key(|r| r.request);
+        if !requeued.is_empty() {
+            self.prefetched().retain(|(dispatch, _), _| *dispatch != id);
+            self.pool.query(&sql::NOTIFY_JOBS, &[]).await?;
+        }
         Ok(Some(requeued))
     }
 
@@ -239,7 +246,11 @@ impl Store for PgStore {
         rows.first().map(|r| r.id_at(0)).transpose()
     }
 
+    /// What the claim of the job read, or else a query.
     async fn work(&self, id: DispatchId, request: u32) -> Result<Option<StoredWork>, StoreError> {
+        if let Some(work) = self.prefetched().remove(&(id, request)) {
+            return Ok(Some(work));
+        }
         let rows = self.pool.query(&sql::WORK, &[&id.as_uuid(), &(request as i32)]).await?;
         rows.first().map(|r| work_from(r, 0)).transpose()
     }
@@ -269,6 +280,7 @@ impl Store for PgStore {
         // delete removed is returned.
         let deleted: HashSet<Uuid> =
             (self.pool.query(&sql::DELETE_FINISHED_BEFORE, &[&before]).await?.iter()).map(|r| r.get(0)).collect();
+        self.prefetched().retain(|(dispatch, _), _| !deleted.contains(&dispatch.as_uuid()));
         Ok(found.into_iter().filter(|d| deleted.contains(&d.id.as_uuid())).collect())
     }
 
@@ -282,32 +294,41 @@ impl Store for PgStore {
     }
 }
 
-/// What the shared queue asks of the table: claims, leases, counts.
+/// What the shared queue asks of the table: claims, leases, counts, wake-ups.
 impl PgStore {
-    /// Claims up to `limit` due jobs for `owner`, leased until `now + lease`, by due time.
+    /// Claims up to `limit` due jobs for `owner`, leased until `now + lease`, by due time;
+    /// what it takes to send them is read in the same statement and kept for [`Store::work`].
     pub(crate) async fn claim(&self, owner: Uuid, lease: Duration, limit: i64) -> Result<Vec<Job>, StoreError> {
         let now = SystemTime::now();
         let rows = self.pool.query(&sql::CLAIM, &[&owner, &millis(now + lease), &millis(now), &limit]).await?;
-        let mut jobs = rows
-            .iter()
-            .map(|r| {
-                Ok(Job {
-                    dispatch: r.id_at(0)?,
-                    request: r.int_at(1)? as u32,
-                    attempt: r.int_at(2)? as u32,
-                    due: from_millis(r.int_at(3)?),
-                })
-            })
-            .collect::<Result<Vec<Job>, StoreError>>()?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut prefetched = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let job = Job {
+                dispatch: r.id_at(0)?,
+                request: r.int_at(1)? as u32,
+                attempt: r.int_at(2)? as u32,
+                due: from_millis(r.int_at(3)?),
+            };
+            prefetched.push(((job.dispatch, job.request), work_from(r, 4)?));
+            jobs.push(job);
+        }
+        self.prefetched().extend(prefetched);
         jobs.sort_by_key(|j| j.due);
         Ok(jobs)
     }
 
-    /// Gives a held job back to the table as it is now (its attempt and due time).
+    /// Gives a held job back to the table as it is now (its attempt and due time); other
+    /// instances hear of it when it is due now.
     pub(crate) async fn release(&self, job: &Job) -> Result<(), StoreError> {
+        self.prefetched().remove(&(job.dispatch, job.request));
         let params: [&(dyn ToSql + Sync); 4] =
             [&job.dispatch.as_uuid(), &(job.request as i32), &(job.attempt as i32), &millis(job.due)];
-        self.pool.query(&sql::RELEASE, &params).await.map(drop)
+        self.pool.query(&sql::RELEASE, &params).await?;
+        if job.due <= SystemTime::now() {
+            self.pool.query(&sql::NOTIFY_JOBS, &[]).await?;
+        }
+        Ok(())
     }
 
     /// Extends every lease `owner` holds to `lease` from now.
@@ -317,7 +338,20 @@ impl PgStore {
 
     /// Gives back every job `owner` holds, to be claimed again at once.
     pub(crate) async fn give_back(&self, owner: Uuid) -> Result<(), StoreError> {
-        self.pool.query(&sql::GIVE_BACK, &[&owner]).await.map(drop)
+        self.prefetched().clear();
+        self.pool.query(&sql::GIVE_BACK, &[&owner]).await?;
+        self.pool.query(&sql::NOTIFY_JOBS, &[]).await.map(drop)
+    }
+
+    /// When the next job may be claimed (due, or its lease run out); `None` when nothing is pending.
+    pub(crate) async fn next_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        let rows = self.pool.query(&sql::NEXT_DUE, &[]).await?;
+        Ok(rows.first().map(|r| r.int(0)).transpose()?.flatten().map(from_millis))
+    }
+
+    /// Wakes `wake` whenever an instance makes work due now, until the store is dropped.
+    pub(crate) fn listen(&self, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.pool.clone().listen(wake))
     }
 
     /// Requests pending in the whole cluster (waiting or being sent).

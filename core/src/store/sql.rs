@@ -158,7 +158,7 @@ pub(crate) static INSERT_REQUEST: Sql = Sql::new(
 
 /// PostgreSQL: a new dispatch and all its requests in one statement (arrays of the
 /// requests' columns, one multi-row insert); `false` and nothing stored when its
-/// idempotency key is taken.
+/// idempotency key is taken. Idle instances hear of it at commit ([`JOBS_CHANNEL`]).
 pub(crate) static INSERT_DISPATCH_WITH_REQUESTS: Sql = Sql::new(
     "WITH d AS (
         INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
@@ -171,9 +171,17 @@ pub(crate) static INSERT_DISPATCH_WITH_REQUESTS: Sql = Sql::new(
         FROM d, unnest($8::int[], $9::bigint[], $10::text[], $11::bytea[], $12::smallint[], $13::int[], $14::bigint[])
              AS r (idx, profiles, target, body, status, attempt, due)
         RETURNING 1
+     ), n AS (
+        SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM d)
      )
-     SELECT EXISTS (SELECT 1 FROM d), (SELECT count(*) FROM r)",
+     SELECT EXISTS (SELECT 1 FROM d), (SELECT count(*) FROM r), (SELECT count(*) FROM n)",
 );
+
+/// The channel on which instances hear of new work (`LISTEN/NOTIFY`).
+pub(crate) const JOBS_CHANNEL: &str = "hookgate_jobs";
+
+/// Tells the instances listening that work is due now.
+pub(crate) static NOTIFY_JOBS: Sql = Sql::new("SELECT 1 FROM (SELECT pg_notify('hookgate_jobs', '')) n");
 
 pub(crate) static BY_IDEMPOTENCY_KEY: Sql =
     Sql::new("SELECT id FROM dispatches WHERE template = $1 AND idempotency_key = $2");
@@ -192,6 +200,23 @@ pub(crate) static SETTLE: Sql = Sql::new(
         lease_owner = CASE WHEN CAST($3 AS SMALLINT) = 0 THEN NULL ELSE lease_owner END,
         attempts = CASE WHEN CAST($7 AS TEXT) IS NULL THEN attempts ELSE {append_attempt} END
      WHERE dispatch = $1 AND idx = CAST($2 AS INT)",
+);
+
+/// PostgreSQL: many settlements in one statement (one transaction), each as [`SETTLE`]:
+/// arrays of dispatch, request, status, reason, next attempt, due, attempt JSON. A
+/// request appears at most once.
+pub(crate) static SETTLE_MANY: Sql = Sql::new(
+    "UPDATE requests r SET
+        status = s.status,
+        reason = s.reason,
+        attempt = COALESCE(s.attempt, r.attempt),
+        due = COALESCE(s.due, r.due),
+        body = CASE WHEN s.status = 1 THEN NULL ELSE r.body END,
+        lease_owner = CASE WHEN s.status = 0 THEN NULL ELSE r.lease_owner END,
+        attempts = CASE WHEN s.tried IS NULL THEN r.attempts ELSE r.attempts || s.tried::jsonb END
+     FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
+          AS s (dispatch, idx, status, reason, attempt, due, tried)
+     WHERE r.dispatch = s.dispatch AND r.idx = s.idx",
 );
 
 pub(crate) static DISPATCH_EXISTS: Sql = Sql::new("SELECT 1 FROM dispatches WHERE id = $1");
@@ -218,15 +243,27 @@ pub(crate) static PENDING_REQUESTS: Sql = Sql::new("SELECT count(*) FROM request
 // ---------------------------------------------------------------- the PostgreSQL queue
 
 /// Claims up to `$4` due requests whose lease is free or ran out, for owner `$1` until
-/// `$2` (now is `$3`); other instances skip the rows this one is locking.
+/// `$2` (now is `$3`), with what it takes to send them (as [`WORK`] from column 4); other
+/// instances skip the rows this one is locking.
 pub(crate) static CLAIM: Sql = Sql::new(
-    "UPDATE requests r SET lease_owner = $1, lease_until = $2
-     FROM (SELECT dispatch, idx FROM requests
-           WHERE status = 0 AND due <= $3 AND (lease_until IS NULL OR lease_until < $3)
-           ORDER BY due LIMIT $4
-           FOR UPDATE SKIP LOCKED) c
+    "WITH c AS (
+        SELECT dispatch, idx FROM requests
+        WHERE status = 0 AND due <= $3 AND (lease_until IS NULL OR lease_until < $3)
+        ORDER BY due LIMIT $4
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE requests r SET lease_owner = $1, lease_until = $2
+     FROM c JOIN dispatches d ON d.id = c.dispatch
      WHERE r.dispatch = c.dispatch AND r.idx = c.idx
-     RETURNING r.dispatch, r.idx, r.attempt, r.due",
+     RETURNING r.dispatch, r.idx, r.attempt, r.due,
+               d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due",
+);
+
+/// When the next job may be claimed: the earliest due time of the pending requests,
+/// or the end of their lease for those held; `NULL` when none is pending.
+pub(crate) static NEXT_DUE: Sql = Sql::new(
+    "SELECT min(CASE WHEN lease_until IS NULL THEN due ELSE GREATEST(due, lease_until) END)
+     FROM requests WHERE status = 0",
 );
 
 /// Gives a held job back, as attempt `$3` due at `$4`.
