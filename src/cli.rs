@@ -1,4 +1,4 @@
-//! The command line: `hookgate serve | validate | send | test | catch`.
+//! The command line: `hookgate serve | validate | send | test | token | keys | plugin | catch`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,7 +78,7 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// WASM plugins: check one against the contract.
+    /// WASM plugins: start a project, check a built one against the contract.
     Plugin {
         #[command(subcommand)]
         action: PluginAction,
@@ -140,6 +140,26 @@ pub struct NewKey {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginAction {
+    /// Write a ready plugin project in Rust, Python or JavaScript: an auth plugin that signs
+    /// every webhook, the SDK and the WIT contract copied in, and a README with the commands
+    /// to build it, check it and install it.
+    #[command(long_about = "Write a ready plugin project into DIR (default ./NAME): an auth plugin that signs \
+        every webhook (HMAC-SHA256 of its timestamp and body under the template's `secret`), the SDK of \
+        its language and the WIT contract copied in (so it builds on its own, with no checkout of \
+        hookgate), a template that uses it, and a README with the three commands: build, \
+        `hookgate plugin check`, copy into config/plugins/. Rust needs the wasm32-wasip2 target, Python \
+        componentize-py (pip), JavaScript Node.js and npm.")]
+    New {
+        /// The plugin's name: the `.wasm` file's stem, which templates use (`auth: {type: NAME}`).
+        /// Lowercase letters, digits, `-` and `_`, starting with a letter.
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum)]
+        lang: PluginLang,
+        /// The folder to write it into (new, or empty); default ./NAME.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Load a plugin against the WIT contract (hookgate:plugin@0.1.0), report its version
     /// and exports, and run it on a sample request, within the configured limits.
     Check {
@@ -151,4 +171,22 @@ pub enum PluginAction {
         #[command(flatten)]
         config: ConfigArg,
     },
+}
+
+/// The languages `hookgate plugin new` writes projects in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginLang {
+    Rust,
+    Python,
+    Js,
+}
+
+impl PluginLang {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::Js => "JavaScript",
+        }
+    }
 }

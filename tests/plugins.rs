@@ -7,12 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::standard_webhooks::{SECRET, verify as verify_standard_webhook};
 use common::wasm::guest;
 use common::*;
-use hmac::{KeyInit, Mac};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn install(config: &ConfigDir, artifact: &str, name: &str) {
     let dir = config.path().join("plugins");
@@ -20,30 +18,6 @@ fn install(config: &ConfigDir, artifact: &str, name: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::copy(guest(artifact), &tmp).unwrap();
     std::fs::rename(tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-/// A verifier written from the Standard Webhooks spec: the signed content is
-/// `{id}.{timestamp}.{body}`, the key is the base64 after `whsec_`, and the header holds
-/// space-separated `v1,<base64 HMAC-SHA256>` signatures.
-fn verify_standard_webhook(
-    secret: &str,
-    id: &str,
-    timestamp: &str,
-    body: &[u8],
-    signatures: &str,
-) -> Result<(), String> {
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").ok_or("no whsec_ prefix")?).map_err(|e| e.to_string())?;
-    let ts: i64 = timestamp.parse().map_err(|_| "timestamp is not an integer")?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    if (now - ts).abs() > 300 {
-        return Err(format!("timestamp {ts} is too far from now {now}"));
-    }
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let expected = STANDARD.encode(mac.finalize().into_bytes());
-    let ok = signatures.split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()));
-    if ok { Ok(()) } else { Err(format!("no v1 signature matches in `{signatures}`")) }
 }
 
 /// Acceptance 1: the example plugin, built from source, signs deliveries that the verifier

@@ -4,6 +4,7 @@
 
 pub mod oauth;
 pub mod postgres;
+pub mod standard_webhooks;
 pub mod wasm;
 pub mod zendesk;
 
@@ -46,18 +47,33 @@ pub async fn wait_for<T>(what: &str, deadline: Duration, mut check: impl AsyncFn
 
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
+    /// The config folder: the temporary folder, or a folder inside it.
+    path: PathBuf,
 }
 
 impl ConfigDir {
     pub fn new(hookgate_yaml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("hookgate.yaml"), hookgate_yaml).unwrap();
-        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
-        Self { dir }
+        let path = dir.path().to_path_buf();
+        Self::create(dir, path, hookgate_yaml)
+    }
+
+    /// A config folder `sub` inside a temporary folder, for a test that puts other things
+    /// beside it (a plugin project).
+    pub fn new_in(sub: &str, hookgate_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(sub);
+        Self::create(dir, path, hookgate_yaml)
+    }
+
+    fn create(dir: tempfile::TempDir, path: PathBuf, hookgate_yaml: &str) -> Self {
+        std::fs::create_dir_all(path.join("templates")).unwrap();
+        std::fs::write(path.join("hookgate.yaml"), hookgate_yaml).unwrap();
+        Self { dir, path }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// `hookgate validate --config` on this folder, run to its end.
@@ -66,12 +82,12 @@ impl ConfigDir {
     }
 
     pub fn template_path(&self, file: &str) -> PathBuf {
-        self.dir.path().join("templates").join(file)
+        self.path.join("templates").join(file)
     }
 
     /// Writes a template the way editors do: a temp file renamed over the original.
     pub fn write_template(&self, file: &str, text: &str) {
-        let tmp = self.dir.path().join("templates").join(format!(".{file}.swp"));
+        let tmp = self.path.join("templates").join(format!(".{file}.swp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.template_path(file)).unwrap();
     }
@@ -90,6 +106,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(config: &ConfigDir, env: &[(&str, &str)]) -> Self {
+        Self::start_within(config, env, Duration::from_secs(20)).await
+    }
+
+    /// Starts the gateway, waiting up to `deadline` for it to listen: it compiles its
+    /// plugins first, which for a Python one takes a minute or more on a busy machine.
+    pub async fn start_within(config: &ConfigDir, env: &[(&str, &str)], deadline: Duration) -> Self {
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--config").arg(config.path()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env("RUST_LOG", "debug");
@@ -113,7 +135,7 @@ impl Gateway {
             });
         }
         let found = output.clone();
-        let addr: SocketAddr = wait_for("the gateway to listen", Duration::from_secs(20), async || {
+        let addr: SocketAddr = wait_for("the gateway to listen", deadline, async || {
             let out = found.lock().unwrap();
             out.split("listening on http://").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|a| {
                 // strip ANSI codes if any

@@ -29,6 +29,9 @@ use crate::state::{CallContext, CallState};
 /// small heap).
 const RESIDENT_MEMORY: usize = 2 << 20;
 
+/// Linear memories one plugin instance may have (each within `plugins.memory_bytes`).
+const MEMORIES_PER_INSTANCE: u32 = 4;
+
 /// How often the epoch advances: the resolution of the wall-clock limit.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -38,6 +41,8 @@ pub struct LoadedPlugin {
     pub name: String,
     /// SHA-256 of the `.wasm` file, hex.
     pub sha256: String,
+    /// Bytes of the `.wasm` file.
+    pub size: usize,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
     /// This version, among every plugin loaded: instances are never shared between two.
@@ -145,8 +150,11 @@ impl PluginEngine {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
             .total_core_instances(instances * 8)
-            .total_memories(instances * 2)
-            .max_memories_per_component(2)
+            // A Rust guest has one linear memory, a JavaScript one built with QuickJS three
+            // (the engine's, the WASI adapter's, the bindings'); each is a slot of address
+            // space, not memory, until it is used.
+            .total_memories(instances * MEMORIES_PER_INSTANCE)
+            .max_memories_per_component(MEMORIES_PER_INSTANCE)
             .total_tables(instances * 8)
             .total_stacks(instances)
             .max_memory_size(limits.memory_bytes)
@@ -215,6 +223,7 @@ impl PluginEngine {
         Ok(LoadedPlugin {
             name: name.to_string(),
             sha256,
+            size: bytes.len(),
             from_cache,
             id: crate::pool::next_id(),
             pre: instance_pre,
@@ -300,7 +309,7 @@ impl PluginEngine {
     }
 
     /// An idle instance of `plugin` from `pool`, or a new one (instantiating runs on the
-    /// call's fuel and time).
+    /// call's fuel, within [`crate::state::START_TIMEOUT`]; the call's time starts after).
     async fn checkout(&self, plugin: &LoadedPlugin, pool: &InstancePool) -> Result<Live, CallError> {
         let fail = |kind| CallError::new(&plugin.name, kind);
         if let Some(mut live) = pool.take(plugin.id) {
@@ -310,7 +319,9 @@ impl PluginEngine {
         let permit = self.idle.permit().await.map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
         let mut store = self.store(pool.ctx().clone());
         self.begin(&mut store).map_err(|e| fail(CallErrorKind::Instantiate(e)))?;
+        store.data_mut().begin_start();
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| fail(self.classify(&e, true)))?;
+        store.data_mut().begin();
         Ok(Live::new(store, instance, plugin.id, permit))
     }
 
@@ -348,6 +359,10 @@ impl PluginEngine {
         let limit = |what: String| CallErrorKind::Limit(what);
         let trap = error.chain().find_map(|e| e.downcast_ref::<Trap>());
         match trap {
+            Some(Trap::Interrupt) if instantiating => limit(format!(
+                "took longer than {} to start",
+                hookgate_core::duration::format_duration(crate::state::START_TIMEOUT)
+            )),
             Some(Trap::Interrupt) => limit(format!(
                 "ran longer than {} (plugins.timeout)",
                 hookgate_core::duration::format_duration(self.limits.timeout)

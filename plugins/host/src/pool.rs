@@ -224,6 +224,11 @@ impl<'p> Lease<'p> {
         Self { pool, live: Some(live) }
     }
 
+    /// Bytes of the largest linear memory the call's instance has had.
+    pub fn memory_bytes(&self) -> Option<usize> {
+        self.live.as_ref().map(|live| live.store.data().limits.peak_memory())
+    }
+
     /// The call was clean: its instance may serve the pool's next call.
     pub fn keep(mut self) {
         if let Some(live) = self.live.take() {

@@ -97,6 +97,7 @@ impl WasmPlugins {
                 continue;
             }
             seen.insert(path.clone(), quick);
+            let started = std::time::Instant::now();
             let loaded = match validate_name(&name) {
                 Err(e) => Err(format!("the file name is not a valid plugin name: {e}")),
                 Ok(()) => {
@@ -107,13 +108,16 @@ impl WasmPlugins {
                         .unwrap_or_else(|e| Err(format!("the loader panicked: {e}")))
                 }
             };
+            let took = started.elapsed();
             match loaded {
                 Ok(plugin) => {
                     info!(
                         plugin = %name,
                         sha256 = %plugin.sha256,
-                        "plugin loaded ({})",
-                        if plugin.from_cache { "from the compiled cache" } else { "compiled" }
+                        bytes = plugin.size,
+                        "plugin loaded ({}) in {} ms",
+                        if plugin.from_cache { "from the compiled cache" } else { "compiled" },
+                        took.as_millis()
                     );
                     report.loaded.push((name.clone(), plugin.from_cache));
                     let plugin = Arc::new(plugin);

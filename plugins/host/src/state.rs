@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{KeyInit, Mac};
 use hookgate_core::delivery::client::{HttpClient, SendError, SendRequest};
 use hookgate_core::plugin::{KeyStore, SigningAlg};
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 
 use crate::bindings::hookgate::plugin::host::{self, FetchRequest, FetchResponse, LogLevel, Signature};
 use crate::bindings::hookgate::plugin::types::Header;
@@ -27,6 +27,11 @@ pub const MAX_LOG_LINES: u32 = 32;
 /// Bytes of `log` lines one call may write.
 pub const MAX_LOG_BYTES: usize = 16 * 1024;
 const MAX_FETCHES: u32 = 8;
+/// Wall-clock time a fresh instance may take to start, before its call's `plugins.timeout`
+/// begins: laying out an interpreter's memory (an 18 MB Python component's) takes
+/// milliseconds on an idle machine and many times that on a busy one. Its fuel counts
+/// against the call's, so guest code run at the start is bounded by `plugins.fuel` too.
+pub const START_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a plugin's calls for one template share: its cache, the keys it may sign with, the
 /// HTTP client and the hosts it may fetch from.
@@ -69,12 +74,14 @@ impl CallContext {
 /// counted per call is reset by [`CallState::begin`] and the call's note written by
 /// [`CallState::end`].
 pub struct CallState {
-    pub limits: StoreLimits,
+    pub limits: InstanceLimits,
     pub ctx: Arc<CallContext>,
     started: Instant,
     /// Time spent in `fetch`, which the wall-clock limit does not count.
     host_time: Duration,
     budget: Duration,
+    /// Whether the instance is starting: [`START_TIMEOUT`] is its limit then.
+    starting: bool,
     fetches: u32,
     /// `log` lines written and dropped, and bytes written, in this call.
     log_lines: u32,
@@ -88,11 +95,12 @@ pub struct CallState {
 impl CallState {
     pub fn new(limits: StoreLimits, ctx: Arc<CallContext>, budget: Duration) -> Self {
         Self {
-            limits,
+            limits: InstanceLimits { limits, peak_memory: 0 },
             ctx,
             started: Instant::now(),
             host_time: Duration::ZERO,
             budget,
+            starting: false,
             fetches: 0,
             log_lines: 0,
             log_bytes: 0,
@@ -124,6 +132,7 @@ impl CallState {
     /// bytes, a refusal) from zero, as for a fresh instance.
     pub fn begin(&mut self) {
         self.started = Instant::now();
+        self.starting = false;
         self.host_time = Duration::ZERO;
         self.fetches = 0;
         self.log_lines = 0;
@@ -146,9 +155,65 @@ impl CallState {
         }
     }
 
+    /// A fresh instance starts: until the call [`CallState::begin`]s, its limit is
+    /// [`START_TIMEOUT`].
+    pub fn begin_start(&mut self) {
+        self.begin();
+        self.starting = true;
+    }
+
     /// The guest has run longer than its budget.
     pub fn overdue(&self) -> bool {
-        self.started.elapsed().saturating_sub(self.host_time) > self.budget
+        let budget = if self.starting { START_TIMEOUT.max(self.budget) } else { self.budget };
+        self.started.elapsed().saturating_sub(self.host_time) > budget
+    }
+}
+
+/// An instance's memory and table limits, and the largest linear memory it has had (its
+/// pooled slot's use, which `hookgate plugin check` reports).
+pub struct InstanceLimits {
+    limits: StoreLimits,
+    peak_memory: usize,
+}
+
+impl InstanceLimits {
+    /// Bytes of the largest linear memory the instance has had.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory
+    }
+}
+
+impl ResourceLimiter for InstanceLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 
@@ -404,6 +469,21 @@ mod tests {
         assert!(bytes.log_bytes <= MAX_LOG_BYTES);
         assert_eq!(bytes.log_lines as usize, MAX_LOG_BYTES / MAX_LOG_LINE);
         assert_eq!(bytes.log_lines + bytes.log_dropped, 20);
+    }
+
+    /// A fresh instance's start has its own time limit; its call's starts after it.
+    #[test]
+    fn an_instance_start_has_its_own_time_limit() {
+        let mut calls = state(&[], false);
+        calls.begin_start();
+        calls.started -= Duration::from_millis(1500);
+        assert!(!calls.overdue(), "starting: within START_TIMEOUT");
+        calls.started -= START_TIMEOUT;
+        assert!(calls.overdue());
+        calls.begin();
+        assert!(!calls.overdue());
+        calls.started -= Duration::from_millis(1500);
+        assert!(calls.overdue(), "the call has its own budget (1 s here)");
     }
 
     /// A reused instance's next call starts with every per-call count at zero.
