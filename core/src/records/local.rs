@@ -10,11 +10,11 @@ use tokio::sync::Notify;
 use tracing::error;
 
 use super::budget::PendingBudget;
+use super::contract::{Records, Work};
 use super::memory::Memory;
 use super::record::DispatchRecord;
 use super::tally::Tally;
 use super::write_through::WriteThrough;
-use super::{Records, Work};
 use crate::model::{DispatchId, RequestStatus, StoreError};
 use crate::queue::Job;
 use crate::stats::{CampaignView, Stats, StatsView};

@@ -11,10 +11,10 @@ use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use super::budget::PendingBudget;
+use super::contract::{Records, Work};
 use super::record::DispatchRecord;
 use super::tally::{Tally, derive};
 use super::write_through::WriteThrough;
-use super::{Records, Work};
 use crate::model::{DispatchId, StoreError};
 use crate::stats::{CampaignView, Stats, StatsView};
 use crate::store::{Filter, Inserted, Requeued, Settlement};

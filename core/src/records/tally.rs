@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::Work;
 use super::budget::PendingBudget;
+use super::contract::Work;
 use super::record::DispatchRecord;
 use crate::model::{AttemptRecord, NextState, StoredDispatch};
 use crate::stats::Stats;
