@@ -5,14 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::budget::PendingBudget;
-use super::record::DispatchRecord;
+use super::record::{DispatchRecord, Work};
+use super::tally::Tally;
 use crate::model::{DispatchId, StoreError};
-use crate::payload::CampaignId;
-use crate::plugin::RequestTarget;
 use crate::stats::{CampaignView, Stats, StatsView};
 use crate::store::{Requeued, Settlement};
 use crate::template::Template;
@@ -21,27 +19,23 @@ use crate::template::Template;
 /// another instance accepted).
 pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Sync>;
 
-/// What a worker needs to send one request.
-pub struct Work {
-    pub template_name: String,
-    /// `None`: the template is gone.
-    pub template: Option<Arc<Template>>,
-    pub target: Option<Arc<RequestTarget>>,
-    pub campaign: CampaignId,
-    pub body: Bytes,
-    pub profiles: usize,
-}
-
 /// The dispatch records, as the dispatcher, the workers, the engine and the API use them.
 #[async_trait]
 pub trait Records: Send + Sync {
+    /// Where the records count what changes: their stats and the pending bodies' budget.
+    fn tally(&self) -> &Tally;
+
     /// The budget of the pending bodies; a dispatch reserves its bytes here before it is
     /// inserted.
-    fn budget(&self) -> &Arc<PendingBudget>;
+    fn budget(&self) -> &Arc<PendingBudget> {
+        self.tally().budget()
+    }
 
     /// The stats the records feed: per template (`/metrics`), and per campaign when this
     /// instance owns the truth.
-    fn stats(&self) -> &Arc<Stats>;
+    fn stats(&self) -> &Arc<Stats> {
+        self.tally().stats()
+    }
 
     /// Stores a new dispatch, unless `idempotency_key` was seen for this template: then
     /// returns the first dispatch's id and `false`. With a store, the dispatch is durable

@@ -9,10 +9,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::budget::PendingBudget;
-use super::contract::{Records, Work};
+use super::contract::Records;
 use super::memory::Memory;
-use super::record::DispatchRecord;
+use super::record::{DispatchRecord, Work};
 use super::tally::Tally;
 use super::write_through::WriteThrough;
 use crate::model::{DispatchId, RequestStatus, StoreError};
@@ -83,12 +82,8 @@ impl LocalRecords {
 
 #[async_trait]
 impl Records for LocalRecords {
-    fn budget(&self) -> &Arc<PendingBudget> {
-        self.tally.budget()
-    }
-
-    fn stats(&self) -> &Arc<Stats> {
-        self.tally.stats()
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     async fn insert(

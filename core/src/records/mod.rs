@@ -22,8 +22,8 @@ pub mod tally;
 pub mod write_through;
 
 pub use budget::{BudgetFull, PendingBudget, Reservation};
-pub use contract::{Records, TemplateSource, Work};
+pub use contract::{Records, TemplateSource};
 pub use local::LocalRecords;
-pub use record::{DispatchRecord, RequestRecord};
+pub use record::{DispatchRecord, RequestRecord, Work};
 pub use shared::SharedRecords;
 pub use write_through::WriteThrough;

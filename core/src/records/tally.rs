@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use super::budget::PendingBudget;
-use super::contract::Work;
-use super::record::DispatchRecord;
+use super::record::{DispatchRecord, Work};
 use crate::model::{AttemptRecord, NextState, StoredDispatch};
 use crate::stats::Stats;
 use crate::store::Requeued;
