@@ -9,12 +9,11 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::budget::PendingBudget;
+use super::contract::Records;
 use super::memory::Memory;
-use super::record::DispatchRecord;
+use super::record::{DispatchRecord, Work};
 use super::tally::Tally;
 use super::write_through::WriteThrough;
-use super::{Records, Work};
 use crate::model::{DispatchId, RequestStatus, StoreError};
 use crate::queue::Job;
 use crate::stats::{CampaignView, Stats, StatsView};
@@ -83,12 +82,8 @@ impl LocalRecords {
 
 #[async_trait]
 impl Records for LocalRecords {
-    fn budget(&self) -> &Arc<PendingBudget> {
-        self.tally.budget()
-    }
-
-    fn stats(&self) -> &Arc<Stats> {
-        self.tally.stats()
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     async fn insert(

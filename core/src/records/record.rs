@@ -1,6 +1,6 @@
 //! One dispatch's record in memory: its immutable facts, and per request its target, body,
 //! status and attempts, each behind its own lock (workers delivering the requests of one big
-//! dispatch do not contend).
+//! dispatch do not contend); and the [`Work`] of one pending request.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,17 @@ use crate::payload::CampaignId;
 use crate::plugin::RequestTarget;
 use crate::store::Requeued;
 use crate::template::Template;
+
+/// What a worker needs to send one request.
+pub struct Work {
+    pub template_name: String,
+    /// `None`: the template is gone.
+    pub template: Option<Arc<Template>>,
+    pub target: Option<Arc<RequestTarget>>,
+    pub campaign: CampaignId,
+    pub body: Bytes,
+    pub profiles: usize,
+}
 
 #[derive(Debug)]
 pub struct RequestRecord {

@@ -10,11 +10,10 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
-use super::budget::PendingBudget;
-use super::record::DispatchRecord;
+use super::contract::Records;
+use super::record::{DispatchRecord, Work};
 use super::tally::{Tally, derive};
 use super::write_through::WriteThrough;
-use super::{Records, Work};
 use crate::model::{DispatchId, StoreError};
 use crate::stats::{CampaignView, Stats, StatsView};
 use crate::store::{Filter, Inserted, Requeued, Settlement};
@@ -59,12 +58,8 @@ impl SharedRecords {
 
 #[async_trait]
 impl Records for SharedRecords {
-    fn budget(&self) -> &Arc<PendingBudget> {
-        self.tally.budget()
-    }
-
-    fn stats(&self) -> &Arc<Stats> {
-        self.tally.stats()
+    fn tally(&self) -> &Tally {
+        &self.tally
     }
 
     async fn insert(

@@ -5,9 +5,8 @@
 
 use std::sync::Arc;
 
-use super::Work;
 use super::budget::PendingBudget;
-use super::record::DispatchRecord;
+use super::record::{DispatchRecord, Work};
 use crate::model::{AttemptRecord, NextState, StoredDispatch};
 use crate::stats::Stats;
 use crate::store::Requeued;

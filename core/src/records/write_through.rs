@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::record::DispatchRecord;
-use super::{TemplateSource, Work};
+use super::contract::TemplateSource;
+use super::record::{DispatchRecord, Work};
 use crate::model::{DispatchId, RequestStatus, StoreError, StoredDispatch};
 use crate::store::{Filter, Inserted, Requeued, Settlement, Store};
 use crate::template::Template;
