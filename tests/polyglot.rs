@@ -335,7 +335,16 @@ async fn plugin_new_builds_as_written_and_signs(lang: &str) {
     let mut checked = String::new();
     for command in readme_commands(&readme) {
         let started = std::time::Instant::now();
-        let run = Command::new("sh").arg("-c").arg(&command).current_dir(&project).env("PATH", &path).output().unwrap();
+        // As a new user runs them: the project's own `target/`, whatever target folder the
+        // suite itself was built with.
+        let run = Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .current_dir(&project)
+            .env("PATH", &path)
+            .env_remove("CARGO_TARGET_DIR")
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&run.stdout).to_string();
         assert!(run.status.success(), "`{command}` failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
         eprintln!("{lang}: `{command}` took {:.1} s", started.elapsed().as_secs_f64());
