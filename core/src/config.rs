@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Yaml};
+use figment::providers::{Env, Format};
+
+use crate::yaml::Yaml;
 use serde::Deserialize;
 
 use crate::duration;
@@ -718,7 +720,7 @@ fn describe_figment_error(file: &Path, text: &str, e: figment::Error) -> String 
     let key = if e.path.is_empty() { String::new() } else { format!("`{}`: ", e.path.join(".")) };
     match &e.metadata {
         Some(m) if m.name.contains("environment") => format!("environment variable {}: {key}{kind}", env_name(&path)),
-        // A YAML syntax error says where it is itself: "... at line 2 column 11, while ...".
+        // A YAML syntax error says where it is itself: "... at line 2, column 11".
         _ if path.is_empty() => match yaml_error_position(&kind) {
             Some((message, line, column)) => format!("{}:{line}:{column}: {message}", file.display()),
             None => format!("{}: {kind}", file.display()),
@@ -730,10 +732,11 @@ fn describe_figment_error(file: &Path, text: &str, e: figment::Error) -> String 
     }
 }
 
-/// The message and the 1-based position of a YAML parser's "... at line L column C..." text.
+/// The message and the 1-based position of a YAML parser's "... at line L, column C..." text.
 fn yaml_error_position(text: &str) -> Option<(String, usize, usize)> {
     let (message, rest) = text.split_once(" at line ")?;
     let (line, rest) = rest.split_once(" column ")?;
+    let line = line.trim_end_matches(',');
     let column = rest.split(|c: char| !c.is_ascii_digit()).next()?;
     let after = rest[column.len()..].trim_start_matches(',').trim();
     let message = if after.is_empty() { message.to_string() } else { format!("{message}, {after}") };

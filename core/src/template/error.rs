@@ -19,18 +19,20 @@ impl TemplateError {
         Self { file: file.to_path_buf(), line, column, message: message.into() }
     }
 
-    /// From a serde_yaml error: its location, its message without the location suffix, and
-    /// for an unknown key, the nearest valid key. Errors raised by our own value parsers
-    /// (methods, durations) carry no location; they quote the offending value first, and
-    /// that value is looked up in `text`.
-    pub fn from_yaml(file: &Path, text: &str, error: &serde_yaml::Error) -> Self {
+    /// From a YAML parse error: its location, its message without the location suffix, and
+    /// for an unknown key, the nearest valid key.
+    pub fn from_yaml(file: &Path, text: &str, error: &serde_saphyr::Error) -> Self {
+        let error = error.without_snippet();
         let mut message = error.to_string();
         if let Some(at) = message.rfind(" at line ") {
             message.truncate(at);
         }
+        if let Some(key) = message.strip_prefix("duplicate mapping key: ").and_then(|m| m.split(',').next()) {
+            message = format!("duplicate key `{key}`");
+        }
         let (line, column) = match error.location() {
-            Some(l) if (l.line(), l.column()) != (1, 1) => (l.line(), l.column()),
-            _ => message.split('`').nth(1).and_then(|quoted| locate_text(text, quoted)).unwrap_or((1, 1)),
+            Some(l) => (l.line() as usize, l.column() as usize),
+            None => message.split('`').nth(1).and_then(|quoted| locate_text(text, quoted)).unwrap_or((1, 1)),
         };
         if let Some(hint) = unknown_field_hint(&message) {
             message.push_str(&hint);
@@ -47,11 +49,12 @@ impl fmt::Display for TemplateError {
 
 impl std::error::Error for TemplateError {}
 
-/// For serde's "unknown field `x`, expected one of `a`, `b`", a "; did you mean `a`?".
+/// For "unknown field `x`, expected one of a, b" (or `` `a`, `b` ``), a "; did you mean `a`?".
 fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1)?;
     let (unknown, expected) = rest.split_once('`')?;
-    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let expected = expected.split_once("expected one of ").map(|(_, list)| list).unwrap_or(expected);
+    let candidates: Vec<&str> = expected.split(',').map(|c| c.trim().trim_matches('`')).filter(|c| !c.is_empty()).collect();
     nearest(unknown, &candidates).map(|best| format!("; did you mean `{best}`?"))
 }
 
@@ -69,7 +72,7 @@ mod tests {
             method: Option<String>,
         }
         let text = "url: x\nmethd: PUT\n";
-        let err = serde_yaml::from_str::<T>(text).unwrap_err();
+        let err = serde_saphyr::from_str::<T>(text).unwrap_err();
         let e = TemplateError::from_yaml(Path::new("t.yaml"), text, &err);
         assert_eq!((e.line, e.column), (2, 1));
         assert!(e.message.contains("unknown field `methd`"), "{}", e.message);

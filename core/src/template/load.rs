@@ -77,7 +77,7 @@ impl Loader {
         if text.trim().is_empty() {
             return Err(TemplateError::new(file, (1, 1), "the file is empty; a template needs at least `url`"));
         }
-        let spec: TemplateSpec = serde_yaml::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
+        let spec: TemplateSpec = serde_saphyr::from_str(text).map_err(|e| TemplateError::from_yaml(file, text, &e))?;
 
         let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
         let name = spec.name.clone().unwrap_or_else(|| stem.to_string());
@@ -250,37 +250,20 @@ fn message_key(message: &str) -> &str {
     message.strip_prefix('`').and_then(|m| m.split('`').next()).unwrap_or("type")
 }
 
-/// A plugin config value with its string leaves resolved, as JSON.
-fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_yaml::Value) -> Result<serde_json::Value, RefError> {
-    use serde_yaml::Value as Y;
+/// A plugin config value with its string leaves resolved.
+fn resolve_value(resolver: &mut Resolver<'_>, value: &serde_json::Value) -> Result<serde_json::Value, RefError> {
+    use serde_json::Value as V;
     Ok(match value {
-        Y::Null => serde_json::Value::Null,
-        Y::Bool(b) => serde_json::Value::Bool(*b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into()
-            } else if let Some(u) = n.as_u64() {
-                u.into()
-            } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(serde_json::Value::Number).unwrap_or_default()
-            }
-        }
-        Y::String(s) => serde_json::Value::String(resolver.resolve(s)?),
-        Y::Sequence(items) => {
-            serde_json::Value::Array(items.iter().map(|v| resolve_value(resolver, v)).collect::<Result<_, _>>()?)
-        }
-        Y::Mapping(map) => {
+        V::String(s) => V::String(resolver.resolve(s)?),
+        V::Array(items) => V::Array(items.iter().map(|v| resolve_value(resolver, v)).collect::<Result<_, _>>()?),
+        V::Object(map) => {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
-                let key = match k {
-                    Y::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
-                };
-                out.insert(key, resolve_value(resolver, v)?);
+                out.insert(k.clone(), resolve_value(resolver, v)?);
             }
-            serde_json::Value::Object(out)
+            V::Object(out)
         }
-        Y::Tagged(tagged) => resolve_value(resolver, &tagged.value)?,
+        other => other.clone(),
     })
 }
 

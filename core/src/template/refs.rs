@@ -437,7 +437,7 @@ mod tests {
         }
 
         fn confinement(&self, secrets: &str) -> Confinement {
-            let secrets: SecretsConfig = serde_yaml::from_str(secrets).unwrap();
+            let secrets: SecretsConfig = serde_saphyr::from_str(secrets).unwrap();
             Confinement::new(&self.path("cfg"), Path::new("data"), &secrets)
         }
     }

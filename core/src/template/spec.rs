@@ -126,7 +126,7 @@ pub struct PluginSpec {
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(flatten)]
-    pub config: BTreeMap<String, serde_yaml::Value>,
+    pub config: BTreeMap<String, serde_json::Value>,
 }
 
 /// A header value: any YAML scalar, kept as text (`X-Version: 2` is the string "2").
