@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::postgres::TestDb;
+use hookgate_core::testing::postgres::{TestDb, URL_VAR};
 use common::*;
 use serde_json::{Value, json};
 
@@ -193,7 +193,7 @@ async fn the_pending_budget_follows_requests_another_instance_delivered() {
 /// reading does not count). The server reports a backend's counts about a second after it
 /// goes idle.
 async fn transactions(db: &TestDb) -> i64 {
-    let admin = std::env::var(common::postgres::URL_VAR).unwrap();
+    let admin = std::env::var(URL_VAR).unwrap();
     let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let name = url::Url::parse(&db.url).unwrap().path().trim_start_matches('/').to_string();
@@ -273,3 +273,4 @@ async fn an_idle_instance_is_woken_by_a_dispatch_to_another() {
     let done = a.wait_dispatch(&id, Duration::from_secs(5)).await;
     assert_eq!(done["state"], "delivered", "{done}");
 }
+

@@ -25,6 +25,8 @@ pub mod secret;
 pub mod stats;
 pub mod store;
 pub mod template;
+#[doc(hidden)]
+pub mod testing;
 pub mod watch;
 pub mod yaml;
 

@@ -18,6 +18,7 @@ use hookgate_core::queue::{Job, Queue};
 use hookgate_core::secret::Secret;
 use hookgate_core::store::postgres::PgStore;
 use hookgate_core::store::sqlite::SqliteStore;
+use hookgate_core::testing::postgres::TestDb;
 use hookgate_core::store::{Filter, Inserted, Requeued, Settlement, Store};
 
 // ---------------------------------------------------------------- the backends
@@ -43,65 +44,17 @@ impl Backend {
     }
 
     async fn postgres(test: &str) -> Option<Self> {
-        let db = TestDb::create(test).await?;
-        let (store, queue) = db.instance().await;
+        let db = TestDb::create(&format!("postgres::{test}")).await?;
+        let (store, queue) = instance(&db).await;
         Some(Self { store, queue, db: Some(db), _dir: None })
     }
 }
 
-/// A fresh PostgreSQL database on the server `HOOKGATE_TEST_POSTGRES_URL` names, dropped
-/// when the test ends.
-struct TestDb {
-    url: String,
-    admin: String,
-    name: String,
-}
-
-const URL_VAR: &str = "HOOKGATE_TEST_POSTGRES_URL";
-
-impl TestDb {
-    async fn create(test: &str) -> Option<Self> {
-        let Ok(admin) = std::env::var(URL_VAR) else {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED postgres::{test}: set {URL_VAR} (e.g. postgres://postgres@127.0.0.1:5432/test) to run it"
-            );
-            return None;
-        };
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
-        let name = format!("hookgate_conformance_{nanos:x}_{}", std::process::id());
-        let (client, conn) =
-            tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect to the test PostgreSQL");
-        tokio::spawn(conn);
-        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&name);
-        Some(Self { url: url.to_string(), admin, name })
-    }
-
-    /// One gateway instance's store and queue on this database.
-    async fn instance(&self) -> (Arc<dyn Store>, Arc<dyn Queue>) {
-        let store = PgStore::connect(&Secret::new(self.url.clone())).await.unwrap();
-        let queue = Arc::new(PgQueue::start(store.clone(), LEASE, POLL, 4));
-        (store, queue)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok((client, conn)) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                }
-            });
-        })
-        .join();
-    }
+/// One gateway instance's store and queue on `db`.
+async fn instance(db: &TestDb) -> (Arc<dyn Store>, Arc<dyn Queue>) {
+    let store = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
+    let queue = Arc::new(PgQueue::start(store.clone(), LEASE, POLL, 4));
+    (store, queue)
 }
 
 /// Each test, once per backend: `sqlite::NAME` and `postgres::NAME`.
@@ -460,7 +413,7 @@ mod postgres_only {
         a.store.insert(&d).await.unwrap();
         a.queue.push(jobs(&d)).await.unwrap();
         let held = next_job(&a.queue, Duration::from_secs(5)).await;
-        let (_, other) = db.instance().await;
+        let (_, other) = instance(&db).await;
         assert!(
             tokio::time::timeout(LEASE * 2, other.next()).await.is_err(),
             "another instance took a job whose lease is being renewed"
@@ -476,14 +429,14 @@ mod postgres_only {
     /// when the lease would have run out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closing_gives_claims_back_at_once() {
-        let Some(db) = TestDb::create("closing_gives_claims_back").await else { return };
+        let Some(db) = TestDb::create("postgres::closing_gives_claims_back").await else { return };
         let store = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
         let long: Arc<dyn Queue> = Arc::new(PgQueue::start(store.clone(), Duration::from_secs(600), POLL, 4));
         let d = dispatch("orders", "42", None, 2);
         store.insert(&d).await.unwrap();
         long.push(jobs(&d)).await.unwrap();
         next_job(&long, Duration::from_secs(5)).await;
-        let (_, other) = db.instance().await;
+        let (_, other) = instance(&db).await;
         assert!(
             tokio::time::timeout(Duration::from_millis(500), other.next()).await.is_err(),
             "both jobs are held by the first instance"
@@ -500,7 +453,7 @@ mod postgres_only {
     async fn two_instances_never_claim_the_same_job() {
         const N: usize = 200;
         let Some(a) = Backend::postgres("two_instances_never_claim").await else { return };
-        let (_, other) = a.db.as_ref().unwrap().instance().await;
+        let (_, other) = instance(a.db.as_ref().unwrap()).await;
         let d = dispatch("orders", "42", None, N);
         a.store.insert(&d).await.unwrap();
         a.queue.push(jobs(&d)).await.unwrap();
@@ -528,7 +481,7 @@ mod postgres_only {
     /// what it writes after both show up as the request's attempts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_version_1_database_is_migrated_while_an_old_instance_writes() {
-        let Some(db) = TestDb::create("a_version_1_database_is_migrated").await else { return };
+        let Some(db) = TestDb::create("postgres::a_version_1_database_is_migrated").await else { return };
         let (old, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         old.batch_execute(V1_SCHEMA).await.unwrap();

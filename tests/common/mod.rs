@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod oauth;
-pub mod postgres;
 pub mod standard_webhooks;
 pub mod wasm;
 pub mod zendesk;
