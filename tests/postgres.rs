@@ -274,3 +274,61 @@ async fn an_idle_instance_is_woken_by_a_dispatch_to_another() {
     assert_eq!(done["state"], "delivered", "{done}");
 }
 
+/// Issue 14, acceptance 1: the database goes away in the middle of a 10,000-request campaign
+/// (every connection cut and new ones refused, through a proxy, as in a restart). Meanwhile
+/// `/readyz` says not ready and a dispatch is answered 503, not 500; when the database is
+/// back, delivery resumes by itself and every request of the campaign arrives, a copy only
+/// ever with its own delivery id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_mid_campaign_loses_nothing() {
+    let Some(db) = TestDb::create("database_goes_away_mid_campaign").await else { return };
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let upstream = (url.host_str().unwrap().to_string(), url.port().unwrap_or(5432));
+    let upstream = tokio::net::lookup_host(upstream).await.unwrap().find(|a| a.ip().is_loopback()).unwrap();
+    let proxy = common::proxy::Proxy::start(upstream).await;
+    url.set_port(Some(proxy.addr.port())).unwrap();
+    let mock = Mock::start(|_, _| Reply::After(Duration::from_millis(1), 200)).await;
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}workers: 16\nqueue: {url}\nqueue_lease: 3s\n"));
+    config.write_template("bulk.yaml", &format!("url: {}\nverify: false\nbatch_size: 1\n", mock.url("/in")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("bulk", "active", Duration::from_secs(10)).await;
+    let (status, ready) = gw.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+
+    let id = gw.dispatch("bulk", &payload(8300, REQUESTS)).await;
+    mock.wait_deliveries(REQUESTS / 5, Duration::from_secs(60)).await;
+    proxy.cut();
+    let cut_at = Instant::now();
+    assert!(mock.deliveries().len() < REQUESTS, "finished before the cut; the test proves nothing");
+
+    let ready = wait_for("/readyz to say not ready", Duration::from_secs(30), async || {
+        let (status, body) = gw.get("/readyz").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(ready["queue"], false, "{ready}");
+    let (status, refused) = gw.post_json("/v1/templates/bulk/dispatch", &payload(8301, 3), &[]).await;
+    assert_eq!(status, 503, "a dispatch while the database is away: {refused}");
+    assert_eq!(refused["error"]["code"], "queue_unavailable", "{refused}");
+    let during = mock.deliveries().len();
+    eprintln!("cut after {during} deliveries; not ready {:?} after the cut", cut_at.elapsed());
+
+    proxy.restore();
+    let by_id = mock.wait_distinct(REQUESTS, Duration::from_secs(180)).await;
+    for i in 0..REQUESTS {
+        assert!(by_id.contains_key(&format!("{id}.{i}")), "request {i} was never delivered");
+    }
+    assert_eq!(by_id.len(), REQUESTS, "deliveries under ids the campaign does not have");
+    let twice = by_id.values().filter(|copies| copies.len() > 1).count();
+    let stats = wait_for("the stats to settle", Duration::from_secs(30), async || {
+        let stats = campaign(&gw, 8300).await;
+        (stats["requests"]["pending"] == 0).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["requests"], json!({"delivered": REQUESTS, "failed": 0, "pending": 0}), "{stats}");
+    let (status, ready) = gw.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let (status, refused) = gw.get("/v1/campaigns/8301").await;
+    assert!(status == 404 || refused["requests"]["delivered"] == 0, "the refused dispatch was delivered: {refused}");
+    eprintln!("{twice} requests delivered twice (same id) across the outage");
+}

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod oauth;
+pub mod proxy;
 pub mod standard_webhooks;
 pub mod wasm;
 pub mod zendesk;
