@@ -6,6 +6,7 @@
 //! ```
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// A campaign's identity: the payload's `targetId`, as text.
@@ -21,7 +22,10 @@ pub struct Payload {
     pub campaign: CampaignId,
     /// Everything but `profiles`, as it will be sent.
     envelope: Map<String, Value>,
-    pub profiles: Vec<Value>,
+    /// Each profile's JSON text as the platform sent it: a profile reaches the partner byte
+    /// for byte (its numbers, key order and escapes unchanged), and is neither parsed into a
+    /// tree nor written out again on the way.
+    pub profiles: Vec<Box<RawValue>>,
 }
 
 /// What is wrong with a payload, naming the key.
@@ -38,14 +42,52 @@ pub struct Batch {
 
 impl Payload {
     pub fn from_slice(body: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| PayloadError(format!("not valid JSON: {e}")))?;
-        Self::from_value(value)
+        let not_json = |e: serde_json::Error| PayloadError(format!("not valid JSON: {e}"));
+        // The top level's values stay JSON text until each is known: `profiles` is kept as
+        // it is, the rest read as values.
+        let fields: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_slice(body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    PayloadError("the payload must be a JSON object with `targetId` and `profiles`".into())
+                }
+                _ => not_json(e),
+            })?;
+        let mut envelope = Map::new();
+        let mut profiles = None;
+        for (key, value) in fields {
+            if key == "profiles" {
+                profiles = Some(value);
+            } else {
+                envelope.insert(key, serde_json::from_str(value.get()).map_err(not_json)?);
+            }
+        }
+        let profiles = match profiles {
+            Some(list) if list.get().starts_with('[') => {
+                serde_json::from_str::<Vec<Box<RawValue>>>(list.get()).map_err(not_json)?
+            }
+            Some(_) => return Err(PayloadError("`profiles` must be an array of objects".into())),
+            None => return Err(PayloadError("`profiles` is missing".into())),
+        };
+        Self::checked(envelope, profiles)
     }
 
     pub fn from_value(value: Value) -> Result<Self, PayloadError> {
         let Value::Object(mut envelope) = value else {
             return Err(PayloadError("the payload must be a JSON object with `targetId` and `profiles`".into()));
         };
+        let profiles = match envelope.remove("profiles") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|p| serde_json::value::to_raw_value(p).map_err(|e| PayloadError(e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(PayloadError("`profiles` must be an array of objects".into())),
+            None => return Err(PayloadError("`profiles` is missing".into())),
+        };
+        Self::checked(envelope, profiles)
+    }
+
+    /// Checks the known keys of `envelope` and that every profile is an object.
+    fn checked(envelope: Map<String, Value>, profiles: Vec<Box<RawValue>>) -> Result<Self, PayloadError> {
         let campaign = match envelope.get("targetId") {
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
             Some(Value::String(s))
@@ -70,14 +112,7 @@ impl Payload {
             None | Some(Value::Object(_)) => {}
             Some(_) => return Err(PayloadError("`key_values` must be an object".into())),
         }
-        let profiles = match envelope.remove("profiles") {
-            Some(Value::Array(items)) => items,
-            Some(_) => {
-                return Err(PayloadError("`profiles` must be an array of objects".into()));
-            }
-            None => return Err(PayloadError("`profiles` is missing".into())),
-        };
-        if let Some(i) = profiles.iter().position(|p| !p.is_object()) {
+        if let Some(i) = profiles.iter().position(|p| !p.get().starts_with('{')) {
             return Err(PayloadError(format!("`profiles[{i}]` must be an object")));
         }
         Ok(Self { campaign, envelope, profiles })
@@ -85,9 +120,8 @@ impl Payload {
 
     /// The whole payload as JSON (what a transform plugin gets).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut whole = self.envelope.clone();
-        whole.insert("profiles".into(), Value::Array(self.profiles.clone()));
-        serde_json::to_vec(&whole).unwrap_or_default()
+        let split = self.split(self.profiles.len());
+        split.body(&self.profiles)
     }
 
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
@@ -118,11 +152,8 @@ impl Payload {
         }
         head.extend_from_slice(b"\"profiles\":[");
         tail.push(b'}');
-        let mut counter = Counter(0);
-        for p in &self.profiles {
-            let _ = serde_json::to_writer(&mut counter, p);
-        }
-        Split { payload: self, head, tail, profile_bytes: counter.0, batch_size }
+        let profile_bytes = self.profiles.iter().map(|p| p.get().len() as u64).sum();
+        Split { payload: self, head, tail, profile_bytes, batch_size }
     }
 }
 
@@ -134,7 +165,7 @@ pub struct Split<'a> {
     head: Vec<u8>,
     /// The body after the last profile: `],"targetId":42}`.
     tail: Vec<u8>,
-    /// The profiles serialized, without separators.
+    /// The profiles' JSON text, without separators.
     profile_bytes: u64,
     batch_size: usize,
 }
@@ -159,23 +190,27 @@ impl Split<'_> {
     /// The bodies, built from the shared part and the profiles, in order.
     pub fn batches(&self) -> Vec<Batch> {
         let profiles = &self.payload.profiles;
-        let chunks: Vec<&[Value]> =
+        let chunks: Vec<&[Box<RawValue>]> =
             if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
         chunks
             .into_iter()
-            .map(|chunk| {
-                let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + 64 * chunk.len());
-                body.extend_from_slice(&self.head);
-                for (i, profile) in chunk.iter().enumerate() {
-                    if i > 0 {
-                        body.push(b',');
-                    }
-                    write_json(&mut body, profile);
-                }
-                body.extend_from_slice(&self.tail);
-                Batch { body: Bytes::from(body), profiles: chunk.len() }
-            })
+            .map(|chunk| Batch { body: Bytes::from(self.body(chunk)), profiles: chunk.len() })
             .collect()
+    }
+
+    /// One body: the shared part around `chunk`'s profiles.
+    fn body(&self, chunk: &[Box<RawValue>]) -> Vec<u8> {
+        let text: usize = chunk.iter().map(|p| p.get().len() + 1).sum();
+        let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + text);
+        body.extend_from_slice(&self.head);
+        for (i, profile) in chunk.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(profile.get().as_bytes());
+        }
+        body.extend_from_slice(&self.tail);
+        body
     }
 }
 
@@ -196,19 +231,6 @@ fn profiles_position(envelope: &Map<String, Value>) -> usize {
 /// `Value` or a string).
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(out, value);
-}
-
-/// Counts the bytes written to it.
-struct Counter(u64);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The payload sent on "Create" and by `hookgate test`, as the reference document gives it.
@@ -259,9 +281,11 @@ mod tests {
         let payload = Payload::from_slice(text).unwrap();
         let mut profiles = Vec::new();
         for batch in payload.batches(2) {
-            profiles.extend(Payload::from_slice(&batch.body).unwrap().profiles);
+            profiles.extend(Payload::from_slice(&batch.body).unwrap().profiles.iter().map(|p| p.get().to_string()));
         }
-        assert_eq!(profiles, payload.profiles);
+        let sent: Vec<String> = payload.profiles.iter().map(|p| p.get().to_string()).collect();
+        assert_eq!(profiles, sent);
+        assert_eq!(sent[0], "{\"Rating\": 299999999999999999999999999}", "a profile is sent as it came");
     }
 
     /// The bodies, built from the shared part serialized once, are byte for byte what
@@ -288,7 +312,8 @@ mod tests {
                             .into_iter()
                             .map(|chunk| {
                                 let mut body = p.envelope.clone();
-                                body.insert("profiles".into(), Value::Array(chunk.to_vec()));
+                                let parsed = chunk.iter().map(|p| serde_json::from_str(p.get()).unwrap()).collect();
+                                body.insert("profiles".into(), Value::Array(parsed));
                                 serde_json::to_vec(&body).unwrap()
                             })
                             .collect();
