@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::contract::Records;
+use super::contract::{ListPage, ListQuery, Records};
 use super::memory::Memory;
 use super::record::{DispatchRecord, Work};
 use super::tally::Tally;
@@ -195,6 +195,16 @@ impl Records for LocalRecords {
             self.memory.pending_again(id);
         }
         Ok(Some(requeued))
+    }
+
+    /// The dispatches memory holds: every pending one and the last
+    /// `limits.dispatch_records` finished ones.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        Ok(query.page(self.memory.all()))
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignView>, StoreError> {
+        Ok(self.tally.stats().campaigns())
     }
 
     async fn campaign_stats(&self, campaign: &str) -> Result<Option<CampaignView>, StoreError> {
