@@ -45,7 +45,7 @@ impl ListQuery {
     /// The page of `records` (any order) the query asks for, newest first.
     pub fn page(&self, mut records: Vec<Arc<DispatchRecord>>) -> ListPage {
         records.retain(|r| self.matches(r));
-        records.sort_by(|a, b| b.id.cmp(&a.id));
+        records.sort_by_key(|r| std::cmp::Reverse(r.id));
         let total = records.len();
         let dispatches = records.into_iter().skip(self.offset).take(self.limit).collect();
         ListPage { total, dispatches }
