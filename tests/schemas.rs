@@ -90,6 +90,18 @@ fn misspelt_keys_are_refused_by_the_schema_as_by_the_loader() {
         ("url: http://127.0.0.1:9/hook\nmethod: PATCH\nverify: false\n", false),
         ("url: http://127.0.0.1:9/hook\ntls: {ca_cert: x}\nverify: false\n", false),
         ("method: POST\nverify: false\n", false),
+        ("url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  type: basic\n  username: svc\n  password: pw\n", true),
+        ("url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  type: basic\n  username: svc\n  pasword: pw\n", false),
+        ("url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  type: none\n  token: x\n", false),
+        (
+            "url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  type: oauth2\n  grant: client_credentials\n  token_url: http://127.0.0.1:9/token\n  client_id: hg\n  client_secret: s\n  scopes: [a, b]\n  client_auth: body\n  expiry: 30m\n",
+            true,
+        ),
+        (
+            "url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  type: oauth2\n  grant: client_credentials\n  token_url: http://127.0.0.1:9/token\n  client_id: hg\n  client_secret: s\n  scope: [a]\n",
+            false,
+        ),
+        ("url: http://127.0.0.1:9/hook\nverify: false\nauth:\n  username: svc\n", false),
     ];
     let texts = |cases: &[(&str, bool)]| cases.iter().map(|(t, _)| t.to_string()).collect::<Vec<_>>();
     let Some(config_errors) = validators::yaml_errors(&config_schema, &texts(&configs)) else { return skip() };

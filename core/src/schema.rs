@@ -37,7 +37,8 @@ fn finish(mut schema: Value, title: &str, description: &str) -> Value {
     schema
 }
 
-fn durations_as_text(value: &mut Value) {
+/// Writes the defaults of durations in `value` as a file would (`5s`).
+pub fn durations_as_text(value: &mut Value) {
     match value {
         Value::Object(obj) => {
             if let Some(default) = obj.get_mut("default")
