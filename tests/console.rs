@@ -364,3 +364,36 @@ async fn the_console_shows_the_gateway_and_replays_a_failed_request() {
     assert!(after.iter().all(|s| !s.uri.starts_with("/v1/")), "requests after forgetting the token: {after:?}");
     d.quit().await;
 }
+
+/// Without an admin token (a loopback `listen`), the console opens directly: its requests
+/// are same-origin, which `/v1` accepts from this machine.
+#[tokio::test]
+async fn without_an_admin_token_the_console_opens_directly() {
+    let Ok((browser, driver)) = programs() else {
+        println!(
+            "SKIPPED: no chromium or chromedriver; install them with `apt-get install -y chromium chromium-driver`"
+        );
+        return;
+    };
+    let ok = Mock::answering(200).await;
+    let config = ConfigDir::new(TEST_CONFIG);
+    config.write_template("orders.yaml", &format!("url: {}\n", ok.url("/hook")));
+    let gateway = Gateway::start(&config, &[]).await;
+    gateway.wait_state("orders", "active", DEADLINE).await;
+    let d = Driver::start(&browser, &driver).await;
+    d.goto(&format!("{}/", gateway.base)).await;
+    let state = d.until("orders in the table", TEXT, json!(["tr[data-template='orders'] td:nth-of-type(1)"])).await;
+    assert_eq!(state, "active");
+    assert_eq!(d.js(VISIBLE, json!(["#token"])).await, false, "no token to ask for");
+    assert_eq!(d.js(VISIBLE, json!(["#forget"])).await, false);
+    // The page's POSTs pass the origin checks too.
+    d.click("tr[data-template='orders'] button[data-action='test']").await;
+    d.until(
+        "the test's answer",
+        "return (document.querySelector('#templates-result').textContent || '').includes('200 OK');",
+        json!([]),
+    )
+    .await;
+    d.screenshot("06-no-admin-token").await;
+    d.quit().await;
+}
