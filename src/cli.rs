@@ -99,6 +99,27 @@ pub enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+    /// Print a JSON Schema (of a template file or of hookgate.yaml) or the API's OpenAPI document.
+    #[command(long_about = "Print the JSON Schema (draft 2020-12) of a template file (`template`) or of \
+        hookgate.yaml (`config`), for editors' completion and checking (the `yaml-language-server` line in \
+        README.md), or the HTTP API's OpenAPI 3.1 document (`openapi`, also served at GET /openapi.json). \
+        Copies are committed in schemas/.")]
+    Schema {
+        /// What to print.
+        #[arg(value_enum)]
+        of: SchemaOf,
+    },
+}
+
+/// What `hookgate schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaOf {
+    /// A template file (`templates/NAME.yaml`).
+    Template,
+    /// `hookgate.yaml`.
+    Config,
+    /// The HTTP API (OpenAPI 3.1).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod logging;
 mod plugins;
+mod schema;
 
 use std::process::ExitCode;
 

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use hookgate_core::testing::postgres::{TestDb, URL_VAR};
 use common::*;
+use hookgate_core::testing::postgres::{TestDb, URL_VAR};
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 10_000;

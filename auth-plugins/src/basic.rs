@@ -14,10 +14,13 @@ use serde::Deserialize;
 
 pub struct BasicPlugin;
 
-#[derive(Deserialize)]
+/// `auth: {type: basic, username, password}`: `Authorization: Basic base64(username:password)`.
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BasicConfig {
+pub(crate) struct BasicConfig {
+    /// The user name; it cannot contain `:`.
     username: String,
+    /// The password (a `${env:..}` or `${file:..}` reference).
     password: Secret,
 }
 

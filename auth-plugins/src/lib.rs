@@ -15,6 +15,21 @@ pub use basic::{BasicAuth, BasicPlugin};
 pub use none::NonePlugin;
 pub use oauth2::OAuth2Plugin;
 
+/// The JSON Schema of each built-in plugin's keys (besides `type`), by plugin name, for the
+/// template schema (`hookgate schema template`). `none` takes no keys.
+pub fn config_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    let schema = |s: schemars::Schema| s.to_value();
+    let generator = || schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    vec![
+        (
+            "none",
+            serde_json::json!({"type": "object", "additionalProperties": false, "description": "No auth header; credentials, if any, go in the template's `headers`."}),
+        ),
+        ("basic", schema(generator().into_root_schema_for::<basic::BasicConfig>())),
+        ("oauth2", schema(generator().into_root_schema_for::<oauth2::config::OAuth2Config>())),
+    ]
+}
+
 /// Registers every built-in auth plugin.
 pub fn register_builtins(registry: &mut PluginRegistry) {
     registry.register_auth(Arc::new(NonePlugin));

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format};
-
-use crate::yaml::Yaml;
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::duration;
 use crate::network::NetworkPolicy;
 use crate::secret::Secret;
+use crate::yaml::Yaml;
 
 /// The top-level keys of [`Config`], for the environment-variable filter (`HOOKGATE_LISTEN`,
 /// `HOOKGATE_PLUGINS__FUEL`, ...): taken from its `Deserialize`, so every section is
@@ -51,7 +51,7 @@ fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
 }
 
 /// The whole of `hookgate.yaml`. Every key has a default, so an empty file is valid.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The address of the HTTP API. Default `127.0.0.1:8080`.
@@ -71,19 +71,23 @@ pub struct Config {
     /// Finished dispatches (records, failed requests' bodies, and the campaign stats derived
     /// from them) are deleted this long after they were accepted. Default 7d.
     #[serde(default = "default_retention", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub retention: Duration,
     /// On SIGTERM, deliveries in progress get this long to finish; what is left stays
     /// queued for the next start. Default 30s.
     #[serde(default = "default_shutdown_grace", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub shutdown_grace: Duration,
     /// `postgres` only: a job an instance claimed is another instance's to take if the
     /// claim is not renewed within this time (the instance died). Default 30s.
     #[serde(default = "default_queue_lease", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub queue_lease: Duration,
     /// `postgres` only: how often an idle instance looks for work anyway. New work wakes it
     /// at once (`LISTEN/NOTIFY`), and a retry when it is due; this is the safety net.
     /// Default 60s.
     #[serde(default = "default_queue_poll", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub queue_poll: Duration,
     /// How many deliveries run at once. Default 64.
     #[serde(default = "default_workers")]
@@ -91,6 +95,11 @@ pub struct Config {
     /// Log filter (`info`, `debug`, `hookgate_core=debug`...). `RUST_LOG` wins when set.
     #[serde(default = "default_log")]
     pub log: String,
+    /// How log lines are written to standard error: `text` (default, for people) or
+    /// `json` (one JSON object per line, for log stores such as Loki, Elasticsearch or
+    /// Cloud Logging).
+    #[serde(default)]
+    pub log_format: LogFormat,
     /// Defaults for templates that do not set a value themselves.
     #[serde(default)]
     pub defaults: TemplateDefaults,
@@ -121,6 +130,18 @@ pub struct Config {
     pub secrets: crate::template::refs::SecretsConfig,
 }
 
+/// `log_format`: how log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, and the event's fields
+    /// (`template`, `dispatch`, `delivery_id`, ...).
+    Json,
+}
+
 /// The slowest `destinations.rate_limit` (a request every 1000 s) and the fastest; config
 /// validation refuses values outside (and `admit` clamps, so no value can misbehave).
 pub const MIN_RATE_LIMIT: f64 = 0.001;
@@ -128,7 +149,7 @@ pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
 
 /// `destinations`: limits per destination (scheme, host, port), so one slow or failing
 /// endpoint never delays deliveries to others.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destinations {
     /// Requests in flight to one destination. Default 32 (half the default workers).
@@ -151,12 +172,13 @@ fn default_destination_concurrency() -> usize {
 
 /// `plugins`: what one WASM plugin call may use. A call past a limit fails that delivery
 /// (with the plugin's name and the limit), and nothing else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
     /// Wall-clock time a call may run (time waiting on the host's `fetch` not counted).
     /// Default 100ms.
     #[serde(default = "default_plugin_timeout", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub timeout: Duration,
     /// Linear memory of one instance, in bytes. Default 16 MiB.
     #[serde(default = "default_plugin_memory")]
@@ -215,12 +237,13 @@ fn default_plugin_reuse() -> u32 {
 const PLUGIN_REUSE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
 
 /// `keys`: the RSA key store for JWT client assertions, in `data_dir/keys/`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Keys {
     /// How long a key replaced by `hookgate keys rotate` stays in the JWKS (and may still
     /// sign), so partners can switch. Default 7d.
     #[serde(default = "default_grace", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub grace: Duration,
 }
 
@@ -271,6 +294,22 @@ impl std::str::FromStr for QueueBackend {
     }
 }
 
+impl JsonSchema for QueueBackend {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "QueueBackend".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                {"enum": ["sqlite", "memory"]},
+                {"type": "string", "pattern": "^\\s*postgres(ql)?://"},
+            ],
+            "default": "sqlite",
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for QueueBackend {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
@@ -285,11 +324,12 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_BATCH: usize = 100_000;
 
 /// `defaults`: what a template gets for a key it does not set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateDefaults {
     /// Per-attempt timeout. Default 5s (the reference document's FAQ).
     #[serde(default = "default_timeout", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub timeout: Duration,
     /// Retries after the first attempt. Default 2 (the reference document's FAQ).
     #[serde(default = "default_retries")]
@@ -303,35 +343,40 @@ pub struct TemplateDefaults {
 }
 
 /// `backoff`: attempt n waits about `base * 2^(n-1)`, at most `max`, with jitter.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Default 1s.
     #[serde(default = "default_backoff_base", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub base: Duration,
     /// Default 5m.
     #[serde(default = "default_backoff_max", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub max: Duration,
     /// The longest `Retry-After` that is honoured as given; longer ones are cut to this. Default 1h.
     #[serde(default = "default_max_retry_after", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub max_retry_after: Duration,
 }
 
 /// `reload`: how template file changes are picked up.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reload {
     /// Changes within this window are one reload (an editor's save is several events). Default 200ms.
     #[serde(default = "default_debounce", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub debounce: Duration,
     /// A full rescan runs this often even without file events, and templates that failed
     /// verification are verified again. Default 30s.
     #[serde(default = "default_rescan", deserialize_with = "duration::deserialize")]
+    #[schemars(with = "duration::Text")]
     pub rescan: Duration,
 }
 
 /// `limits`: bounds that protect memory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest accepted dispatch payload, in bytes. Default 64 MiB.
@@ -472,6 +517,7 @@ impl Default for Config {
             queue_poll: default_queue_poll(),
             workers: default_workers(),
             log: default_log(),
+            log_format: LogFormat::default(),
             defaults: TemplateDefaults::default(),
             backoff: Backoff::default(),
             network: NetworkPolicy::default(),
@@ -755,6 +801,7 @@ mod tests {
         ("HOOKGATE_QUEUE", "memory"),
         ("HOOKGATE_WORKERS", "3"),
         ("HOOKGATE_LOG", "debug"),
+        ("HOOKGATE_LOG_FORMAT", "json"),
         ("HOOKGATE_DEFAULTS__TIMEOUT", "7s"),
         ("HOOKGATE_BACKOFF__BASE", "2s"),
         ("HOOKGATE_NETWORK__HTTPS_ONLY", "true"),
@@ -810,6 +857,7 @@ mod tests {
         assert_eq!(c.queue.name(), "memory");
         assert_eq!(c.workers, 3);
         assert_eq!(c.log, "debug");
+        assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.defaults.timeout, Duration::from_secs(7));
         assert_eq!(c.backoff.base, Duration::from_secs(2));
         assert!(c.network.https_only);

@@ -67,6 +67,29 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// The JSON Schema of a duration as written (`#[schemars(with = "duration::Text")]`): what
+/// [`parse_duration`] reads, numbers with a unit each.
+pub struct Text;
+
+/// The pattern of [`Text`]: one or more numbers, each with its unit.
+pub const PATTERN: &str =
+    r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d))*\s*$";
+
+impl schemars::JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": PATTERN,
+            "description": "A duration: a number and a unit (ms, s, m, h, d), or several (`1m30s`); at most 36500d.",
+            "examples": ["300ms", "5s", "1m30s", "7d"],
+        })
+    }
+}
+
 /// `#[serde(deserialize_with = "duration::deserialize")]` for a `Duration` field.
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;

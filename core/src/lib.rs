@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod queue;
 pub mod records;
 pub mod redact;
+pub mod schema;
 pub mod secret;
 pub mod stats;
 pub mod store;

@@ -19,7 +19,8 @@ use crate::plugin::RequestTarget;
 /// The campaign-stats error of a request that exhausted its attempts.
 pub const DISPATCH_FAILED: &str = "Webhook Dispatch Failed";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Ordered by creation time (a UUIDv7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DispatchId(Uuid);
 
 impl DispatchId {

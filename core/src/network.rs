@@ -27,6 +27,22 @@ pub enum AllowRule {
     Cidr { net: IpAddr, prefix: u8 },
 }
 
+impl schemars::JsonSchema for AllowRule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AllowRule".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`loopback`, `private`, `link-local`, an IP address or a CIDR block (`10.1.0.0/16`).",
+            "anyOf": [
+                {"enum": ["loopback", "private", "link-local", "link_local"]},
+                {"type": "string", "pattern": r"^\s*[0-9A-Fa-f:.]+(/[0-9]{1,3})?\s*$"},
+            ],
+        })
+    }
+}
+
 impl FromStr for AllowRule {
     type Err = String;
 
@@ -202,7 +218,7 @@ fn global_in_2001_23(v6: Ipv6Addr) -> bool {
 }
 
 /// The `network` section of `hookgate.yaml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
     /// Address classes or CIDR blocks that destinations may use besides public addresses.

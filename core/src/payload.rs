@@ -192,10 +192,7 @@ impl Split<'_> {
         let profiles = &self.payload.profiles;
         let chunks: Vec<&[Box<RawValue>]> =
             if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
-        chunks
-            .into_iter()
-            .map(|chunk| Batch { body: Bytes::from(self.body(chunk)), profiles: chunk.len() })
-            .collect()
+        chunks.into_iter().map(|chunk| Batch { body: Bytes::from(self.body(chunk)), profiles: chunk.len() }).collect()
     }
 
     /// One body: the shared part around `chunk`'s profiles.

@@ -15,7 +15,8 @@ use crate::payload::CampaignId;
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, f64::INFINITY];
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+/// Requests (or profiles) by outcome.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     pub delivered: u64,
     pub failed: u64,
@@ -206,34 +207,49 @@ impl DeliveryStats {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Delivery stats: requests and profiles by outcome, errors grouped by reason, attempts by
+/// result and their latency.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
     pub requests: Counts,
     pub profiles: Counts,
     pub skipped_profiles: u64,
     pub errors: Vec<ErrorView>,
+    /// Attempts by result (`success`, `retry`, `failure`, ...).
+    #[schema(value_type = BTreeMap<String, u64>)]
     pub attempts: BTreeMap<&'static str, u64>,
     pub latency_ms: LatencyView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Failed requests with one reason.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorView {
+    /// `Webhook Dispatch Failed`.
+    #[schema(value_type = String)]
     pub error: &'static str,
+    /// The last reason of the requests counted here (`HTTP 503 Service Unavailable`, `timeout: ...`).
     pub reason: String,
+    /// Failed requests with this reason.
     pub count: u64,
 }
 
 /// Attempt latency; `p50` and `p99` are the upper bounds of histogram buckets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LatencyView {
+    /// Attempts measured.
     pub count: u64,
+    /// Milliseconds.
     pub mean: f64,
+    /// Milliseconds (a bucket bound).
     pub p50: f64,
+    /// Milliseconds (a bucket bound).
     pub p99: f64,
+    /// Milliseconds.
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A campaign's stats (its `targetId`), in all and per template.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
     pub target_id: String,
     #[serde(flatten)]
@@ -361,6 +377,17 @@ impl Stats {
             total: total.view(),
             templates: by_template.iter().map(|(k, v)| (k.clone(), v.view())).collect(),
         })
+    }
+
+    /// Every campaign counted, by target id.
+    pub fn campaigns(&self) -> Vec<CampaignView> {
+        let ids: Vec<String> = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut ids: Vec<String> = inner.campaigns.keys().cloned().collect();
+            ids.sort();
+            ids
+        };
+        ids.iter().filter_map(|id| self.campaign(id)).collect()
     }
 
     pub fn template(&self, template: &str) -> Option<StatsView> {

@@ -18,8 +18,8 @@ use hookgate_core::queue::{Job, Queue};
 use hookgate_core::secret::Secret;
 use hookgate_core::store::postgres::PgStore;
 use hookgate_core::store::sqlite::SqliteStore;
-use hookgate_core::testing::postgres::TestDb;
 use hookgate_core::store::{Filter, Inserted, Requeued, Settlement, Store};
+use hookgate_core::testing::postgres::TestDb;
 
 // ---------------------------------------------------------------- the backends
 

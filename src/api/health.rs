@@ -11,19 +11,29 @@ use serde_json::json;
 use hookgate_core::stats::family;
 
 use super::AppState;
+use super::views::{JwkSet, Readiness};
 
+/// Liveness: `ok`.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready when the templates folder has been read and the queue answers.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready yet, or the queue does not answer", body = Readiness)))]
 pub async fn readyz(State(engine): State<AppState>) -> impl IntoResponse {
     let loaded = engine.registry.snapshot().loaded;
     let queue = engine.queue.ready().await;
     let status = if loaded && queue { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": loaded && queue, "templates_loaded": loaded, "queue": queue})))
+    (status, Json(Readiness { ready: loaded && queue, templates_loaded: loaded, queue }))
 }
 
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "The metrics", body = String, content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
     let mut out = String::new();
     let snapshot = engine.registry.snapshot();
@@ -43,6 +53,8 @@ pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
 }
 
 /// The public keys of the key store (RFC 7517 JWK Set), for partners' auth servers.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    responses((status = 200, description = "The JWK Set", body = JwkSet)))]
 pub async fn jwks(State(engine): State<AppState>) -> impl IntoResponse {
     let jwks = engine.keys.as_ref().map(|k| k.jwks()).unwrap_or_else(|| json!({"keys": []}));
     ([(header::CACHE_CONTROL, "max-age=60")], Json(jwks))

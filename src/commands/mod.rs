@@ -3,6 +3,7 @@
 mod catch;
 mod keys;
 mod plugin;
+mod schema;
 mod send;
 mod serve;
 mod test;
@@ -31,6 +32,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys { action, config } => keys::run(&config.config, action),
         Command::Plugin { action } => plugin::run(action).await,
         Command::Catch { listen, status } => catch::run(listen, status).await,
+        Command::Schema { of } => schema::run(of),
     }
 }
 
@@ -42,7 +44,7 @@ fn load_settings(dir: &Path) -> anyhow::Result<Settings> {
 /// An engine for one-shot commands (`send`, `test`): no watcher, no on-load verification.
 async fn one_shot_engine(dir: &Path) -> anyhow::Result<Engine> {
     let settings = load_settings(dir)?;
-    crate::logging::init(&settings.config.log);
+    crate::logging::init(&settings.config.log, settings.config.log_format);
     let key_store = key_store(&settings);
     let (plugins, _wasm) = crate::plugins::load(&settings).await?;
     let (engine, _report) = Engine::start(

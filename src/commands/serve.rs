@@ -17,7 +17,7 @@ pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 pub async fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     let settings = super::load_settings(dir)?;
-    crate::logging::init(&settings.config.log);
+    crate::logging::init(&settings.config.log, settings.config.log_format);
     let listen = settings.config.listen;
     if !listen.ip().is_loopback() && settings.config.admin_token.as_ref().is_none_or(|t| t.is_empty()) {
         anyhow::bail!(

@@ -5,6 +5,7 @@
 pub mod oauth;
 pub mod proxy;
 pub mod standard_webhooks;
+pub mod validators;
 pub mod wasm;
 pub mod zendesk;
 
@@ -137,9 +138,11 @@ impl Gateway {
         let found = output.clone();
         let addr: SocketAddr = wait_for("the gateway to listen", deadline, async || {
             let out = found.lock().unwrap();
-            out.split("listening on http://").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|a| {
-                // strip ANSI codes if any
-                a.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()
+            // The address ends where its characters do: a space, an ANSI code, or the quote of
+            // a JSON log line.
+            out.split("listening on http://").nth(1).and_then(|rest| {
+                let end = rest.find(|c: char| !(c.is_ascii_hexdigit() || ".:[]".contains(c))).unwrap_or(rest.len());
+                rest[..end].parse().ok()
             })
         })
         .await;

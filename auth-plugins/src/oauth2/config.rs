@@ -9,7 +9,7 @@ use hookgate_core::plugin::SigningAlg;
 use serde::{Deserialize, Deserializer};
 
 /// The "Grant Type" list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Grant {
     /// Password Credentials (RFC 6749 §4.3).
@@ -50,6 +50,48 @@ pub enum Expiry {
 /// The lifetime of a token whose response has no expiry field, with `expiry: auto`.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 
+impl schemars::JsonSchema for ClientAuth {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClientAuth".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "\"Client Authentication Type\": `basic` (Authorization: Basic on the token request, the default) or `body` (client_id and client_secret as form fields); the reference document's option names are accepted as written.",
+            "enum": ["basic", "body", "Send Basic Authentication in Header", "Send Bearer Authentication in Header"],
+            "default": "basic",
+        })
+    }
+}
+
+impl schemars::JsonSchema for Expiry {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Expiry".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let duration = generator.subschema_for::<hookgate_core::duration::Text>();
+        schemars::json_schema!({
+            "description": "The \"Expiry\" option: `auto` (the token response's `expires_in`, else 1h) or a duration such as `30m`.",
+            "anyOf": [{"const": "auto"}, duration],
+            "default": "auto",
+        })
+    }
+}
+
+/// `RS256`, `RS384` or `RS512`, as an assertion's `alg` is written.
+struct AlgText;
+
+impl schemars::JsonSchema for AlgText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SigningAlg".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"enum": ["RS256", "RS384", "RS512"]})
+    }
+}
+
 impl<'de> Deserialize<'de> for Expiry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
@@ -84,9 +126,12 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+/// `auth: {type: oauth2, ...}`: OAuth 2.0 (password, client credentials, or client
+/// credentials with a JWT assertion), every key as the reference document's forms name it.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
+    /// The "Grant Type".
     pub grant: Grant,
     /// "Access Token URL".
     pub token_url: String,
@@ -94,13 +139,16 @@ pub struct OAuth2Config {
     #[serde(default)]
     pub refresh_url: Option<String>,
     pub client_id: String,
+    /// The client secret (not with `client_credentials_jwt`).
     #[serde(default)]
     pub client_secret: Option<Secret>,
     /// The resource owner (password grant only).
     #[serde(default)]
     pub username: Option<String>,
+    /// The resource owner's password (password grant only).
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The scopes asked for.
     #[serde(default)]
     pub scopes: Vec<String>,
     #[serde(default)]
@@ -110,6 +158,7 @@ pub struct OAuth2Config {
     /// Where the access token sits in the token response (a dotted path: `data.token`).
     #[serde(default = "default_token_field")]
     pub token_field: String,
+    /// Where the refresh token sits in the token response.
     #[serde(default = "default_refresh_field")]
     pub refresh_token_field: String,
     /// Where the lifetime in seconds sits (with `expiry: auto`).
@@ -118,14 +167,16 @@ pub struct OAuth2Config {
     /// The webhook request header that carries the token.
     #[serde(default = "default_header")]
     pub header: String,
+    /// What goes before the token in that header.
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// The JWT client assertion (`client_credentials_jwt` only).
     #[serde(default)]
     pub assertion: Option<AssertionConfig>,
 }
 
 /// `assertion:` — the JWT client assertion (client_credentials_jwt only).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssertionConfig {
     /// A key in the key store; default the active key.
@@ -133,9 +184,11 @@ pub struct AssertionConfig {
     pub key: Option<String>,
     /// RS256 | RS384 | RS512; default the key's algorithm.
     #[serde(default, deserialize_with = "deserialize_alg")]
+    #[schemars(with = "Option<AlgText>")]
     pub alg: Option<SigningAlg>,
     /// `exp = iat + lifetime`; default 5m.
     #[serde(default = "default_lifetime", deserialize_with = "hookgate_core::duration::deserialize")]
+    #[schemars(with = "hookgate_core::duration::Text")]
     pub lifetime: Duration,
     /// The reference document's "Use Issued At".
     #[serde(default = "default_true")]

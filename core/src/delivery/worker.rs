@@ -37,7 +37,8 @@ pub async fn run(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<bool>) {
         };
         match job {
             Ok(job) => {
-                let span = tracing::info_span!("deliver", dispatch = %job.dispatch, request = job.request, attempt = job.attempt);
+                let delivery_id = format!("{}.{}", job.dispatch, job.request);
+                let span = tracing::info_span!("deliver", dispatch = %job.dispatch, request = job.request, delivery_id, attempt = job.attempt);
                 deliver(&ctx, job).instrument(span).await;
             }
             Err(e) => {

@@ -125,7 +125,7 @@ impl Authorizer for NoHeaders {
 }
 
 /// What "Generate" shows of a token: never the token itself.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     /// The first and last characters only (`eyJh…x9Qk`), or `****` for short tokens.
     pub masked: String,

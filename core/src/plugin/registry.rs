@@ -25,13 +25,15 @@ pub trait PluginSource: Send + Sync {
 }
 
 /// A plugin as `GET /v1/plugins` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct PluginStatus {
     pub name: String,
     /// `built-in` or `wasm`.
+    #[schema(value_type = String, examples("built-in", "wasm"))]
     pub kind: &'static str,
     /// `active`, or `invalid` when the latest file did not load (`error` says why; a
     /// previous version may still be live: `sha256` is that version's).
+    #[schema(value_type = String, examples("active", "invalid"))]
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,

@@ -19,6 +19,47 @@ use crate::template::Template;
 /// another instance accepted).
 pub type TemplateSource = Arc<dyn Fn(&str) -> Option<Arc<Template>> + Send + Sync>;
 
+/// Which dispatches [`Records::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this campaign's (`targetId`).
+    pub campaign: Option<String>,
+    /// Only this template's.
+    pub template: Option<String>,
+    /// Only dispatches with a failed request (dead letters a replay would send again).
+    pub failed: bool,
+    /// Skip this many of the newest.
+    pub offset: usize,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Whether `record` is one the query asks for.
+    pub fn matches(&self, record: &DispatchRecord) -> bool {
+        self.campaign.as_ref().is_none_or(|c| *c == record.campaign)
+            && self.template.as_ref().is_none_or(|t| *t == record.template_name)
+            && (!self.failed || record.has_failed())
+    }
+
+    /// The page of `records` (any order) the query asks for, newest first.
+    pub fn page(&self, mut records: Vec<Arc<DispatchRecord>>) -> ListPage {
+        records.retain(|r| self.matches(r));
+        records.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let total = records.len();
+        let dispatches = records.into_iter().skip(self.offset).take(self.limit).collect();
+        ListPage { total, dispatches }
+    }
+}
+
+/// A page of dispatches, newest first.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// How many dispatches the query matched in all.
+    pub total: usize,
+    pub dispatches: Vec<Arc<DispatchRecord>>,
+}
+
 /// The dispatch records, as the dispatcher, the workers, the engine and the API use them.
 #[async_trait]
 pub trait Records: Send + Sync {
@@ -62,6 +103,12 @@ pub trait Records: Send + Sync {
     /// Makes the failed requests of a dispatch pending again (a dead-letter replay) and
     /// returns them; `None` for an unknown dispatch.
     async fn requeue_failed(&self, id: DispatchId) -> Result<Option<Vec<Requeued>>, StoreError>;
+
+    /// A page of the dispatches `query` asks for, newest first, and how many there are.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+
+    /// The stats of every campaign that has dispatches, by target id.
+    async fn campaigns(&self) -> Result<Vec<CampaignView>, StoreError>;
 
     /// The stats of a campaign.
     async fn campaign_stats(&self, campaign: &str) -> Result<Option<CampaignView>, StoreError>;

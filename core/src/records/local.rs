@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tracing::error;
 
-use super::contract::Records;
+use super::contract::{ListPage, ListQuery, Records};
 use super::memory::Memory;
 use super::record::{DispatchRecord, Work};
 use super::tally::Tally;
@@ -197,6 +197,16 @@ impl Records for LocalRecords {
         Ok(Some(requeued))
     }
 
+    /// The dispatches memory holds: every pending one and the last
+    /// `limits.dispatch_records` finished ones.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        Ok(query.page(self.memory.all()))
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignView>, StoreError> {
+        Ok(self.tally.stats().campaigns())
+    }
+
     async fn campaign_stats(&self, campaign: &str) -> Result<Option<CampaignView>, StoreError> {
         Ok(self.tally.stats().campaign(campaign))
     }
@@ -353,5 +363,32 @@ mod tests {
         assert!(records.get(done_id).is_none());
         assert!(records.get(waiting_id).is_some(), "a pending dispatch stays");
         assert_eq!(requests(&records).await, Counts { delivered: 0, failed: 0, pending: 1 });
+    }
+
+    /// `list` pages the dispatches memory holds, newest first, by campaign, template or
+    /// failure.
+    #[tokio::test]
+    async fn lists_newest_first_by_campaign_and_failure() {
+        let records = LocalRecords::new(100, None, u64::MAX);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let d = dispatch(1);
+            ids.push(d.id);
+            records.insert(d, None).await.unwrap();
+        }
+        settle(&records, ids[1], 0, NextState::Failed { reason: "HTTP 500".into() }).await;
+        let all = records.list(&ListQuery { limit: 2, ..Default::default() }).await.unwrap();
+        assert_eq!(all.total, 3);
+        assert_eq!(all.dispatches.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+        let next = records.list(&ListQuery { limit: 2, offset: 2, ..Default::default() }).await.unwrap();
+        assert_eq!(next.dispatches.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[0]]);
+        let failed = records.list(&ListQuery { limit: 10, failed: true, ..Default::default() }).await.unwrap();
+        assert_eq!((failed.total, failed.dispatches[0].id), (1, ids[1]));
+        let other =
+            records.list(&ListQuery { limit: 10, campaign: Some("7".into()), ..Default::default() }).await.unwrap();
+        assert_eq!(other.total, 0);
+        let campaigns = records.campaigns().await.unwrap();
+        assert_eq!(campaigns.len(), 1);
+        assert_eq!(campaigns[0].target_id, "42");
     }
 }

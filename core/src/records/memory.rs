@@ -121,6 +121,11 @@ impl Memory {
         self.write().evictable.retain(|f| *f != id);
     }
 
+    /// Every dispatch it holds, in no order.
+    pub fn all(&self) -> Vec<Arc<DispatchRecord>> {
+        self.read().by_id.values().cloned().collect()
+    }
+
     /// Woken whenever a dispatch finishes.
     pub fn waiters(&self) -> &Notify {
         &self.finished

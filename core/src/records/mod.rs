@@ -22,7 +22,7 @@ pub mod tally;
 pub mod write_through;
 
 pub use budget::{BudgetFull, PendingBudget, Reservation};
-pub use contract::{Records, TemplateSource};
+pub use contract::{ListPage, ListQuery, Records, TemplateSource};
 pub use local::LocalRecords;
 pub use record::{DispatchRecord, RequestRecord, Work};
 pub use shared::SharedRecords;

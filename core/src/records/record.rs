@@ -147,6 +147,12 @@ impl DispatchRecord {
         self.pending() == 0
     }
 
+    /// Whether any request failed (a replay would send it again).
+    pub fn has_failed(&self) -> bool {
+        (self.requests.iter())
+            .any(|r| matches!(r.lock().unwrap_or_else(|e| e.into_inner()).status, RequestStatus::Failed { .. }))
+    }
+
     pub(super) fn request(&self, index: u32) -> Option<MutexGuard<'_, RequestRecord>> {
         self.requests.get(index as usize).map(|r| r.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 use tracing::warn;
 
-use super::contract::Records;
+use super::contract::{ListPage, ListQuery, Records};
 use super::record::{DispatchRecord, Work};
 use super::tally::{Tally, derive};
 use super::write_through::WriteThrough;
@@ -103,6 +103,26 @@ impl Records for SharedRecords {
             self.tally.replayed(&record, &requeued);
         }
         Ok(Some(requeued))
+    }
+
+    /// Every retained dispatch of the cluster, read from the store's rows.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let filter = match (&query.campaign, &query.template) {
+            (Some(c), _) => Filter::Campaign(c),
+            (None, Some(t)) => Filter::Template(t),
+            (None, None) => Filter::All,
+        };
+        let mut records = Vec::new();
+        for stored in self.store.select(filter).await? {
+            let template = self.store.template(&stored.template);
+            records.push(Arc::new(DispatchRecord::from_stored(stored, template)?));
+        }
+        Ok(query.page(records))
+    }
+
+    /// Every instance's, derived from the store's rows.
+    async fn campaigns(&self) -> Result<Vec<CampaignView>, StoreError> {
+        Ok(derive(&self.store.select(Filter::All).await?).campaigns())
     }
 
     /// Every instance's, derived from the store's rows.

@@ -54,7 +54,8 @@ fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.split("unknown field `").nth(1)?;
     let (unknown, expected) = rest.split_once('`')?;
     let expected = expected.split_once("expected one of ").map(|(_, list)| list).unwrap_or(expected);
-    let candidates: Vec<&str> = expected.split(',').map(|c| c.trim().trim_matches('`')).filter(|c| !c.is_empty()).collect();
+    let candidates: Vec<&str> =
+        expected.split(',').map(|c| c.trim().trim_matches('`')).filter(|c| !c.is_empty()).collect();
     nearest(unknown, &candidates).map(|best| format!("; did you mean `{best}`?"))
 }
 

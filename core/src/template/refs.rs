@@ -51,7 +51,7 @@ const GATEWAY_PREFIX: &str = "HOOKGATE_";
 
 /// `secrets` in hookgate.yaml: where `${file:..}` may read, and what templates written
 /// through the API may reference.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsConfig {
     /// A folder of secret files (a mounted Kubernetes Secret, `/run/secrets`) that
@@ -66,7 +66,7 @@ pub struct SecretsConfig {
 }
 
 /// `secrets.api`: the references allowed in templates written through the API.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSecrets {
     /// Environment variables such templates may read: names (`PARTNER_TOKEN`) or prefixes
@@ -114,6 +114,20 @@ impl std::str::FromStr for EnvPattern {
             ));
         }
         Ok(if prefix { Self::Prefix(stem.into()) } else { Self::Name(stem.into()) })
+    }
+}
+
+impl schemars::JsonSchema for EnvPattern {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvPattern".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^(?!HOOKGATE_)[A-Za-z0-9_]+\\*?$",
+            "description": "An environment variable's name (`PARTNER_TOKEN`) or a prefix (`PARTNER_*`); never `HOOKGATE_*`.",
+        })
     }
 }
 

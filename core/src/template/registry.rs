@@ -21,7 +21,7 @@ use super::model::Template;
 use super::refs::Provenance;
 use crate::delivery::attempt::AttemptError;
 use crate::delivery::client::Response;
-use crate::delivery::verify::{send_test, verdict, verify};
+use crate::delivery::verify::{send_test, verdict};
 use crate::yaml::locate;
 
 /// A template's state.
@@ -107,6 +107,50 @@ pub enum PutError {
     Io(std::io::Error),
 }
 
+/// The last time a template's test payload was sent (on load, by a rescan, or on request),
+/// and what came back.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct LastTest {
+    /// The template version that was tested.
+    pub version: u64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// A 2xx came back.
+    pub ok: bool,
+    /// The answer's HTTP status, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// `200 OK`, or why the test failed (redacted, one line).
+    pub answer: String,
+    /// Milliseconds to the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+impl LastTest {
+    fn of(template: &Template, outcome: &Result<Response, AttemptError>) -> Self {
+        let at = crate::clock::rfc3339(SystemTime::now());
+        match outcome {
+            Ok(r) => Self {
+                version: template.version,
+                at,
+                ok: r.status.is_success(),
+                status: Some(r.status.as_u16()),
+                answer: crate::delivery::retry::status_reason(r.status),
+                latency_ms: Some((r.latency.as_secs_f64() * 1e6).round() / 1e3),
+            },
+            Err(e) => Self {
+                version: template.version,
+                at,
+                ok: false,
+                status: None,
+                answer: crate::redact::sanitize(&e.to_string(), crate::redact::REASON_CHARS),
+                latency_ms: None,
+            },
+        }
+    }
+}
+
 struct FileState {
     text_hash: u64,
     name: String,
@@ -124,6 +168,8 @@ pub struct Registry {
     reverify_after: Duration,
     reload_errors: AtomicU64,
     rescans: AtomicU64,
+    /// The last test of each template name.
+    last_tests: RwLock<HashMap<String, LastTest>>,
 }
 
 impl Registry {
@@ -138,6 +184,7 @@ impl Registry {
             reverify_after,
             reload_errors: AtomicU64::new(0),
             rescans: AtomicU64::new(0),
+            last_tests: RwLock::default(),
         })
     }
 
@@ -166,6 +213,20 @@ impl Registry {
     /// Reloads that failed to parse or validate, since start.
     pub fn reload_errors(&self) -> u64 {
         self.reload_errors.load(Ordering::Relaxed)
+    }
+
+    /// The last test payload sent through template `name` and its answer, if one was sent
+    /// since start.
+    pub fn last_test(&self, name: &str) -> Option<LastTest> {
+        self.last_tests.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Sends the test payload through `template` and remembers the answer.
+    async fn send_test(&self, template: &Template) -> Result<Response, AttemptError> {
+        let outcome = send_test(&self.loader.client, template).await;
+        let last = LastTest::of(template, &outcome);
+        self.last_tests.write().unwrap_or_else(|e| e.into_inner()).insert(template.name.clone(), last);
+        outcome
     }
 
     pub fn lookup(&self, name: &str) -> Lookup {
@@ -317,7 +378,7 @@ impl Registry {
         for template in to_verify {
             let registry = self.clone();
             tokio::spawn(async move {
-                let result = verify(&registry.loader.client, &template).await;
+                let result = verdict(&registry.send_test(&template).await);
                 registry.conclude_verification(&template, result).await;
             });
         }
@@ -397,7 +458,7 @@ impl Registry {
     pub async fn test(&self, name: &str) -> Option<(Arc<Template>, Result<Response, AttemptError>)> {
         let entry = self.snapshot().entries.get(name).cloned()?;
         let template = entry.candidate.clone().or(entry.active.clone())?;
-        let outcome = send_test(&self.loader.client, &template).await;
+        let outcome = self.send_test(&template).await;
         if entry.candidate.is_some() {
             let verdict = verdict(&outcome);
             self.conclude_verification(&template, verdict).await;
@@ -433,7 +494,7 @@ impl Registry {
             )));
         }
         if self.verify_on_load && template.verify {
-            verify(&self.loader.client, &template).await.map_err(PutError::Verification)?;
+            verdict(&self.send_test(&template).await).map_err(PutError::Verification)?;
         }
         let file_text = Provenance::api_file_text(text);
         let mut known = self.writer.lock().await;
@@ -444,6 +505,10 @@ impl Registry {
             PutError::Io(e)
         })?;
         template.version = self.next_version();
+        // It was tested before it had a version.
+        if let Some(last) = self.last_tests.write().unwrap_or_else(|e| e.into_inner()).get_mut(name) {
+            last.version = template.version;
+        }
         let template = Arc::new(template);
         let mut snap = (*self.snapshot()).clone();
         let entry = snap.entries.entry(name.to_string()).or_insert_with(|| Entry::new(name, &path));

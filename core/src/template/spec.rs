@@ -13,17 +13,20 @@
 //! tls: {ca: "${file:partner-ca.pem}", client_cert: "${file:client.pem}", client_key: "${file:client.key}"}
 //! ```
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::duration;
 
-/// Every key a template may have. Unknown keys are errors.
-#[derive(Debug, Deserialize)]
+/// A webhook template (`templates/NAME.yaml`): where a campaign's payload goes, how, and
+/// with which auth. Every key a template may have; unknown keys are errors.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     /// The template's name; defaults to the file stem.
@@ -39,6 +42,7 @@ pub struct TemplateSpec {
     pub headers: BTreeMap<String, Scalar>,
     /// Per-attempt timeout; default `defaults.timeout` (5s).
     #[serde(default, deserialize_with = "duration::deserialize_option")]
+    #[schemars(with = "Option<duration::Text>")]
     pub timeout: Option<Duration>,
     /// Retries after the first attempt; default `defaults.retries` (2).
     #[serde(default)]
@@ -61,7 +65,7 @@ pub struct TemplateSpec {
 }
 
 /// `tls: {ca, client_cert, client_key}`: PEM text, usually through `${file:..}` references.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSpec {
     /// CA certificate(s) to trust instead of the system's roots (PEM; a bundle may hold
@@ -109,6 +113,22 @@ impl<'de> Deserialize<'de> for MethodSpec {
     }
 }
 
+impl JsonSchema for MethodSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "Method".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Any case, as the loader reads it; editors suggest the upper-case names.
+        json_schema!({
+            "type": "string",
+            "pattern": "^([Pp][Oo][Ss][Tt]|[Pp][Uu][Tt]|[Gg][Ee][Tt]|[Dd][Ee][Ll][Ee][Tt][Ee])$",
+            "examples": ["POST", "PUT", "GET", "DELETE"],
+            "default": "POST",
+        })
+    }
+}
+
 impl From<MethodSpec> for reqwest::Method {
     fn from(m: MethodSpec) -> Self {
         match m {
@@ -129,9 +149,39 @@ pub struct PluginSpec {
     pub config: BTreeMap<String, serde_json::Value>,
 }
 
+/// The plugin's keys are its own: the schema requires `type` and leaves the rest to the
+/// plugin (the built-in auth plugins' keys are added by the binary, which knows them).
+impl JsonSchema for PluginSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "PluginSpec".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "A plugin and its config: `type` names it (a built-in such as `none`, `basic`, `oauth2`, or a WASM plugin's file stem); every other key is the plugin's config.",
+            "required": ["type"],
+            "properties": {"type": {"type": "string", "minLength": 1}},
+        })
+    }
+}
+
 /// A header value: any YAML scalar, kept as text (`X-Version: 2` is the string "2").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scalar(pub String);
+
+impl JsonSchema for Scalar {
+    fn schema_name() -> Cow<'static, str> {
+        "HeaderValue".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": ["string", "number", "boolean"],
+            "description": "A header value: text (`${env:NAME}` and `${file:PATH}` references allowed), a number or a boolean.",
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
