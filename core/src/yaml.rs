@@ -87,6 +87,24 @@ pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
+/// `hookgate.yaml` for figment, read by serde-saphyr. Non-finite floats (`.nan`, `.inf`) pass
+/// through to the range checks of `Config`, which name the key they were given for.
+pub struct Yaml;
+
+impl figment::providers::Format for Yaml {
+    type Error = serde_saphyr::Error;
+
+    const NAME: &'static str = "YAML";
+
+    fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Self::Error> {
+        let options = serde_saphyr::options! {
+            with_snippet: false,
+            non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+        };
+        serde_saphyr::from_str_with_options(text, options)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,23 +131,5 @@ mod tests {
         assert_eq!(locate_text(flow, "basic"), Some((2, 14)));
         // An empty key (a header named "") used to loop forever.
         assert_eq!(locate("url: http://x\nheaders: {\"\": x}\n", &["headers", ""]), (2, 1));
-    }
-}
-
-/// `hookgate.yaml` for figment, read by serde-saphyr. Non-finite floats (`.nan`, `.inf`) pass
-/// through to the range checks of `Config`, which name the key they were given for.
-pub struct Yaml;
-
-impl figment::providers::Format for Yaml {
-    type Error = serde_saphyr::Error;
-
-    const NAME: &'static str = "YAML";
-
-    fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Self::Error> {
-        let options = serde_saphyr::options! {
-            with_snippet: false,
-            non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
-        };
-        serde_saphyr::from_str_with_options(text, options)
     }
 }

@@ -413,7 +413,7 @@ mod postgres_only {
         a.store.insert(&d).await.unwrap();
         a.queue.push(jobs(&d)).await.unwrap();
         let held = next_job(&a.queue, Duration::from_secs(5)).await;
-        let (_, other) = instance(&db).await;
+        let (_, other) = instance(db).await;
         assert!(
             tokio::time::timeout(LEASE * 2, other.next()).await.is_err(),
             "another instance took a job whose lease is being renewed"

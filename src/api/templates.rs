@@ -115,7 +115,7 @@ pub async fn test(State(engine): State<AppState>, Path(name): Path<String>) -> R
             ok: r.status.is_success(),
             status: Some(r.status.as_u16()),
             answer: Some(status_reason(r.status)),
-            latency_ms: Some((r.latency.as_secs_f64() * 1e6).round() / 1e3),
+            latency_ms: Some(hookgate_core::duration::millis(r.latency)),
             body: Some(String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned()),
             error: None,
             state,

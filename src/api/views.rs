@@ -438,7 +438,7 @@ impl AttemptView {
         Self {
             attempt: a.attempt,
             at: rfc3339(a.at),
-            latency_ms: (a.latency.as_secs_f64() * 1e6).round() / 1e3,
+            latency_ms: hookgate_core::duration::millis(a.latency),
             status: a.status,
             error: a.error.clone(),
         }

@@ -137,7 +137,7 @@ impl LastTest {
                 ok: r.status.is_success(),
                 status: Some(r.status.as_u16()),
                 answer: crate::delivery::retry::status_reason(r.status),
-                latency_ms: Some((r.latency.as_secs_f64() * 1e6).round() / 1e3),
+                latency_ms: Some(crate::duration::millis(r.latency)),
             },
             Err(e) => Self {
                 version: template.version,
