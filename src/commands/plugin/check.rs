@@ -15,6 +15,9 @@ use hookgate_plugin_host::{CallError, PluginEngine};
 
 /// Calls timed for the per-call cost, after the first.
 const TIMED_CALLS: usize = 200;
+/// Untimed calls before them: an interpreter's caches (QuickJS's shapes, CPython's
+/// specialised bytecode) warm up over its first calls, as they do in a running gateway.
+const WARM_UP_CALLS: usize = 100;
 
 pub async fn run(file: &Path, with: &str, config_dir: &Path) -> anyhow::Result<ExitCode> {
     let settings = crate::commands::load_settings(config_dir)?;
@@ -126,8 +129,12 @@ pub async fn run(file: &Path, with: &str, config_dir: &Path) -> anyhow::Result<E
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// [`TIMED_CALLS`] calls, each timed; the first error stops them.
+/// [`WARM_UP_CALLS`] calls, then [`TIMED_CALLS`] calls, each timed; the first error stops
+/// them.
 async fn timed(mut call: impl AsyncFnMut() -> Result<(), CallError>) -> Result<Vec<Duration>, CallError> {
+    for _ in 0..WARM_UP_CALLS {
+        call().await?;
+    }
     let mut samples = Vec::with_capacity(TIMED_CALLS);
     for _ in 0..TIMED_CALLS {
         let started = Instant::now();
@@ -149,7 +156,7 @@ fn report_cost(export: &str, calls: Result<Vec<Duration>, CallError>, reuse: u32
                 "a fresh instance each (plugins.reuse: 1)".to_string()
             };
             println!(
-                "  per call: p50 {}, p99 {} ({} more {export} calls; {instances})",
+                "  per call: p50 {}, p99 {} ({} more {export} calls, after {WARM_UP_CALLS} untimed; {instances})",
                 micros(at(0.5)),
                 micros(at(0.99)),
                 samples.len()
