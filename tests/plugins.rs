@@ -514,6 +514,27 @@ fn plugin_check_reports_version_exports_and_a_sample_run() {
     assert!(!ok && out.contains("does not load: not a valid WebAssembly component"), "{out}");
 }
 
+/// Where the process may not map 4 GiB of address space per plugin memory (here `ulimit -v`
+/// of 48 GiB, against the 1 TiB the default pool reserves), plugins still load and run,
+/// with bounds-checked code, and a warning says so.
+#[test]
+fn plugins_run_where_address_space_is_limited() {
+    let config = ConfigDir::new(TEST_CONFIG);
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -v 50331648 && exec \"$0\" \"$@\""])
+        .arg(bin())
+        .args(["plugin", "check"])
+        .arg(guest("standard_webhooks"))
+        .args(["--with", &format!(r#"{{"secret": "{SECRET}"}}"#), "--config"])
+        .arg(config.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("webhook-signature: v1,"), "{stdout}");
+    assert!(stderr.contains("cannot reserve 4 GiB of address space per plugin memory"), "{stderr}");
+}
+
 /// Acceptance 6 (the cache): a compiled artefact that is not the one this install wrote for
 /// that plugin — here a genuine artefact of another plugin put under its name, which wasmtime
 /// itself would load — is compiled again, not loaded; the plugin keeps its own behaviour.

@@ -32,6 +32,10 @@ const RESIDENT_MEMORY: usize = 2 << 20;
 /// Linear memories one plugin instance may have (each within `plugins.memory_bytes`).
 const MEMORIES_PER_INSTANCE: u32 = 4;
 
+/// The address space of one linear memory when the process can map it: all a 32-bit
+/// address reaches (see [`PluginEngine::new`]).
+const GUARDED_RESERVATION: u64 = 4 << 30;
+
 /// How often the epoch advances: the resolution of the wall-clock limit.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
@@ -166,21 +170,34 @@ impl PluginEngine {
             .table_keep_resident(64 * 1024)
             .pagemap_scan(wasmtime::Enabled::Auto)
             .decommit_batch_size(16);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .consume_fuel(true)
-            .max_wasm_stack(512 * 1024)
-            // 4 GiB of address space (not memory) per linear memory, with the default guard
-            // after it: no 32-bit address can leave it, so compiled code needs no bounds check
-            // on loads and stores. An interpreter guest (Python, JavaScript) is mostly loads
-            // and stores: its calls cost 10-15% less than with a reservation of
-            // `memory_bytes` (`cargo bench --bench plugins -- per-call`). The pool reserves
-            // it for `max_instances` x 4 memories: 1 TiB of the 128 TiB a process can map.
-            .memory_reservation(4 << 30)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| format!("cannot start the WASM engine: {e}"))?;
+        let config = |reservation: u64| {
+            let mut config = Config::new();
+            config
+                .wasm_component_model(true)
+                .epoch_interruption(true)
+                .consume_fuel(true)
+                .max_wasm_stack(512 * 1024)
+                .memory_reservation(reservation)
+                .allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
+            config
+        };
+        // 4 GiB of address space (not memory) per linear memory, with the default guard
+        // after it: no 32-bit address can leave it, so compiled code needs no bounds check
+        // on loads and stores. An interpreter guest (Python, JavaScript) is mostly loads and
+        // stores: its calls cost 10-15% less than with a reservation of `memory_bytes`
+        // (`cargo bench --bench plugins -- per-call`). The pool reserves it for
+        // `max_instances` x 4 memories: 1 TiB of the 128 TiB a process can map by default.
+        // Where a process may map less (`ulimit -v`, valgrind), the reservation is
+        // `memory_bytes` and the code checks bounds. The compiled cache keeps the two apart
+        // (its key has the engine's compatibility hash).
+        let engine = Engine::new(&config(GUARDED_RESERVATION)).or_else(|e| {
+            tracing::warn!(
+                "plugins: cannot reserve 4 GiB of address space per plugin memory ({e}); plugin code will check \
+                 its memory accesses, which costs some speed"
+            );
+            Engine::new(&config(limits.memory_bytes as u64 + (64 << 20)))
+        });
+        let engine = engine.map_err(|e| format!("cannot start the WASM engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |state| state)
             .map_err(|e| format!("cannot link the host interface: {e}"))?;

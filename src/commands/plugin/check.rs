@@ -21,6 +21,9 @@ const WARM_UP_CALLS: usize = 100;
 
 pub async fn run(file: &Path, with: &str, config_dir: &Path) -> anyhow::Result<ExitCode> {
     let settings = crate::commands::load_settings(config_dir)?;
+    // Warnings (the compiled cache, the engine's address space) go to standard error; the
+    // report is standard output.
+    crate::logging::init(&settings.config.log, settings.config.log_format);
     let plugin_config: serde_json::Value =
         serde_json::from_str(with).context("--with must be a JSON object (the plugin's config)")?;
     anyhow::ensure!(plugin_config.is_object(), "--with must be a JSON object (the plugin's config)");
