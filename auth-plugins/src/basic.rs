@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use hookgate_core::Secret;
 use hookgate_core::plugin::auth::BuildContext;
 use hookgate_core::plugin::{AuthError, AuthHeaders, AuthPlugin, Authorizer, OutgoingRequest};
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use http::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
 pub struct BasicPlugin;
@@ -90,7 +90,7 @@ mod tests {
         // RFC 7617 §2's example.
         let auth = build(json!({"username": "Aladdin", "password": "open sesame"})).unwrap();
         let (method, url, headers, body) =
-            (reqwest::Method::POST, "http://x/".parse().unwrap(), Default::default(), Bytes::new());
+            (http::Method::POST, "http://x/".parse().unwrap(), Default::default(), Bytes::new());
         let request = OutgoingRequest { template: "t", method: &method, url: &url, headers: &headers, body: &body };
         let headers = auth.authorize(&request).await.unwrap();
         let (name, value) = headers.iter().next().unwrap();

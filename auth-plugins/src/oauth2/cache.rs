@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hookgate_core::plugin::AuthError;
-use reqwest::header::HeaderValue;
+use http::header::HeaderValue;
 use tracing::{info, warn};
 
 use super::config::Grant;

@@ -276,7 +276,7 @@ impl OAuth2Config {
                 }
             }
         }
-        if self.header.is_empty() || reqwest::header::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
+        if self.header.is_empty() || http::header::HeaderName::from_bytes(self.header.as_bytes()).is_err() {
             return Err("`header` is not a valid header name".into());
         }
         for (key, path) in [

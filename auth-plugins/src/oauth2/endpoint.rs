@@ -11,9 +11,10 @@ use hookgate_core::delivery::client::{HttpClient, SendError, SendRequest};
 use hookgate_core::delivery::retry::status_reason;
 use hookgate_core::plugin::AuthError;
 use hookgate_core::redact::Redactor;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use reqwest::{Method, Url};
+use http::Method;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::Value;
+use url::Url;
 
 use super::assertion::AssertionSigner;
 use super::config::{ClientAuth, DEFAULT_LIFETIME, Expiry, Grant};

@@ -21,8 +21,8 @@ use hookgate_core::plugin::auth::mask_token;
 use hookgate_core::plugin::{
     AuthError, AuthHeaders, AuthPlugin, Authorizer, BuildContext, OutgoingRequest, TokenInfo, Unauthorized,
 };
-use reqwest::Url;
-use reqwest::header::HeaderName;
+use http::header::HeaderName;
+use url::Url;
 
 use self::assertion::AssertionSigner;
 use self::cache::TokenCache;

@@ -5,8 +5,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+use http::header::{HeaderName, HeaderValue};
 
 use super::client::{HttpClient, MAX_BODY, Response, SendError, SendRequest};
 use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest, RequestTarget, TransformError, Unauthorized};

@@ -23,13 +23,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use hyper_util::client::legacy::connect::{Connection, HttpInfo};
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{Method, StatusCode, Url};
+use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector, HttpInfo};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
+use url::Url;
 
 use crate::network::NetworkPolicy;
 use crate::secret::Secret;
@@ -200,6 +204,11 @@ impl TlsSettings {
         Ok(Self { ca, identity, digest: hasher.finalize().into() })
     }
 
+    /// No `tls` section: the system's roots and no client certificate.
+    fn system_roots() -> Self {
+        Self { ca: Vec::new(), identity: None, digest: Sha256::digest(b"").into() }
+    }
+
     fn client_config(&self) -> Result<rustls::ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -215,14 +224,13 @@ impl TlsSettings {
             }
             builder.with_root_certificates(roots)
         };
-        let mut config = match &self.identity {
+        // ALPN (h2, then http/1.1) is the connector's to set.
+        match &self.identity {
             Some((chain, key)) => builder
                 .with_client_auth_cert(chain.clone(), key.clone_key())
-                .map_err(|e| format!("`tls.client_key`: {}", key_problem(&e)))?,
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(config)
+                .map_err(|e| format!("`tls.client_key`: {}", key_problem(&e))),
+            None => Ok(builder.with_no_client_auth()),
+        }
     }
 }
 
@@ -244,15 +252,25 @@ fn key_problem(e: &rustls::Error) -> &'static str {
     }
 }
 
+/// The connection stack under every request: TCP through the policy's resolver, the peer
+/// check on the connected address, then TLS for `https://` (ALPN: HTTP/2 or HTTP/1.1).
+type Connector = HttpsConnector<PeerCheck<HttpConnector<PolicyResolver>>>;
+
+/// A connection pool and the connections it makes.
+type Pool = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+
+/// What the gateway says it is, unless a request names itself.
+const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(concat!("hookgate/", env!("CARGO_PKG_VERSION")));
+
 /// The gateway's HTTP client. Cheap to clone; all clones share one connection pool.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Arc<reqwest::Client>,
+    inner: Arc<Pool>,
     policy: Arc<NetworkPolicy>,
     /// Whether this client has its own TLS settings (a template's `tls`).
     custom_tls: bool,
     /// The clients built for TLS settings, by digest, while some template uses them.
-    tls_clients: Arc<Mutex<HashMap<[u8; 32], Weak<reqwest::Client>>>>,
+    tls_clients: Arc<Mutex<HashMap<[u8; 32], Weak<Pool>>>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -265,7 +283,7 @@ impl HttpClient {
     pub fn new(policy: NetworkPolicy) -> Result<Self, String> {
         install_crypto_provider();
         let policy = Arc::new(policy);
-        let inner = build_client(&policy, None, &[])?;
+        let inner = build_client(&policy, TlsSettings::system_roots().client_config()?, &[]);
         Ok(Self { inner: Arc::new(inner), policy, custom_tls: false, tls_clients: Arc::default() })
     }
 
@@ -281,7 +299,7 @@ impl HttpClient {
         let inner = match clients.get(&tls.digest).and_then(Weak::upgrade) {
             Some(inner) => inner,
             None => {
-                let inner = Arc::new(build_client(&self.policy, Some(tls.client_config()?), &[])?);
+                let inner = Arc::new(build_client(&self.policy, tls.client_config()?, &[]));
                 clients.insert(tls.digest, Arc::downgrade(&inner));
                 inner
             }
@@ -295,23 +313,17 @@ impl HttpClient {
         self.policy.check_url(request.url).map_err(SendError::Refused)?;
         let started = Instant::now();
         let timeout = request.timeout;
+        let request = http_request(request)?;
         let call = async {
-            let response = self
-                .inner
-                .request(request.method.clone(), request.url.clone())
-                .headers(request.headers)
-                .body(request.body)
-                .send()
-                .await
-                .map_err(describe)?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let retry_after = headers
+            let response = self.inner.request(request).await.map_err(describe)?;
+            let (parts, body) = response.into_parts();
+            let retry_after = parts
+                .headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let body = read_bounded(response).await;
-            Ok(Response { status, headers, retry_after, body, latency: started.elapsed() })
+            let body = read_bounded(body).await;
+            Ok(Response { status: parts.status, headers: parts.headers, retry_after, body, latency: started.elapsed() })
         };
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result,
@@ -320,52 +332,95 @@ impl HttpClient {
     }
 }
 
-/// The one place a `reqwest::Client` is built: no redirects, no proxy, the policy in the
-/// resolver and on the connected peer. `overrides` pins host names to addresses (tests).
-fn build_client(
-    policy: &Arc<NetworkPolicy>,
-    tls: Option<rustls::ClientConfig>,
-    overrides: &[(&str, SocketAddr)],
-) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(PolicyResolver { policy: policy.clone() })
-        .connector_layer(PeerCheckLayer { policy: policy.clone() })
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90));
-    if let Some(tls) = tls {
-        builder = builder.tls_backend_preconfigured(tls);
+/// The request as it goes on the wire: the URL's credentials, if it has any, as Basic
+/// authorization (unless the request already has an `Authorization`) and never in the
+/// request line; `Accept: */*` and hookgate's `User-Agent` unless the request has its own.
+fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<Bytes>>, SendError> {
+    let SendRequest { method, url, mut headers, body, .. } = request;
+    let credentials = !url.username().is_empty() || url.password().is_some();
+    let uri: http::Uri = if credentials {
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        bare[..url::Position::AfterQuery].parse()
+    } else {
+        url[..url::Position::AfterQuery].parse()
     }
-    for (host, addr) in overrides {
-        builder = builder.resolve(host, *addr);
+    .map_err(|e| SendError::Refused(format!("the URL cannot be sent: {e}")))?;
+    if credentials && !headers.contains_key(AUTHORIZATION) {
+        headers.insert(AUTHORIZATION, basic_authorization(url));
     }
-    builder.build().map_err(|e| format!("cannot build the HTTP client: {}", innermost_message(&e)))
+    if !headers.contains_key(ACCEPT) {
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    }
+    if !headers.contains_key(USER_AGENT) {
+        headers.insert(USER_AGENT, USER_AGENT_VALUE);
+    }
+    let mut request = http::Request::new(Full::new(body));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
-/// reqwest is built without a bundled TLS crypto provider; ring is hookgate's. Every
-/// `reqwest::Client` in the process needs it installed first. Calling this twice is harmless.
+/// `Basic` of a URL's user name and password, percent-decoded, marked sensitive.
+fn basic_authorization(url: &Url) -> HeaderValue {
+    use base64::Engine as _;
+    let decode = |part| percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+    let pair = format!("{}:{}", decode(url.username()), decode(url.password().unwrap_or("")));
+    let mut value = HeaderValue::try_from(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair)))
+        .expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// The one place a connection pool is built: no redirects (nothing follows them), no proxy,
+/// the policy in the resolver and on the connected peer. `overrides` pins host names to
+/// addresses past the resolver (tests).
+fn build_client(policy: &Arc<NetworkPolicy>, tls: rustls::ClientConfig, overrides: &[(&str, SocketAddr)]) -> Pool {
+    let resolver = PolicyResolver {
+        policy: policy.clone(),
+        pinned: Arc::new(overrides.iter().map(|(host, addr)| (host.to_string(), *addr)).collect()),
+    };
+    let mut tcp = HttpConnector::new_with_resolver(resolver);
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(PeerCheck { inner: tcp, policy: policy.clone() });
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// rustls is built without a process-wide default crypto provider; ring is hookgate's. The
+/// TLS configs here name it; the PostgreSQL client and tests take the installed default.
+/// Calling this twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Reads at most 64 KiB of a response body.
-async fn read_bounded(mut response: reqwest::Response) -> Bytes {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_BODY - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= MAX_BODY {
+async fn read_bounded(mut body: hyper::body::Incoming) -> Bytes {
+    let mut read = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(chunk) = frame.into_data() else { continue };
+        let room = MAX_BODY - read.len();
+        read.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if read.len() >= MAX_BODY {
             break;
         }
     }
-    Bytes::from(body)
+    Bytes::from(read)
 }
 
-/// A reason that names what failed without the URL (URLs can carry credentials).
-fn describe(error: reqwest::Error) -> SendError {
-    let error = error.without_url();
+/// A reason that names what failed without the URL (URLs can carry credentials; none of
+/// these errors quotes one).
+fn describe(error: hyper_util::client::legacy::Error) -> SendError {
     let mut source: Option<&(dyn StdError + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(refusal) = e.downcast_ref::<PolicyRefusal>() {
@@ -415,9 +470,13 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// The network policy, applied to every address a hostname resolves to.
+/// The network policy, applied to every address a hostname resolves to. `pinned` names
+/// resolve to their address without a lookup or a check (tests: a path past this check,
+/// which the peer check must still stop).
+#[derive(Clone)]
 struct PolicyResolver {
     policy: Arc<NetworkPolicy>,
+    pinned: Arc<HashMap<String, SocketAddr>>,
 }
 
 #[derive(Debug)]
@@ -431,11 +490,23 @@ impl fmt::Display for PolicyRefusal {
 
 impl StdError for PolicyRefusal {}
 
-impl Resolve for PolicyResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy.clone();
         let host = name.as_str().to_string();
+        let pinned = self.pinned.get(&host).copied();
         Box::pin(async move {
+            if let Some(addr) = pinned {
+                return Ok(vec![addr].into_iter());
+            }
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refusal = None;
             let allowed: Vec<SocketAddr> = resolved
@@ -451,28 +522,15 @@ impl Resolve for PolicyResolver {
             match (allowed.is_empty(), refusal) {
                 (true, Some(why)) => Err(Box::new(PolicyRefusal(format!("{host} resolves to {why}"))) as _),
                 (true, None) => Err(Box::new(PolicyRefusal(format!("{host} resolves to no address"))) as _),
-                (false, _) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                (false, _) => Ok(allowed.into_iter()),
             }
         })
     }
 }
 
-/// The connector layer that applies the policy to the peer address of every connection
-/// the client opens, whatever led to that address (an IP literal, any resolver, a pinned
+/// The connector that applies the policy to the peer address of every connection the
+/// client opens, whatever led to that address (an IP literal, any resolver, a pinned
 /// address), and drops the connection before the request is written if it is refused.
-#[derive(Clone)]
-struct PeerCheckLayer {
-    policy: Arc<NetworkPolicy>,
-}
-
-impl<S> tower_layer::Layer<S> for PeerCheckLayer {
-    type Service = PeerCheck<S>;
-
-    fn layer(&self, inner: S) -> PeerCheck<S> {
-        PeerCheck { inner, policy: self.policy.clone() }
-    }
-}
-
 #[derive(Clone)]
 struct PeerCheck<S> {
     inner: S,
@@ -597,7 +655,7 @@ mod tests {
     fn pinned(policy: NetworkPolicy, name: &str, addr: SocketAddr) -> HttpClient {
         install_crypto_provider();
         let policy = Arc::new(policy);
-        let inner = build_client(&policy, None, &[(name, addr)]).unwrap();
+        let inner = build_client(&policy, TlsSettings::system_roots().client_config().unwrap(), &[(name, addr)]);
         HttpClient { inner: Arc::new(inner), policy, custom_tls: false, tls_clients: Arc::default() }
     }
 
@@ -640,6 +698,51 @@ mod tests {
         let response = pinned(only_127_0_0_1, "sink.test", addr).send(get(&url)).await.unwrap();
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
+
+    /// What a request looked like on arrival: its request line's target and its headers.
+    async fn recording_server() -> (SocketAddr, Arc<Mutex<Vec<(String, HeaderMap)>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |uri: http::Uri, headers: HeaderMap| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push((uri.to_string(), headers));
+                "ok"
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, seen)
+    }
+
+    /// A URL's user name and password are sent as Basic authorization (decoded), never in
+    /// the request line; a request's own `Authorization`, `Accept` and `User-Agent` win.
+    #[tokio::test]
+    async fn url_credentials_become_basic_authorization_and_defaults_yield() {
+        let (addr, seen) = recording_server().await;
+        let client = HttpClient::new(NetworkPolicy::allow_loopback()).unwrap();
+        let url: Url = format!("http://svc%40acme:p%3Ass@{addr}/hooks?x=1#frag").parse().unwrap();
+        assert_eq!(client.send(get(&url)).await.unwrap().status, StatusCode::OK);
+        let mut own = get(&url);
+        own.headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        own.headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        own.headers.insert(USER_AGENT, HeaderValue::from_static("partner/1"));
+        assert_eq!(client.send(own).await.unwrap().status, StatusCode::OK);
+
+        let seen = seen.lock().unwrap();
+        let (target, headers) = &seen[0];
+        assert_eq!(target, "/hooks?x=1");
+        // base64("svc@acme:p:ss")
+        assert_eq!(headers[AUTHORIZATION], "Basic c3ZjQGFjbWU6cDpzcw==");
+        assert_eq!(headers[ACCEPT], "*/*");
+        assert_eq!(headers[USER_AGENT], concat!("hookgate/", env!("CARGO_PKG_VERSION")));
+        assert_eq!(headers[http::header::HOST], addr.to_string());
+        let (_, headers) = &seen[1];
+        assert_eq!(headers[AUTHORIZATION], "Bearer t");
+        assert_eq!(headers[ACCEPT], "application/json");
+        assert_eq!(headers[USER_AGENT], "partner/1");
     }
 
     #[tokio::test]

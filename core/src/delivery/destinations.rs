@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::Url;
 use tokio::sync::mpsc;
+use url::Url;
 
 use crate::config::{Destinations, MAX_RATE_LIMIT, MIN_RATE_LIMIT};
 use crate::queue::Job;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use http::StatusCode;
 
 use super::attempt::AttemptError;
 use super::client::Response;

@@ -248,7 +248,7 @@ mod tests {
     }
 
     /// An endpoint on 127.0.0.1 answering 200, keeping the delivery id of every request.
-    async fn endpoint() -> (reqwest::Url, Arc<Mutex<Vec<String>>>) {
+    async fn endpoint() -> (url::Url, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let kept = seen.clone();
         let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {

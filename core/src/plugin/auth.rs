@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::{Method, Url};
+use http::Method;
+use http::header::{HeaderName, HeaderValue};
+use url::Url;
 
 /// The request a template is about to send, as an auth plugin sees it.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub struct OutgoingRequest<'a> {
     pub method: &'a Method,
     pub url: &'a Url,
     /// The template's own headers (custom headers, `Content-Type`).
-    pub headers: &'a reqwest::header::HeaderMap,
+    pub headers: &'a http::header::HeaderMap,
     pub body: &'a Bytes,
 }
 

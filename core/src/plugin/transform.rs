@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use reqwest::header::HeaderMap;
-use reqwest::{Method, Url};
+use http::Method;
+use http::header::HeaderMap;
+use url::Url;
 
 use super::auth::BuildContext;
 

@@ -5,8 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
-use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use url::Url;
 
 use super::error::TemplateError;
 use super::model::Template;
@@ -325,7 +325,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.name, "t");
-        assert_eq!(t.method, reqwest::Method::POST);
+        assert_eq!(t.method, http::Method::POST);
         assert_eq!(t.timeout, Duration::from_secs(5));
         assert_eq!(t.retries, 2);
         assert_eq!(t.max_attempts(), 3);

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
-use reqwest::{Method, Url};
+use http::Method;
+use http::header::HeaderMap;
+use url::Url;
 
 use crate::delivery::client::HttpClient;
 use crate::plugin::{Authorizer, Transformer};

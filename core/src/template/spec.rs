@@ -129,7 +129,7 @@ impl JsonSchema for MethodSpec {
     }
 }
 
-impl From<MethodSpec> for reqwest::Method {
+impl From<MethodSpec> for http::Method {
     fn from(m: MethodSpec) -> Self {
         match m {
             MethodSpec::POST => Self::POST,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hookgate_core::plugin::BuildContext;
 use hookgate_core::template::load::RESERVED_HEADERS;
-use reqwest::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 
 use crate::bindings::hookgate::plugin::types::{Header, OutgoingRequest, TransformOutput};
 use crate::engine::{CallError, PluginEngine};

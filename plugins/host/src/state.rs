@@ -334,7 +334,7 @@ impl CallState {
             return Err(format!("at most {MAX_FETCHES} fetches per call"));
         }
         let http = self.ctx.http.clone().ok_or("fetch is not available here")?;
-        let url: reqwest::Url = request.url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let url: url::Url = request.url.parse().map_err(|e| format!("not a URL: {e}"))?;
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         if !self.ctx.allow_hosts.contains(&host) {
             return Err(format!(
@@ -342,12 +342,12 @@ impl CallState {
             ));
         }
         let method =
-            reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| "not an HTTP method".to_string())?;
-        let mut headers = reqwest::header::HeaderMap::new();
+            http::Method::from_bytes(request.method.as_bytes()).map_err(|_| "not an HTTP method".to_string())?;
+        let mut headers = http::header::HeaderMap::new();
         for Header { name, value } in request.headers {
-            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            let header_name = http::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a header name"))?;
-            let header_value = reqwest::header::HeaderValue::from_str(&value)
+            let header_value = http::header::HeaderValue::from_str(&value)
                 .map_err(|_| format!("the value of header `{name}` has characters a header cannot carry"))?;
             headers.append(header_name, header_value);
         }

@@ -9,8 +9,9 @@ use hookgate_core::plugin::transform::same_origin;
 use hookgate_core::plugin::{
     PlannedRequest, RequestTarget, TransformContext, TransformFailure, TransformPlugin, Transformed, Transformer,
 };
-use reqwest::header::HeaderMap;
-use reqwest::{Method, Url};
+use http::Method;
+use http::header::HeaderMap;
+use url::Url;
 
 use crate::adapter::{BadHeader, BoundPlugin, WasmPlugin, checked_header};
 use crate::pool::Leased;
