@@ -70,29 +70,35 @@ impl DestinationLimits {
     }
 
     fn destination(&self, url: &Url) -> Arc<Destination> {
-        let key = format!(
-            "{}://{}:{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.port_or_known_default().unwrap_or(0)
-        );
+        // `scheme://host[:port]`, the port only when it is not the scheme's default (the URL
+        // parser drops a default one): a slice of the URL itself unless it has credentials.
+        let bare;
+        let key = if url.username().is_empty() && url.password().is_none() {
+            &url[..url::Position::AfterPort]
+        } else {
+            bare = match url.port() {
+                Some(port) => format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or_default()),
+                None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default()),
+            };
+            bare.as_str()
+        };
         let mut tracked = self.tracked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(destination) = tracked.get(key) {
+            return destination.clone();
+        }
         if tracked.len() > MAX_TRACKED {
             tracked.retain(|_, d| {
                 let slots = d.slots.lock().unwrap_or_else(|e| e.into_inner());
                 slots.in_flight > 0 || !slots.parked.is_empty()
             });
         }
-        tracked
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Destination {
-                    max: self.settings.max_concurrency.max(1),
-                    slots: Mutex::new(Slots::default()),
-                    bucket: Mutex::new((self.rate().unwrap_or(1.0).max(1.0), Instant::now())),
-                })
-            })
-            .clone()
+        let destination = Arc::new(Destination {
+            max: self.settings.max_concurrency.max(1),
+            slots: Mutex::new(Slots::default()),
+            bucket: Mutex::new((self.rate().unwrap_or(1.0).max(1.0), Instant::now())),
+        });
+        tracked.insert(key.to_owned(), destination.clone());
+        destination
     }
 
     /// The rate limit in requests per second, `None` for none (0, or not a number).
@@ -161,6 +167,21 @@ mod tests {
         assert_eq!(released.try_recv().unwrap().request, 3, "the longest-parked job goes back first");
         assert!(released.try_recv().is_err(), "one ended request releases one job");
         assert!(matches!(limits.admit(&a, &job(3)), Admission::Go(_)), "room again once a request ends");
+    }
+
+    /// One destination whatever the path, an explicit default port or credentials say; the
+    /// scheme, the host and a port that is not the default make another.
+    #[test]
+    fn a_destination_is_scheme_host_and_port() {
+        let (limits, _released) = DestinationLimits::new(Destinations { max_concurrency: 1, rate_limit: 0.0 });
+        let _held = limits.admit(&url("https://a.example/x"), &job(1));
+        for same in ["https://a.example:443/y?q=1", "https://user:pw@a.example/z", "https://A.EXAMPLE/"] {
+            assert!(matches!(limits.admit(&url(same), &job(2)), Admission::Parked), "{same}");
+        }
+        for other in ["http://a.example/", "https://a.example:8443/", "https://b.example/", "https://u@a.example:8443/"]
+        {
+            assert!(matches!(limits.admit(&url(other), &job(3)), Admission::Go(_)), "{other}");
+        }
     }
 
     #[test]
