@@ -257,6 +257,14 @@ pub struct CampaignView {
     pub templates: BTreeMap<String, StatsView>,
 }
 
+/// The counters under `key`, made on first use.
+fn counters<'m>(map: &'m mut BTreeMap<String, DeliveryStats>, key: &str) -> &'m mut DeliveryStats {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), DeliveryStats::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 #[derive(Default)]
 struct Inner {
     campaigns: HashMap<CampaignId, (DeliveryStats, BTreeMap<String, DeliveryStats>)>,
@@ -291,11 +299,16 @@ impl Stats {
     fn update(&self, campaign: &str, template: &str, f: impl Fn(&mut DeliveryStats)) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if self.campaigns {
-            let (total, by_template) = inner.campaigns.entry(campaign.to_string()).or_default();
+            // Keys are copied only the first time (a lookup by `&str` otherwise): this runs
+            // twice for every delivery.
+            if !inner.campaigns.contains_key(campaign) {
+                inner.campaigns.insert(campaign.to_owned(), Default::default());
+            }
+            let (total, by_template) = inner.campaigns.get_mut(campaign).expect("inserted above");
             f(total);
-            f(by_template.entry(template.to_string()).or_default());
+            f(counters(by_template, template));
         }
-        f(inner.templates.entry(template.to_string()).or_default());
+        f(counters(&mut inner.templates, template));
     }
 
     /// A dispatch was pruned (past the retention period, or dropped from memory when there
