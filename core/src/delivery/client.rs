@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, HOST, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -334,7 +334,8 @@ impl HttpClient {
 
 /// The request as it goes on the wire: the URL's credentials, if it has any, as Basic
 /// authorization (unless the request already has an `Authorization`) and never in the
-/// request line; `Accept: */*` and hookgate's `User-Agent` unless the request has its own.
+/// request line or `Host`; `Host`, `Accept: */*` and hookgate's `User-Agent` unless the
+/// request has its own.
 fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<Bytes>>, SendError> {
     let SendRequest { method, url, mut headers, body, .. } = request;
     let credentials = !url.username().is_empty() || url.password().is_some();
@@ -349,6 +350,13 @@ fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<Bytes>>, 
     .map_err(|e| SendError::Refused(format!("the URL cannot be sent: {e}")))?;
     if credentials && !headers.contains_key(AUTHORIZATION) {
         headers.insert(AUTHORIZATION, basic_authorization(url));
+    }
+    if !headers.contains_key(HOST) {
+        // The URL's `host[:port]` as it stands (the port only when not the scheme's default,
+        // as the parser keeps it): what hyper would otherwise format for every request.
+        if let Ok(host) = HeaderValue::from_str(&url[url::Position::BeforeHost..url::Position::AfterPort]) {
+            headers.insert(HOST, host);
+        }
     }
     if !headers.contains_key(ACCEPT) {
         headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
