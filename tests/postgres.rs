@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hookgate_core::testing::postgres::{TestDb, URL_VAR};
+use hookgate_core::testing::postgres::TestDb;
 use serde_json::{Value, json};
 
 const REQUESTS: usize = 10_000;
