@@ -84,6 +84,7 @@ conformance!(
     a_dispatch_round_trips_with_its_requests,
     bodies_are_read_only_when_asked_for,
     an_idempotency_key_maps_a_resend_to_the_first_dispatch,
+    dispatches_inserted_at_once_each_get_their_own_answer,
     outcomes_are_recorded_with_their_attempts,
     failed_requests_are_requeued_with_their_bodies,
     work_is_what_a_worker_needs_to_send_a_pending_request,
@@ -202,6 +203,52 @@ async fn an_idempotency_key_maps_a_resend_to_the_first_dispatch(b: &Backend) {
     assert_eq!(b.store.by_idempotency_key("invoices", "k").await.unwrap(), Some(elsewhere.id));
     for _ in 0..2 {
         assert_eq!(b.store.insert(&dispatch("orders", "42", None, 1)).await.unwrap(), Inserted::Created);
+    }
+}
+
+/// Inserts every dispatch at once, each from a task of its own (they meet in the stores'
+/// group commit); the answers in the order of `dispatches`.
+async fn insert_at_once(
+    store: &Arc<dyn Store>,
+    dispatches: &[StoredDispatch],
+) -> Vec<Result<Inserted, hookgate_core::model::StoreError>> {
+    let tasks: Vec<_> = dispatches
+        .iter()
+        .map(|d| {
+            let (store, d) = (store.clone(), d.clone());
+            tokio::spawn(async move { store.insert(&d).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// Dispatches inserted at the same moment are written together, and each still gets its
+/// own answer: all are stored with their requests, except that of two with one idempotency
+/// key, one is stored and the other answered with it.
+async fn dispatches_inserted_at_once_each_get_their_own_answer(b: &Backend) {
+    let mut all: Vec<StoredDispatch> = (0..40).map(|i| dispatch("orders", &format!("c{i}"), None, 1 + i % 3)).collect();
+    all.push(dispatch("orders", "k1", Some("same"), 1));
+    all.push(dispatch("orders", "k2", Some("same"), 2));
+    let answers: Vec<Inserted> = insert_at_once(&b.store, &all).await.into_iter().map(Result::unwrap).collect();
+    assert!(answers[..40].iter().all(|a| *a == Inserted::Created), "{answers:?}");
+    let (first, second) = (&all[40], &all[41]);
+    let (kept, answered) = match (answers[40], answers[41]) {
+        (Inserted::Created, Inserted::Existing(id)) if id == first.id => (first, second),
+        (Inserted::Existing(id), Inserted::Created) if id == second.id => (second, first),
+        other => panic!("one of the two with key `same` is stored, the other finds it: {other:?}"),
+    };
+    assert_eq!(b.store.by_idempotency_key("orders", "same").await.unwrap(), Some(kept.id));
+    assert!(b.store.select(Filter::Id(answered.id), false).await.unwrap().is_empty());
+    for d in all.iter().filter(|d| d.id != answered.id) {
+        let stored = one(&b.store, d.id).await;
+        assert_eq!(stored.campaign, d.campaign);
+        assert_eq!(stored.requests.len(), d.requests.len(), "the requests of {}", d.campaign);
+        let bodies: Vec<_> = stored.requests.iter().map(|r| r.body.clone()).collect();
+        assert_eq!(bodies, d.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>());
     }
 }
 
@@ -448,6 +495,60 @@ mod postgres_only {
         assert_eq!(taken.iter().map(|j| j.request).collect::<Vec<_>>(), vec![0, 1]);
     }
 
+    /// Of dispatches written together, one the server refuses (a NUL character, which
+    /// PostgreSQL's text does not take) fails alone: the others are stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dispatch_the_server_refuses_fails_alone() {
+        let Some(b) = Backend::postgres("a_dispatch_the_server_refuses").await else { return };
+        let mut all: Vec<StoredDispatch> = (0..20).map(|i| dispatch("orders", &format!("c{i}"), None, 2)).collect();
+        all.insert(10, dispatch("orders", "bad\u{0}campaign", None, 1));
+        let answers = insert_at_once(&b.store, &all).await;
+        for (d, answer) in all.iter().zip(&answers) {
+            if d.campaign.contains('\0') {
+                let e = answer.as_ref().expect_err("PostgreSQL refuses a NUL in text");
+                assert!(e.0.contains("0x00"), "{e}");
+            } else {
+                assert_eq!(answer.as_ref().unwrap(), &Inserted::Created, "{}", d.campaign);
+                assert_eq!(one(&b.store, d.id).await.requests.len(), 2);
+            }
+        }
+    }
+
+    /// A claim (and a lease renewal) changes no indexed column and finds room on its page
+    /// (the schema keeps half of each page free), so PostgreSQL updates the row in place: a heap-only tuple update,
+    /// with no index entry and only the changed bytes in its WAL. The server counts them
+    /// once the instance's connections have closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_are_heap_only_updates() {
+        const N: usize = 30;
+        let Some(db) = TestDb::create("postgres::claims_are_heap_only_updates").await else { return };
+        let (store, queue) = instance(&db).await;
+        let d = dispatch("orders", "42", None, N);
+        store.insert(&d).await.unwrap();
+        queue.push(jobs(&d)).await.unwrap();
+        for _ in 0..N {
+            next_job(&queue, Duration::from_secs(5)).await;
+        }
+        drop((queue, store));
+        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (updates, hot) = loop {
+            let row = client
+                .query_one("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'requests'", &[])
+                .await
+                .unwrap();
+            let counts: (i64, i64) = (row.get(0), row.get(1));
+            if counts.0 >= N as i64 || Instant::now() > deadline {
+                break counts;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // The claims, and the renewals of the leases while the jobs were held.
+        assert!(updates >= N as i64, "{updates} updates of {N} requests claimed");
+        assert_eq!(hot, updates, "every claim and renewal a heap-only update");
+    }
+
     /// Two instances claiming from one table never hold the same job at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_instances_never_claim_the_same_job() {
@@ -531,7 +632,18 @@ mod postgres_only {
         // A second start finds the schema current.
         PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
         let versions = old.query("SELECT version FROM hookgate_migrations ORDER BY version", &[]).await.unwrap();
-        assert_eq!(versions.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(versions.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![1, 2, 3]);
+        // Version 3: no index on the lease columns or of templates alone; room for updates.
+        let dropped = old
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname IN ('requests_lease', 'dispatches_template')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(dropped.get::<_, i64>(0), 0);
+        let options = old.query_one("SELECT reloptions FROM pg_class WHERE relname = 'requests'", &[]).await.unwrap();
+        assert_eq!(options.get::<_, Option<Vec<String>>>(0), Some(vec!["fillfactor=50".to_string()]));
     }
 
     /// The schema of the first release, as it migrated a new database.

@@ -9,6 +9,7 @@
 //! per dialect) and decode rows with [`rows`]; `core/tests/conformance.rs` runs the same
 //! tests on both.
 
+mod group_commit;
 pub mod postgres;
 mod postgres_pool;
 mod postgres_tls;

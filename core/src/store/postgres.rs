@@ -3,25 +3,28 @@
 //! ([`crate::queue::postgres::PgQueue`]) claims due requests from the same table through
 //! the methods at the end of this file (its SQL is in [`super::sql`] with the store's).
 //!
-//! It works in sets: a dispatch and all its requests are one statement; a claim takes many
-//! jobs with what it takes to send them (kept for [`Store::work`], so a delivery reads
-//! nothing more); the settlements waiting at a moment are written by one statement (group
-//! commit). Every write is one statement, so it is atomic without a transaction. The
+//! It works in sets: the dispatches waiting at a moment are written, with all their
+//! requests, by one statement, and so are the settlements waiting ([`super::group_commit`]);
+//! a claim takes many jobs with what it takes to send them (kept for [`Store::work`], so a
+//! delivery reads nothing more). Every write is one statement, so it is atomic without a
+//! transaction. The
 //! connections are [`super::postgres_pool`]'s, with TLS as [`super::postgres_tls`] reads the
 //! URL. Migrations run on start, under an advisory lock so instances starting together
 //! apply them once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, mpsc, oneshot};
+use bytes::Bytes;
+use tokio::sync::Notify;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::postgres_pool::{Pool, pg};
+use super::group_commit::{self, Groups, Submit};
+use super::postgres_pool::{Pool, QueryError, pg};
 use super::postgres_tls::ConnectOptions;
 use super::rows::{Columns as _, Dispatches, attempt_json, requeued_from, work_from};
 use super::schema;
@@ -39,6 +42,9 @@ const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
 
 /// Settlements written in one statement at most.
 const MAX_SETTLE_BATCH: usize = 1024;
+
+/// Requests of the dispatches inserted in one statement at most (a bigger dispatch goes alone).
+const MAX_INSERT_REQUESTS: usize = 4096;
 
 /// Brings the database to the current [schema] under an advisory lock, so instances
 /// starting together migrate it once.
@@ -58,11 +64,7 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             .await
             .map_err(pg("migrations"))?;
         let applied = row.get::<_, i32>(0) as u32;
-        let upgrade = match applied {
-            0 => schema::create(Dialect::Postgres),
-            1 => schema::POSTGRES_FROM_V1.to_string(),
-            _ => return Ok(()),
-        };
+        let Some(upgrade) = schema::upgrade(Dialect::Postgres, applied) else { return Ok(()) };
         let txn = client.transaction().await.map_err(pg("migrations"))?;
         txn.batch_execute(&upgrade).await.map_err(pg("migration"))?;
         for version in applied + 1..=schema::VERSION {
@@ -79,40 +81,167 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     result
 }
 
-/// A settlement waiting for the next group commit, and who waits for it.
-type Waiting = (Settlement, oneshot::Sender<Result<(), StoreError>>);
-
-/// Writes whatever settlements are waiting in one statement (one transaction), answers
-/// them all, and starts again: outcomes are group-committed, as SQLite's writer does.
-async fn settle_loop(pool: Arc<Pool>, mut rx: mpsc::UnboundedReceiver<Waiting>) {
-    let mut carried: VecDeque<Waiting> = VecDeque::new();
+/// Writes the settlements waiting in one statement (one transaction), answers them all,
+/// and starts again: outcomes are group-committed, as SQLite's writer does. A request
+/// appears once a statement; a second settlement of it waits for the next.
+async fn settle_loop(pool: Arc<Pool>, mut groups: Groups<Settlement, Result<(), StoreError>>) {
     loop {
-        if carried.is_empty() {
-            match rx.recv().await {
-                Some(first) => carried.push_back(first),
-                None => return,
-            }
-        }
-        while let Ok(next) = rx.try_recv() {
-            carried.push_back(next);
-        }
-        // A request appears once per statement; a second settlement of it waits for the next.
         let mut seen = HashSet::new();
-        let mut batch = Vec::new();
-        let mut later = VecDeque::new();
-        for waiting in carried.drain(..) {
-            if batch.len() < MAX_SETTLE_BATCH && seen.insert((waiting.0.dispatch, waiting.0.request)) {
-                batch.push(waiting);
-            } else {
-                later.push_back(waiting);
-            }
-        }
-        carried = later;
-        let result = settle_many(&pool, batch.iter().map(|(s, _)| s)).await;
-        for (_, reply) in batch {
-            let _ = reply.send(result.clone());
+        let group = groups.next(|s| seen.len() < MAX_SETTLE_BATCH && seen.insert((s.dispatch, s.request)));
+        let Some(group) = group.await else { return };
+        let result = settle_many(&pool, group.iter().map(|w| &w.item)).await;
+        for waiting in group {
+            waiting.answer(result.clone());
         }
     }
+}
+
+/// A dispatch's row and its requests' columns, as the group insert takes them.
+struct NewDispatch {
+    id: Uuid,
+    template: String,
+    version: i64,
+    campaign: String,
+    created: i64,
+    key: Option<String>,
+    skipped: i64,
+    requests: RequestColumns,
+}
+
+/// Requests as columns, each naming its dispatch.
+#[derive(Default)]
+struct RequestColumns {
+    dispatches: Vec<Uuid>,
+    indexes: Vec<i32>,
+    profiles: Vec<i64>,
+    targets: Vec<Option<String>>,
+    bodies: Vec<Option<Bytes>>,
+    statuses: Vec<i16>,
+    attempts: Vec<i32>,
+    dues: Vec<i64>,
+}
+
+impl NewDispatch {
+    fn of(d: &StoredDispatch) -> Self {
+        let id = d.id.as_uuid();
+        let n = d.requests.len();
+        let requests = RequestColumns {
+            dispatches: vec![id; n],
+            indexes: (0..n as i32).collect(),
+            profiles: d.requests.iter().map(|r| r.profiles as i64).collect(),
+            targets: d.requests.iter().map(|r| target_json(&r.target)).collect(),
+            bodies: d.requests.iter().map(|r| r.body.clone()).collect(),
+            statuses: d.requests.iter().map(|r| status_code(&r.status)).collect(),
+            attempts: d.requests.iter().map(|r| r.attempt as i32).collect(),
+            dues: d.requests.iter().map(|r| millis(r.due)).collect(),
+        };
+        Self {
+            id,
+            template: d.template.clone(),
+            version: d.template_version as i64,
+            campaign: d.campaign.clone(),
+            created: millis(d.created_at),
+            key: d.idempotency_key.clone(),
+            skipped: d.skipped as i64,
+            requests,
+        }
+    }
+}
+
+impl RequestColumns {
+    fn extend(&mut self, other: &Self) {
+        self.dispatches.extend_from_slice(&other.dispatches);
+        self.indexes.extend_from_slice(&other.indexes);
+        self.profiles.extend_from_slice(&other.profiles);
+        self.targets.extend_from_slice(&other.targets);
+        self.bodies.extend_from_slice(&other.bodies);
+        self.statuses.extend_from_slice(&other.statuses);
+        self.attempts.extend_from_slice(&other.attempts);
+        self.dues.extend_from_slice(&other.dues);
+    }
+}
+
+/// Inserts the dispatches waiting in one statement (group commit: under load, many
+/// single-profile dispatches share a transaction), and answers each whether it was stored.
+/// Should the server refuse the statement, each is tried alone, so that only the one it
+/// refuses fails.
+async fn insert_loop(pool: Arc<Pool>, mut groups: Groups<NewDispatch, Result<bool, StoreError>>) {
+    loop {
+        let (mut keys, mut requests) = (HashSet::new(), 0);
+        let group = groups.next(|d| {
+            let n = d.requests.indexes.len();
+            let fits = requests + n <= MAX_INSERT_REQUESTS
+                && d.key.as_ref().is_none_or(|key| keys.insert((d.template.clone(), key.clone())));
+            requests += if fits { n } else { 0 };
+            fits
+        });
+        let Some(group) = group.await else { return };
+        let items: Vec<&NewDispatch> = group.iter().map(|w| &w.item).collect();
+        match insert_many(&pool, &items).await {
+            Ok(stored) => {
+                for waiting in group {
+                    let created = stored.contains(&waiting.item.id);
+                    waiting.answer(Ok(created));
+                }
+            }
+            Err(QueryError::Refused(_)) if group.len() > 1 => {
+                for waiting in group {
+                    let alone = insert_many(&pool, &[&waiting.item]).await;
+                    waiting.answer(alone.map(|stored| !stored.is_empty()).map_err(QueryError::into_store));
+                }
+            }
+            Err(e) => {
+                let e = e.into_store();
+                for waiting in group {
+                    waiting.answer(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Stores `dispatches` with their requests in one statement; returns the ids stored (a
+/// dispatch whose idempotency key is taken is not).
+async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet<Uuid>, QueryError> {
+    let ids: Vec<Uuid> = dispatches.iter().map(|d| d.id).collect();
+    let templates: Vec<&str> = dispatches.iter().map(|d| d.template.as_str()).collect();
+    let versions: Vec<i64> = dispatches.iter().map(|d| d.version).collect();
+    let campaigns: Vec<&str> = dispatches.iter().map(|d| d.campaign.as_str()).collect();
+    let created: Vec<i64> = dispatches.iter().map(|d| d.created).collect();
+    let keys: Vec<Option<&str>> = dispatches.iter().map(|d| d.key.as_deref()).collect();
+    let skipped: Vec<i64> = dispatches.iter().map(|d| d.skipped).collect();
+    let merged;
+    let r = match dispatches {
+        [one] => &one.requests,
+        _ => {
+            let mut all = RequestColumns::default();
+            for d in dispatches {
+                all.extend(&d.requests);
+            }
+            merged = all;
+            &merged
+        }
+    };
+    let bodies: Vec<Option<&[u8]>> = r.bodies.iter().map(|b| b.as_deref()).collect();
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &ids,
+        &templates,
+        &versions,
+        &campaigns,
+        &created,
+        &keys,
+        &skipped,
+        &r.dispatches,
+        &r.indexes,
+        &r.profiles,
+        &r.targets,
+        &bodies,
+        &r.statuses,
+        &r.attempts,
+        &r.dues,
+    ];
+    let rows = pool.try_query(&sql::INSERT_DISPATCHES, &params).await?;
+    Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
 }
 
 async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Settlement>) -> Result<(), StoreError> {
@@ -134,16 +263,20 @@ async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Sett
 
 pub struct PgStore {
     pool: Arc<Pool>,
-    settler: mpsc::UnboundedSender<Waiting>,
+    inserter: Submit<NewDispatch, Result<bool, StoreError>>,
+    settler: Submit<Settlement, Result<(), StoreError>>,
     /// What a claim read of the jobs it took, until a worker asks for it ([`Store::work`]);
     /// dropped when this instance changes the request (settles, requeues or prunes it).
     prefetched: Mutex<HashMap<(DispatchId, u32), StoredWork>>,
-    settle_task: tokio::task::JoinHandle<()>,
+    /// The group-commit writers of inserts and of settlements.
+    writers: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.settle_task.abort();
+        for writer in &self.writers {
+            writer.abort();
+        }
     }
 }
 
@@ -152,9 +285,11 @@ impl PgStore {
     pub async fn connect(url: &Secret) -> Result<Arc<Self>, StoreError> {
         let pool = Arc::new(Pool::new(ConnectOptions::parse(url)?));
         migrate(&pool).await?;
-        let (settler, rx) = mpsc::unbounded_channel();
-        let settle_task = tokio::spawn(settle_loop(pool.clone(), rx));
-        Ok(Arc::new(Self { pool, settler, prefetched: Mutex::default(), settle_task }))
+        let (inserter, inserts) = group_commit::channel();
+        let (settler, settlements) = group_commit::channel();
+        let writers =
+            [tokio::spawn(insert_loop(pool.clone(), inserts)), tokio::spawn(settle_loop(pool.clone(), settlements))];
+        Ok(Arc::new(Self { pool, inserter, settler, prefetched: Mutex::default(), writers }))
     }
 
     fn prefetched(&self) -> std::sync::MutexGuard<'_, HashMap<(DispatchId, u32), StoredWork>> {
@@ -173,39 +308,10 @@ fn dispatches(rows: &[Row]) -> Result<Vec<StoredDispatch>, StoreError> {
 
 #[async_trait]
 impl Store for PgStore {
+    /// Waits for the next group commit of the dispatches waiting.
     async fn insert(&self, d: &StoredDispatch) -> Result<Inserted, StoreError> {
-        let id = d.id.as_uuid();
-        let indexes: Vec<i32> = (0..d.requests.len() as i32).collect();
-        let profiles: Vec<i64> = d.requests.iter().map(|r| r.profiles as i64).collect();
-        let targets: Vec<Option<String>> = d.requests.iter().map(|r| target_json(&r.target)).collect();
-        let bodies: Vec<Option<&[u8]>> = d.requests.iter().map(|r| r.body.as_deref()).collect();
-        let statuses: Vec<i16> = d.requests.iter().map(|r| status_code(&r.status)).collect();
-        let attempts: Vec<i32> = d.requests.iter().map(|r| r.attempt as i32).collect();
-        let dues: Vec<i64> = d.requests.iter().map(|r| millis(r.due)).collect();
-        let (version, created, skipped) = (d.template_version as i64, millis(d.created_at), d.skipped as i64);
-        let rows = self
-            .pool
-            .query(
-                &sql::INSERT_DISPATCH_WITH_REQUESTS,
-                &[
-                    &id,
-                    &d.template,
-                    &version,
-                    &d.campaign,
-                    &created,
-                    &d.idempotency_key,
-                    &skipped,
-                    &indexes,
-                    &profiles,
-                    &targets,
-                    &bodies,
-                    &statuses,
-                    &attempts,
-                    &dues,
-                ],
-            )
-            .await?;
-        if rows.first().is_some_and(|r| r.get::<_, bool>(0)) {
+        let stopped = || StoreError("postgres: the dispatch writer has stopped".into());
+        if self.inserter.call(NewDispatch::of(d)).await.ok_or_else(stopped)?? {
             return Ok(Inserted::Created);
         }
         let key = d.idempotency_key.as_deref().unwrap_or_default();
@@ -217,10 +323,8 @@ impl Store for PgStore {
 
     /// Waits for the next group commit of the settlements waiting.
     async fn settle(&self, s: &Settlement) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
         let stopped = || StoreError("postgres: the settlement writer has stopped".into());
-        self.settler.send((s.clone(), reply)).map_err(|_| stopped())?;
-        let written = answer.await.map_err(|_| stopped())?;
+        let written = self.settler.call(s.clone()).await.ok_or_else(stopped)?;
         // After the write: a claim that read the row before it may have kept it meanwhile.
         self.prefetched().remove(&(s.dispatch, s.request));
         written

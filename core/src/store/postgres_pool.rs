@@ -46,6 +46,32 @@ pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Sto
     }
 }
 
+/// Why a query failed.
+#[derive(Debug, Clone)]
+pub(crate) enum QueryError {
+    /// The server answered with an error: the statement itself is wrong for it (a value it
+    /// does not take, a constraint), and would fail again.
+    Refused(StoreError),
+    /// No answer: the server is unreachable, the connection broke, or time ran out.
+    Unanswered(StoreError),
+}
+
+impl QueryError {
+    fn from_pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Self {
+        move |e| {
+            let refused = e.as_db_error().is_some();
+            let error = pg(context)(e);
+            if refused { Self::Refused(error) } else { Self::Unanswered(error) }
+        }
+    }
+
+    pub(crate) fn into_store(self) -> StoreError {
+        match self {
+            Self::Refused(e) | Self::Unanswered(e) => e,
+        }
+    }
+}
+
 /// One connection and its prepared statements.
 struct Conn {
     client: Client,
@@ -125,25 +151,38 @@ impl Pool {
         sql: &'static Sql,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
-        let (index, conn) = self.conn().await?;
+        self.try_query(sql, params).await.map_err(QueryError::into_store)
+    }
+
+    /// As [`Pool::query`], telling a statement the server refused from one it never answered.
+    pub(crate) async fn try_query(
+        &self,
+        sql: &'static Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, QueryError> {
+        let (index, conn) = self.conn().await.map_err(QueryError::Unanswered)?;
         let run = async {
             let key = sql as *const Sql as usize;
             let cached = conn.statements.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
             let statement = match cached {
                 Some(s) => s,
                 None => {
-                    let s = conn.client.prepare(sql.get(Dialect::Postgres)).await.map_err(pg("prepare"))?;
+                    let s = conn
+                        .client
+                        .prepare(sql.get(Dialect::Postgres))
+                        .await
+                        .map_err(QueryError::from_pg("prepare"))?;
                     conn.statements.lock().unwrap_or_else(|e| e.into_inner()).insert(key, s.clone());
                     s
                 }
             };
-            conn.client.query(&statement, params).await.map_err(pg("query"))
+            conn.client.query(&statement, params).await.map_err(QueryError::from_pg("query"))
         };
         match tokio::time::timeout(QUERY_TIMEOUT, run).await {
             Ok(result) => result,
             Err(_) => {
                 self.discard(index, &conn).await;
-                Err(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}")))
+                Err(QueryError::Unanswered(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}"))))
             }
         }
     }

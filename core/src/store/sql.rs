@@ -25,9 +25,10 @@ impl Dialect {
             (Self::Sqlite, "bytes") => "BLOB",
             (Self::Postgres, "json") => "JSONB",
             (Self::Sqlite, "json") => "TEXT",
-            // A table clustered on its primary key (PostgreSQL has no such option).
-            (Self::Postgres, "clustered") => "",
-            (Self::Sqlite, "clustered") => " WITHOUT ROWID",
+            // The requests table's options: room on each page for the updates of its rows
+            // (see `schema`); clustered on its primary key (PostgreSQL has no such option).
+            (Self::Postgres, "requests_options") => " WITH (fillfactor = 50)",
+            (Self::Sqlite, "requests_options") => " WITHOUT ROWID",
             // The request's attempts with the attempt in parameter 7 (JSON text) appended.
             (Self::Postgres, "append_attempt") => "attempts || CAST(CAST($7 AS TEXT) AS JSONB)",
             (Self::Sqlite, "append_attempt") => "json_insert(attempts, '$[#]', json($7))",
@@ -156,25 +157,28 @@ pub(crate) static INSERT_REQUEST: Sql = Sql::new(
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 );
 
-/// PostgreSQL: a new dispatch and all its requests in one statement (arrays of the
-/// requests' columns, one multi-row insert); `false` and nothing stored when its
-/// idempotency key is taken. Idle instances hear of it at commit ([`JOBS_CHANNEL`]).
-pub(crate) static INSERT_DISPATCH_WITH_REQUESTS: Sql = Sql::new(
+/// PostgreSQL: new dispatches and all their requests in one statement (arrays of the
+/// dispatches' columns, then of the requests', each naming its dispatch; multi-row
+/// inserts). A dispatch whose idempotency key is taken is not stored, nor are its
+/// requests; the ids of those stored come back. Idle instances hear of them at commit
+/// ([`JOBS_CHANNEL`]).
+pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(
     "WITH d AS (
         INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
         ON CONFLICT (template, idempotency_key) DO NOTHING
         RETURNING id
      ), r AS (
         INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
-        SELECT d.id, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due
-        FROM d, unnest($8::int[], $9::bigint[], $10::text[], $11::bytea[], $12::smallint[], $13::int[], $14::bigint[])
-             AS r (idx, profiles, target, body, status, attempt, due)
-        RETURNING 1
+        SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due
+        FROM unnest($8::uuid[], $9::int[], $10::bigint[], $11::text[], $12::bytea[], $13::smallint[], $14::int[],
+                    $15::bigint[])
+             AS r (dispatch, idx, profiles, target, body, status, attempt, due)
+        WHERE r.dispatch IN (SELECT id FROM d)
      ), n AS (
         SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM d)
      )
-     SELECT EXISTS (SELECT 1 FROM d), (SELECT count(*) FROM r), (SELECT count(*) FROM n)",
+     SELECT id, (SELECT count(*) FROM n) FROM d",
 );
 
 /// The channel on which instances hear of new work (`LISTEN/NOTIFY`).
@@ -296,6 +300,6 @@ mod tests {
             Dialect::Postgres.render(sql),
             "SELECT CAST($1 AS TEXT), $12, '$x' FROM t WHERE a = attempts || CAST(CAST($7 AS TEXT) AS JSONB)"
         );
-        assert_eq!(Dialect::Sqlite.render("id {uuid}){clustered}"), "id BLOB) WITHOUT ROWID");
+        assert_eq!(Dialect::Sqlite.render("id {uuid}){requests_options}"), "id BLOB) WITHOUT ROWID");
     }
 }

@@ -183,12 +183,8 @@ fn private_file(file: &Path, create: bool) -> std::io::Result<()> {
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let txn = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let version: u32 = txn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match version {
-        0 => txn.execute_batch(&schema::create(Dialect::Sqlite))?,
-        1 => txn.execute_batch(&schema::sqlite_from_v1())?,
-        _ => {}
-    }
-    if version < schema::VERSION {
+    if let Some(upgrade) = schema::upgrade(Dialect::Sqlite, version) {
+        txn.execute_batch(&upgrade)?;
         txn.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))?;
     }
     txn.commit()
