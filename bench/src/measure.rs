@@ -346,13 +346,13 @@ impl Bench<'_> {
             }
             Ok(total)
         };
-        if let Some(pg) = &mut pg {
-            // The instances' start-up statements are reported by then.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            pg.read().await?;
-        }
+        // Most of the instances' start-up statements are reported by then (a connection's
+        // second report within a second is put off by ten: a few may count in the row).
         let pg_before = match &mut pg {
-            Some(pg) => Some(pg.read().await?),
+            Some(pg) => {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Some(pg.read_settled(Duration::from_secs(5)).await?)
+            }
             None => None,
         };
         let before = cpu(&gateways)?;
@@ -377,21 +377,16 @@ impl Bench<'_> {
         let deadline = Duration::from_secs(60 + n / 500);
         self.sink.wait(&format!("{n} deliveries"), deadline, |c| c.records >= n).await?;
         let after = cpu(&gateways)?;
-        let cost = match (&mut pg, pg_before) {
-            (Some(pg), Some(pg_before)) => {
-                let campaigns: Vec<String> = if batch {
-                    vec![target.clone()]
-                } else {
-                    (0..gateways.len()).map(|i| format!("{target}-{i}")).collect()
-                };
-                for c in &campaigns {
-                    pg.wait_settled(c, deadline).await?;
-                }
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                Some(PgCost::between(pg_before, pg.read().await?, n))
+        if let Some(pg) = &mut pg {
+            let campaigns: Vec<String> = if batch {
+                vec![target.clone()]
+            } else {
+                (0..gateways.len()).map(|i| format!("{target}-{i}")).collect()
+            };
+            for c in &campaigns {
+                pg.wait_settled(c, deadline).await?;
             }
-            _ => None,
-        };
+        }
         if batch || gateways.len() == 1 {
             let campaign = if batch { target.clone() } else { format!("{target}-0") };
             gateways[0].wait_delivered(&campaign, n, deadline).await?;
@@ -400,6 +395,14 @@ impl Bench<'_> {
         for g in &gateways {
             peak = peak.max(vm_bytes(g.pid(), "VmHWM")?);
         }
+        // The database's counts are complete once the gateways' connections have closed.
+        drop(gateways);
+        let cost = match (&mut pg, pg_before) {
+            (Some(pg), Some(pg_before)) => {
+                Some(PgCost::between(pg_before, pg.read_settled(Duration::from_secs(15)).await?, n))
+            }
+            _ => None,
+        };
         let counts = self.sink.counts().await?;
         if auth != Auth::None && counts.authed < n {
             bail!("{id}: only {} of {n} deliveries carried credentials", counts.authed);

@@ -2,6 +2,13 @@
 //! committed (`pg_stat_database.xact_commit`), WAL written (`pg_current_wal_lsn()`) and rows
 //! written (inserted, updated and deleted tuples), before and after the row. The bench's own
 //! queries are not counted. WAL is the server's: other databases' writes meanwhile count too.
+//!
+//! A backend reports its counts when it goes idle, but at most once a second, and it puts
+//! off a report due sooner by ten: a busy connection's last transactions reach the
+//! statistics up to ten seconds late, or when it closes. So the reading after a row is
+//! taken once the gateways have stopped (their connections closed) and the counts have
+//! stopped moving, and every query of the bench is made on a connection of its own that
+//! it closes.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +17,7 @@ use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
 pub struct PgStats {
-    client: Client,
+    url: String,
     /// Transactions this bench made on the database (each query is one).
     own: u64,
 }
@@ -33,16 +40,24 @@ pub struct PgCost {
 
 impl PgStats {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.context("connect to --postgres")?;
-        tokio::spawn(connection);
-        Ok(Self { client, own: 0 })
+        let mut stats = Self { url: url.to_string(), own: 0 };
+        drop(stats.client().await?);
+        Ok(stats)
     }
 
-    /// The counters now. Backends report their statistics about a second after they go
-    /// idle: read once the gateway has been quiet that long.
+    /// A connection of the bench's, closed (and its counts reported) when dropped. Starting
+    /// it is a transaction of its own, reported at once.
+    async fn client(&mut self) -> anyhow::Result<Client> {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.context("connect to --postgres")?;
+        tokio::spawn(connection);
+        self.own += 1;
+        Ok(client)
+    }
+
+    /// The counters now, as reported so far.
     pub async fn read(&mut self) -> anyhow::Result<Reading> {
-        let row = self
-            .client
+        let client = self.client().await?;
+        let row = client
             .query_one(
                 "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted,
                         pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint
@@ -50,16 +65,34 @@ impl PgStats {
                 &[],
             )
             .await?;
+        // Counted before this query's own report, so the reading does not include it.
+        let own = self.own;
         self.own += 1;
-        Ok(Reading { xacts: row.get(0), rows: row.get(1), wal: row.get(2), own: self.own })
+        Ok(Reading { xacts: row.get(0), rows: row.get(1), wal: row.get(2), own })
+    }
+
+    /// The counters once every connection that wrote has reported: read until two readings
+    /// a quarter of a second apart agree (the bench's own queries aside), within `deadline`.
+    pub async fn read_settled(&mut self, deadline: Duration) -> anyhow::Result<Reading> {
+        let end = Instant::now() + deadline;
+        let mut last = self.read().await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.read().await?;
+            let moved = |r: &Reading| (r.xacts - r.own as i64, r.rows);
+            if moved(&now) == moved(&last) || Instant::now() > end {
+                return Ok(now);
+            }
+            last = now;
+        }
     }
 
     /// Waits until no request of `campaign` is pending in the database (every outcome committed).
     pub async fn wait_settled(&mut self, campaign: &str, deadline: Duration) -> anyhow::Result<()> {
         let end = Instant::now() + deadline;
+        let client = self.client().await?;
         loop {
-            let row = self
-                .client
+            let row = client
                 .query_one(
                     "SELECT count(*) FROM requests r JOIN dispatches d ON d.id = r.dispatch
                      WHERE d.campaign = $1 AND r.status = 0",

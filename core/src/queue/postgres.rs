@@ -9,10 +9,11 @@
 //! nothing more). When nothing is due it sleeps until the next job is, or until an instance
 //! makes work due now (`LISTEN/NOTIFY`: a new dispatch, a replay, a job given back), or at
 //! most `queue_poll`: an idle instance costs the database a few queries a minute. The leases
-//! of the jobs held are renewed together, in one statement, and not at all when none is.
+//! of the jobs held are renewed together, in one statement that finds them by their keys
+//! (however many other requests are pending), and not at all when none is.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -21,7 +22,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::{Job, Queue, QueueError};
-use crate::model::StoreError;
+use crate::model::{DispatchId, StoreError};
 use crate::store::postgres::PgStore;
 
 /// The shortest wait between two claims that found nothing: a job due now that another
@@ -40,8 +41,7 @@ pub struct PgQueue {
     /// (it waited for room at its destination) goes back here, keeping its lease.
     local: mpsc::Sender<Job>,
     wake: Arc<Notify>,
-    /// Jobs this instance holds a lease on (claimed, not yet finished or given back).
-    held: Arc<AtomicUsize>,
+    held: Arc<Held>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -58,7 +58,7 @@ impl PgQueue {
         let owner = Uuid::now_v7();
         let (tx, rx) = mpsc::channel(buffer.max(1));
         let wake = Arc::new(Notify::new());
-        let held = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(Held::default());
         let claimer = Claimer { store: store.clone(), owner, lease, poll, held: held.clone() };
         let tasks = vec![
             tokio::spawn(claimer.run(tx.clone(), wake.clone())),
@@ -68,12 +68,8 @@ impl PgQueue {
         Self { store, owner, jobs: Mutex::new(rx), local: tx, wake, held, tasks }
     }
 
-    fn let_go(&self) {
-        let _ = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    }
-
     async fn release(&self, job: &Job) -> Result<(), QueueError> {
-        self.let_go();
+        self.held.remove(job);
         self.store.release(job).await?;
         self.wake.notify_one();
         Ok(())
@@ -93,7 +89,21 @@ struct Claimer {
     owner: Uuid,
     lease: Duration,
     poll: Duration,
-    held: Arc<AtomicUsize>,
+    held: Arc<Held>,
+}
+
+/// The jobs this instance holds a lease on (claimed, not yet finished or given back).
+#[derive(Default)]
+struct Held(std::sync::Mutex<HashSet<(DispatchId, u32)>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<(DispatchId, u32)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, job: &Job) {
+        self.lock().remove(&(job.dispatch, job.request));
+    }
 }
 
 impl Claimer {
@@ -107,7 +117,7 @@ impl Claimer {
             notified.as_mut().enable();
             match self.store.claim(self.owner, self.lease, room).await {
                 Ok(jobs) if !jobs.is_empty() => {
-                    self.held.fetch_add(jobs.len(), Ordering::AcqRel);
+                    self.held.lock().extend(jobs.iter().map(|j| (j.dispatch, j.request)));
                     let mut jobs = jobs.into_iter();
                     permit.send(jobs.next().expect("not empty"));
                     for job in jobs {
@@ -143,13 +153,14 @@ impl Claimer {
 }
 
 /// Renews this instance's leases at a third of their length, while it holds any.
-async fn renew_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, held: Arc<AtomicUsize>) {
+async fn renew_loop(store: Arc<PgStore>, owner: Uuid, lease: Duration, held: Arc<Held>) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        if held.load(Ordering::Acquire) == 0 {
+        let jobs: Vec<(DispatchId, u32)> = held.lock().iter().copied().collect();
+        if jobs.is_empty() {
             continue;
         }
-        if let Err(e) = store.renew(owner, lease).await {
+        if let Err(e) = store.renew(owner, &jobs, lease).await {
             warn!("{e}; this instance's claims may be taken over");
         }
     }
@@ -182,8 +193,8 @@ impl Queue for PgQueue {
     }
 
     /// The outcome is already in the request's row.
-    async fn complete(&self, _job: &Job) -> Result<(), QueueError> {
-        self.let_go();
+    async fn complete(&self, job: &Job) -> Result<(), QueueError> {
+        self.held.remove(job);
         Ok(())
     }
 
@@ -197,7 +208,7 @@ impl Queue for PgQueue {
         for task in &self.tasks {
             task.abort();
         }
-        self.held.store(0, Ordering::Release);
+        self.held.lock().clear();
         Ok(self.store.give_back(self.owner).await?)
     }
 

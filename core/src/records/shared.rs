@@ -36,17 +36,28 @@ impl SharedRecords {
     /// dispatch here answered 503): it is set to the store's sum every second while this
     /// instance counts any, every minute otherwise (an idle instance costs the database
     /// little), until `shutdown`, which makes `limits.max_pending_bytes` the cluster's budget.
+    /// The sum reads every pending request: when there are so many that it takes long, it
+    /// is read less often ([`sync_interval`]), so that it never costs the database more
+    /// than a tenth of one connection's time.
     pub async fn sync_pending_budget(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         const IDLE: Duration = Duration::from_secs(60);
-        let mut last: Option<tokio::time::Instant> = None;
+        let mut last: Option<(tokio::time::Instant, Duration)> = None;
         loop {
-            if self.tally.budget().used() > 0 || last.is_none_or(|t| t.elapsed() >= IDLE) {
+            let due = match last {
+                None => true,
+                Some((at, took)) => {
+                    let every = if self.tally.budget().used() > 0 { sync_interval(took) } else { IDLE };
+                    at.elapsed() >= every
+                }
+            };
+            if due {
+                let start = tokio::time::Instant::now();
                 match self.store.pending_body_bytes().await {
                     Ok(Some(pending)) => self.tally.budget().sync(pending),
                     Ok(None) => return,
                     Err(e) => warn!("cannot read the pending bodies' size from the store: {e}"),
                 }
-                last = Some(tokio::time::Instant::now());
+                last = Some((start, start.elapsed()));
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -54,6 +65,13 @@ impl SharedRecords {
             }
         }
     }
+}
+
+/// How often to read the pending bodies' sum while this instance counts some, when the
+/// last read took `took`: every second, or ten times as long as a read takes, whichever is
+/// longer.
+fn sync_interval(took: Duration) -> Duration {
+    (took * 10).max(Duration::from_secs(1))
 }
 
 #[async_trait]
@@ -153,5 +171,17 @@ impl Records for SharedRecords {
     /// Nothing here tells when a dispatch finishes: other instances settle it too.
     fn finished(&self) -> Option<&Notify> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_read_at_most_a_tenth_of_the_time() {
+        assert_eq!(sync_interval(Duration::from_millis(5)), Duration::from_secs(1));
+        assert_eq!(sync_interval(Duration::from_millis(150)), Duration::from_millis(1500));
+        assert_eq!(sync_interval(Duration::from_secs(3)), Duration::from_secs(30));
     }
 }

@@ -435,9 +435,17 @@ impl PgStore {
         Ok(())
     }
 
-    /// Extends every lease `owner` holds to `lease` from now.
-    pub(crate) async fn renew(&self, owner: Uuid, lease: Duration) -> Result<(), StoreError> {
-        self.pool.query(&sql::RENEW, &[&owner, &millis(SystemTime::now() + lease)]).await.map(drop)
+    /// Extends the leases `owner` holds on `jobs` to `lease` from now.
+    pub(crate) async fn renew(
+        &self,
+        owner: Uuid,
+        jobs: &[(DispatchId, u32)],
+        lease: Duration,
+    ) -> Result<(), StoreError> {
+        let dispatches: Vec<Uuid> = jobs.iter().map(|(d, _)| d.as_uuid()).collect();
+        let indexes: Vec<i32> = jobs.iter().map(|(_, i)| *i as i32).collect();
+        let until = millis(SystemTime::now() + lease);
+        self.pool.query(&sql::RENEW, &[&owner, &until, &dispatches, &indexes]).await.map(drop)
     }
 
     /// Gives back every job `owner` holds, to be claimed again at once.

@@ -15,8 +15,9 @@
 //! of a cluster pays for it: PostgreSQL keeps half of each new page of `requests` free
 //! (`fillfactor = 50`), so the update that claims a request stays on its page and is a
 //! heap-only tuple update (no index entry, and only the changed bytes in the WAL); no index
-//! covers the lease columns, which the claim changes (leases are renewed and given back
-//! through the pending-requests index); and the dispatches of a template are found through
+//! covers the lease columns, which the claim changes (an instance renews its leases by the
+//! requests' keys, and gives them back at shutdown through the pending requests' index);
+//! and the dispatches of a template are found through
 //! the idempotency key's index, whose first column is the template, rather than an index of
 //! their own. Measured with `hookgate-bench --postgres` (10,000 deliveries of 1 KB in one
 //! dispatch): 1,856 bytes of WAL a delivery instead of 3,265 with version 2.

@@ -276,8 +276,13 @@ pub(crate) static RELEASE: Sql = Sql::new(
      WHERE dispatch = $1 AND idx = $2 AND status = 0",
 );
 
-/// Extends every lease of owner `$1` to `$2`.
-pub(crate) static RENEW: Sql = Sql::new("UPDATE requests SET lease_until = $2 WHERE lease_owner = $1 AND status = 0");
+/// Extends the leases of owner `$1` on the requests `$3` (dispatches) and `$4` (indexes) to
+/// `$2`; found by their keys, so its cost is that of the leases, not of the pending requests.
+pub(crate) static RENEW: Sql = Sql::new(
+    "UPDATE requests r SET lease_until = $2
+     FROM unnest($3::uuid[], $4::int[]) AS h (dispatch, idx)
+     WHERE r.dispatch = h.dispatch AND r.idx = h.idx AND r.lease_owner = $1 AND r.status = 0",
+);
 
 /// Gives back every job owner `$1` holds.
 pub(crate) static GIVE_BACK: Sql =
