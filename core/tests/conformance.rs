@@ -93,6 +93,7 @@ conformance!(
     pending_body_bytes_follow_the_requests,
     the_queue_hands_out_due_jobs_once_until_they_finish,
     a_job_retried_later_is_not_handed_out_before_it_is_due,
+    jobs_given_back_at_once_come_back_each_as_its_next_attempt,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -669,4 +670,37 @@ mod postgres_only {
             idx INT NOT NULL, attempt INT NOT NULL, at BIGINT NOT NULL, latency_us BIGINT NOT NULL, status INT,
             error TEXT, result SMALLINT NOT NULL);
         CREATE INDEX attempts_request ON attempts (dispatch, idx);";
+}
+
+/// Many jobs given back at the same moment (PostgreSQL writes them in one statement) come
+/// back each once, as the attempt it was given back as.
+async fn jobs_given_back_at_once_come_back_each_as_its_next_attempt(b: &Backend) {
+    const N: usize = 24;
+    let d = dispatch("orders", "42", None, N);
+    b.store.insert(&d).await.unwrap();
+    b.queue.push(jobs(&d)).await.unwrap();
+    let mut taken = Vec::new();
+    for _ in 0..N {
+        taken.push(next_job(&b.queue, Duration::from_secs(5)).await);
+    }
+    let due = SystemTime::now() + Duration::from_millis(300);
+    let retries: Vec<_> = taken
+        .into_iter()
+        .map(|job| {
+            let queue = b.queue.clone();
+            let attempt = 2 + job.request;
+            tokio::spawn(async move { queue.retry(Job { attempt, due, ..job }).await })
+        })
+        .collect();
+    for retry in retries {
+        retry.await.unwrap().unwrap();
+    }
+    let mut again = Vec::new();
+    for _ in 0..N {
+        let job = next_job(&b.queue, Duration::from_secs(5)).await;
+        again.push((job.request, job.attempt));
+    }
+    again.sort();
+    assert_eq!(again, (0..N as u32).map(|r| (r, 2 + r)).collect::<Vec<_>>());
+    assert!(tokio::time::timeout(Duration::from_millis(300), b.queue.next()).await.is_err(), "each came back once");
 }

@@ -244,6 +244,26 @@ async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet
     Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
 }
 
+/// Gives back the held jobs waiting in one statement, as [`settle_loop`] writes outcomes.
+async fn release_loop(pool: Arc<Pool>, mut groups: Groups<Job, Result<(), StoreError>>) {
+    loop {
+        let mut seen = HashSet::new();
+        let group = groups.next(|j| seen.len() < MAX_SETTLE_BATCH && seen.insert((j.dispatch, j.request)));
+        let Some(group) = group.await else { return };
+        let jobs = group.iter().map(|w| &w.item);
+        let dispatches: Vec<Uuid> = jobs.clone().map(|j| j.dispatch.as_uuid()).collect();
+        let indexes: Vec<i32> = jobs.clone().map(|j| j.request as i32).collect();
+        let attempts: Vec<i32> = jobs.clone().map(|j| j.attempt as i32).collect();
+        let dues: Vec<i64> = jobs.map(|j| millis(j.due)).collect();
+        let now = millis(SystemTime::now());
+        let params: [&(dyn ToSql + Sync); 5] = [&dispatches, &indexes, &attempts, &dues, &now];
+        let result = pool.query(&sql::RELEASE_MANY, &params).await.map(drop);
+        for waiting in group {
+            waiting.answer(result.clone());
+        }
+    }
+}
+
 async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Settlement>) -> Result<(), StoreError> {
     let (mut dispatches, mut indexes, mut statuses, mut reasons, mut attempts, mut dues, mut tried) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -265,11 +285,12 @@ pub struct PgStore {
     pool: Arc<Pool>,
     inserter: Submit<NewDispatch, Result<bool, StoreError>>,
     settler: Submit<Settlement, Result<(), StoreError>>,
+    releaser: Submit<Job, Result<(), StoreError>>,
     /// What a claim read of the jobs it took, until a worker asks for it ([`Store::work`]);
     /// dropped when this instance changes the request (settles, requeues or prunes it).
     prefetched: Mutex<HashMap<(DispatchId, u32), StoredWork>>,
-    /// The group-commit writers of inserts and of settlements.
-    writers: [tokio::task::JoinHandle<()>; 2],
+    /// The group-commit writers of inserts, settlements and releases.
+    writers: [tokio::task::JoinHandle<()>; 3],
 }
 
 impl Drop for PgStore {
@@ -287,9 +308,13 @@ impl PgStore {
         migrate(&pool).await?;
         let (inserter, inserts) = group_commit::channel();
         let (settler, settlements) = group_commit::channel();
-        let writers =
-            [tokio::spawn(insert_loop(pool.clone(), inserts)), tokio::spawn(settle_loop(pool.clone(), settlements))];
-        Ok(Arc::new(Self { pool, inserter, settler, prefetched: Mutex::default(), writers }))
+        let (releaser, releases) = group_commit::channel();
+        let writers = [
+            tokio::spawn(insert_loop(pool.clone(), inserts)),
+            tokio::spawn(settle_loop(pool.clone(), settlements)),
+            tokio::spawn(release_loop(pool.clone(), releases)),
+        ];
+        Ok(Arc::new(Self { pool, inserter, settler, releaser, prefetched: Mutex::default(), writers }))
     }
 
     fn prefetched(&self) -> std::sync::MutexGuard<'_, HashMap<(DispatchId, u32), StoredWork>> {
@@ -422,17 +447,13 @@ impl PgStore {
         Ok(jobs)
     }
 
-    /// Gives a held job back to the table as it is now (its attempt and due time); other
-    /// instances hear of it when it is due now.
+    /// Gives a held job back to the table as it is now (its attempt and due time), with
+    /// the others given back at the same moment (group commit); other instances hear of it
+    /// when it is due now.
     pub(crate) async fn release(&self, job: &Job) -> Result<(), StoreError> {
         self.prefetched().remove(&(job.dispatch, job.request));
-        let params: [&(dyn ToSql + Sync); 4] =
-            [&job.dispatch.as_uuid(), &(job.request as i32), &(job.attempt as i32), &millis(job.due)];
-        self.pool.query(&sql::RELEASE, &params).await?;
-        if job.due <= SystemTime::now() {
-            self.pool.query(&sql::NOTIFY_JOBS, &[]).await?;
-        }
-        Ok(())
+        let stopped = || StoreError("postgres: the release writer has stopped".into());
+        self.releaser.call(job.clone()).await.ok_or_else(stopped)?
     }
 
     /// Extends the leases `owner` holds on `jobs` to `lease` from now.

@@ -270,10 +270,19 @@ pub(crate) static NEXT_DUE: Sql = Sql::new(
      FROM requests WHERE status = 0",
 );
 
-/// Gives a held job back, as attempt `$3` due at `$4`.
-pub(crate) static RELEASE: Sql = Sql::new(
-    "UPDATE requests SET attempt = $3, due = $4, lease_owner = NULL, lease_until = NULL
-     WHERE dispatch = $1 AND idx = $2 AND status = 0",
+/// Gives held jobs back, each as its next attempt: arrays of dispatch, request, attempt, due
+/// (a request appears at most once); the instances listening hear of it when one is due by
+/// `$5` (now).
+pub(crate) static RELEASE_MANY: Sql = Sql::new(
+    "WITH u AS (
+        UPDATE requests r SET attempt = j.attempt, due = j.due, lease_owner = NULL, lease_until = NULL
+        FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bigint[]) AS j (dispatch, idx, attempt, due)
+        WHERE r.dispatch = j.dispatch AND r.idx = j.idx AND r.status = 0
+        RETURNING r.due
+     ), n AS (
+        SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM u WHERE due <= $5)
+     )
+     SELECT count(*), (SELECT count(*) FROM n) FROM u",
 );
 
 /// Extends the leases of owner `$1` on the requests `$3` (dispatches) and `$4` (indexes) to
