@@ -85,6 +85,7 @@ conformance!(
     bodies_are_read_only_when_asked_for,
     an_idempotency_key_maps_a_resend_to_the_first_dispatch,
     dispatches_inserted_at_once_each_get_their_own_answer,
+    a_large_dispatch_is_stored_whole,
     outcomes_are_recorded_with_their_attempts,
     failed_requests_are_requeued_with_their_bodies,
     work_is_what_a_worker_needs_to_send_a_pending_request,
@@ -251,6 +252,30 @@ async fn dispatches_inserted_at_once_each_get_their_own_answer(b: &Backend) {
         let bodies: Vec<_> = stored.requests.iter().map(|r| r.body.clone()).collect();
         assert_eq!(bodies, d.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>());
     }
+}
+
+/// A dispatch of many requests (PostgreSQL streams a big one with `COPY`) is stored whole,
+/// each request as it was sent; a resend with its idempotency key stores nothing; its jobs
+/// are handed out.
+async fn a_large_dispatch_is_stored_whole(b: &Backend) {
+    let d = dispatch("orders", "42", Some("big"), 1500);
+    assert_eq!(b.store.insert(&d).await.unwrap(), Inserted::Created);
+    let resend = dispatch("orders", "42", Some("big"), 1200);
+    assert_eq!(b.store.insert(&resend).await.unwrap(), Inserted::Existing(d.id));
+    assert!(b.store.select(Filter::Id(resend.id), false).await.unwrap().is_empty());
+    let got = one(&b.store, d.id).await;
+    assert_eq!(got.requests.len(), d.requests.len());
+    for (i, (stored, sent)) in got.requests.iter().zip(&d.requests).enumerate() {
+        let as_sent = (&sent.target, sent.profiles, &sent.body, &sent.status, sent.attempt, sent.due);
+        assert_eq!(
+            (&stored.target, stored.profiles, &stored.body, &stored.status, stored.attempt, stored.due),
+            as_sent,
+            "request {i}"
+        );
+    }
+    b.queue.push(jobs(&d)).await.unwrap();
+    let job = next_job(&b.queue, Duration::from_secs(5)).await;
+    assert_eq!(job.dispatch, d.id);
 }
 
 async fn outcomes_are_recorded_with_their_attempts(b: &Backend) {
@@ -494,6 +519,21 @@ mod postgres_only {
             [next_job(&other, Duration::from_secs(5)).await, next_job(&other, Duration::from_secs(5)).await];
         taken.sort_by_key(|j| j.request);
         assert_eq!(taken.iter().map(|j| j.request).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    /// A big dispatch the server refuses fails with the server's reason, and the next one
+    /// is stored (the refused one's transaction was rolled back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_dispatch_the_server_refuses_fails_and_the_next_is_stored() {
+        let Some(b) = Backend::postgres("a_large_dispatch_the_server_refuses").await else { return };
+        let bad = dispatch("orders", "bad\u{0}campaign", None, 1100);
+        let e = b.store.insert(&bad).await.expect_err("PostgreSQL refuses a NUL in text");
+        assert!(e.0.contains("0x00"), "{e}");
+        let good = dispatch("orders", "42", None, 1100);
+        assert_eq!(b.store.insert(&good).await.unwrap(), Inserted::Created);
+        assert_eq!(one(&b.store, good.id).await.requests.len(), 1100);
+        let all = b.store.select(Filter::All, false).await.unwrap();
+        assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), vec![good.id], "nothing of the refused one");
     }
 
     /// Of dispatches written together, one the server refuses (a NUL character, which

@@ -23,7 +23,7 @@ use crate::model::StoreError;
 const CONNECTIONS: usize = 4;
 
 /// A query not answered within this is abandoned, and its connection with it.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection older than this is replaced (the server frees what it held).
 const MAX_AGE: Duration = Duration::from_secs(30 * 60);
@@ -57,7 +57,7 @@ pub(crate) enum QueryError {
 }
 
 impl QueryError {
-    fn from_pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Self {
+    pub(crate) fn from_pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> Self {
         move |e| {
             let refused = e.as_db_error().is_some();
             let error = pg(context)(e);

@@ -181,6 +181,26 @@ pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(
      SELECT id, (SELECT count(*) FROM n) FROM d",
 );
 
+/// PostgreSQL: new dispatches without their requests, as [`INSERT_DISPATCHES`] takes them
+/// (`$1` to `$7`); the ids of those stored come back. A big group's requests follow by
+/// [`COPY_REQUESTS`] in the same transaction.
+pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(
+    "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
+     ON CONFLICT (template, idempotency_key) DO NOTHING
+     RETURNING id",
+);
+
+/// PostgreSQL: requests streamed in binary, in the columns' order of [`COPY_REQUEST_TYPES`].
+pub(crate) static COPY_REQUESTS: Sql =
+    Sql::new("COPY requests (dispatch, idx, profiles, target, body, status, attempt, due) FROM STDIN (FORMAT binary)");
+
+/// The types of [`COPY_REQUESTS`]'s columns.
+pub(crate) const COPY_REQUEST_TYPES: [tokio_postgres::types::Type; 8] = {
+    use tokio_postgres::types::Type;
+    [Type::UUID, Type::INT4, Type::INT8, Type::TEXT, Type::BYTEA, Type::INT2, Type::INT4, Type::INT8]
+};
+
 /// The channel on which instances hear of new work (`LISTEN/NOTIFY`).
 pub(crate) const JOBS_CHANNEL: &str = "hookgate_jobs";
 
