@@ -229,8 +229,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             row.cpu_us_per_delivery,
             row.peak_rss_mb.map_or("—".into(), |v| format!("{v:.0}")),
             row.postgres.map_or(String::new(), |pg| format!(
-                "  db: {:.3} transactions, {:.0} B WAL, {:.2} rows per delivery",
-                pg.transactions, pg.wal_bytes, pg.rows_written
+                "  db: {:.3} transactions, {:.0} B WAL, {:.2} rows{} per delivery",
+                pg.transactions,
+                pg.wal_bytes,
+                pg.rows_written,
+                pg.cpu_us.map_or(String::new(), |us| format!(", {us:.0} µs CPU"))
             ))
         );
         rows.push(row);

@@ -2,6 +2,8 @@
 //! committed (`pg_stat_database.xact_commit`), WAL written (`pg_current_wal_lsn()`) and rows
 //! written (inserted, updated and deleted tuples), before and after the row. The bench's own
 //! queries are not counted. WAL is the server's: other databases' writes meanwhile count too.
+//! When the server runs on this machine, also the CPU time of all its processes (the
+//! postmaster, the backends it reaped, and those alive: autovacuum, the WAL writer, ...).
 //!
 //! A backend reports its counts when it goes idle, but at most once a second, and it puts
 //! off a report due sooner by ten: a busy connection's last transactions reach the
@@ -16,8 +18,12 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
+use crate::procfs;
+
 pub struct PgStats {
     url: String,
+    /// The server's postmaster, when it runs on this machine.
+    postmaster: Option<u32>,
     /// Transactions this bench made on the database (each query is one).
     own: u64,
 }
@@ -28,6 +34,8 @@ pub struct Reading {
     rows: i64,
     wal: i64,
     own: u64,
+    /// CPU time of the server's processes, in microseconds, when it runs here.
+    cpu_us: Option<f64>,
 }
 
 /// Per delivery, over a row.
@@ -36,12 +44,18 @@ pub struct PgCost {
     pub transactions: f64,
     pub wal_bytes: f64,
     pub rows_written: f64,
+    /// CPU time of the server's processes, when it runs on this machine.
+    pub cpu_us: Option<f64>,
 }
 
 impl PgStats {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let mut stats = Self { url: url.to_string(), own: 0 };
-        drop(stats.client().await?);
+        let mut stats = Self { url: url.to_string(), postmaster: None, own: 0 };
+        let client = stats.client().await?;
+        let backend: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+        stats.own += 1;
+        // The backend's parent is the postmaster, if this machine runs the server.
+        stats.postmaster = procfs::parent(backend as u32).ok().filter(|&p| p > 1);
         Ok(stats)
     }
 
@@ -68,7 +82,8 @@ impl PgStats {
         // Counted before this query's own report, so the reading does not include it.
         let own = self.own;
         self.own += 1;
-        Ok(Reading { xacts: row.get(0), rows: row.get(1), wal: row.get(2), own })
+        let cpu_us = self.postmaster.map(procfs::tree_cpu_us).transpose()?;
+        Ok(Reading { xacts: row.get(0), rows: row.get(1), wal: row.get(2), own, cpu_us })
     }
 
     /// The counters once every connection that wrote has reported: read until two readings
@@ -120,6 +135,7 @@ impl PgCost {
             transactions: (after.xacts - before.xacts - own).max(0) as f64 / n,
             wal_bytes: (after.wal - before.wal) as f64 / n,
             rows_written: (after.rows - before.rows) as f64 / n,
+            cpu_us: after.cpu_us.zip(before.cpu_us).map(|(a, b)| (a - b) / n),
         }
     }
 }

@@ -136,8 +136,11 @@ pub fn table(rows: &[Row], targets: &[Target]) -> String {
         }
         if let Some(pg) = r.postgres {
             notes.push(format!(
-                "database per delivery: {:.3} transactions, {:.0} B WAL, {:.2} rows written",
-                pg.transactions, pg.wal_bytes, pg.rows_written
+                "database per delivery: {:.3} transactions, {:.0} B WAL, {:.2} rows written{}",
+                pg.transactions,
+                pg.wal_bytes,
+                pg.rows_written,
+                pg.cpu_us.map_or(String::new(), |us| format!(", {us:.0} µs CPU"))
             ));
         }
         if r.id.starts_with("wake-up") {
