@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use super::group_commit::{self, Groups, Submit};
-use super::postgres_pool::{Pool, QUERY_TIMEOUT, QueryError, pg};
+use super::postgres_pool::{MAX_AGE, Pool, QUERY_TIMEOUT, QueryError, pg};
 use super::postgres_tls::ConnectOptions;
 use super::rows::{Columns as _, Dispatches, attempt_json, requeued_from, work_from};
 use super::schema;
@@ -171,7 +171,7 @@ impl RequestColumns {
 /// connection of this writer's own. Should the server refuse the statement, each dispatch
 /// is tried alone, so that only the one it refuses fails.
 async fn insert_loop(pool: Arc<Pool>, mut groups: Groups<NewDispatch, Result<bool, StoreError>>) {
-    let mut copier: Option<Client> = None;
+    let mut copier: Option<(Client, Instant)> = None;
     loop {
         let (mut keys, mut requests) = (HashSet::new(), 0);
         let group = groups.next(|d| {
@@ -209,15 +209,16 @@ async fn insert_loop(pool: Arc<Pool>, mut groups: Groups<NewDispatch, Result<boo
 /// Stores a group of dispatches: by [`copy_many`] when it is big, else by [`insert_many`].
 async fn insert_group(
     pool: &Pool,
-    copier: &mut Option<Client>,
+    copier: &mut Option<(Client, Instant)>,
     dispatches: &[&NewDispatch],
 ) -> Result<HashSet<Uuid>, QueryError> {
     if dispatches.iter().map(|d| d.requests.indexes.len()).sum::<usize>() < COPY_FROM {
         return insert_many(pool, dispatches).await;
     }
+    // Replaced when it broke, and recycled as the pool's are.
     let client = match copier {
-        Some(client) if !client.is_closed() => client,
-        _ => copier.insert(pool.connect().await.map_err(QueryError::Unanswered)?),
+        Some((client, born)) if !client.is_closed() && born.elapsed() < MAX_AGE => client,
+        _ => &mut copier.insert((pool.connect().await.map_err(QueryError::Unanswered)?, Instant::now())).0,
     };
     match tokio::time::timeout(QUERY_TIMEOUT, copy_many(client, dispatches)).await {
         Ok(Ok(stored)) => Ok(stored),

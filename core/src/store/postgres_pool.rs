@@ -26,7 +26,7 @@ const CONNECTIONS: usize = 4;
 pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A connection older than this is replaced (the server frees what it held).
-const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 
 pub(crate) fn pg(context: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| match e.as_db_error() {
