@@ -84,8 +84,13 @@ pub struct Spec<'a> {
     pub wasm: Option<&'a Path>,
 }
 
-/// The template every row dispatches through.
-pub const TEMPLATE: &str = "bench";
+/// The template every row of this run dispatches through: named for the run, so that the
+/// template's stats, which a gateway on PostgreSQL reads from every retained dispatch of
+/// it, leave out what earlier runs left in the database.
+pub fn template() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("bench-{}", std::process::id()))
+}
 
 pub struct Gateway {
     child: Child,
@@ -110,7 +115,7 @@ impl Gateway {
         )?;
         std::fs::create_dir_all(dir.path().join("templates"))?;
         std::fs::write(
-            dir.path().join("templates").join(format!("{TEMPLATE}.yaml")),
+            dir.path().join("templates").join(format!("{}.yaml", template())),
             format!(
                 "url: http://{sink}/hook\nverify: false\nbatch_size: 1\ntimeout: {}\nretries: 2\n{}",
                 spec.timeout,
@@ -168,7 +173,7 @@ impl Gateway {
             .wait_json(
                 "the template to be active",
                 Duration::from_secs(60),
-                &format!("/v1/templates/{TEMPLATE}"),
+                &format!("/v1/templates/{}", template()),
                 |v| v["state"] == "active",
             )
             .await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::gateway::{Auth, Gateway, Queue, Spec, TEMPLATE};
+use crate::gateway::{Auth, Gateway, Queue, Spec, template};
 use crate::pgstats::{PgCost, PgStats};
 use crate::procfs::{cpu_us, now_ns, vm_bytes};
 use crate::raw::{self, Conn};
@@ -118,7 +118,12 @@ pub fn payload_bytes() -> usize {
 }
 
 fn dispatch_request(body: &[u8]) -> Vec<u8> {
-    raw::request("POST", &format!("/v1/templates/{TEMPLATE}/dispatch"), &[("content-type", "application/json")], body)
+    raw::request(
+        "POST",
+        &format!("/v1/templates/{}/dispatch", template()),
+        &[("content-type", "application/json")],
+        body,
+    )
 }
 
 #[derive(serde::Deserialize)]
