@@ -13,6 +13,7 @@ mod group_commit;
 pub mod postgres;
 mod postgres_pool;
 mod postgres_tls;
+mod postgres_writers;
 mod rows;
 mod schema;
 mod sql;

@@ -1,0 +1,324 @@
+//! The PostgreSQL store's writers: one task each for new dispatches, for settlements and
+//! for jobs given back, each writing whatever waits at a moment in one statement
+//! ([`super::group_commit`]): under load many writes share a transaction. A big group of
+//! dispatches streams its requests with `COPY` on the insert writer's own connection.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::group_commit::Groups;
+use super::postgres_pool::{MAX_AGE, Pool, QUERY_TIMEOUT, QueryError};
+use super::rows::attempt_json;
+use super::sql::{self, Dialect};
+use super::{Settlement, millis, next_columns, status_code, target_json};
+use crate::model::{StoreError, StoredDispatch};
+use crate::queue::Job;
+
+/// Settlements written in one statement at most.
+const MAX_SETTLE_BATCH: usize = 1024;
+
+/// Requests of the dispatches inserted in one statement at most (a bigger dispatch goes alone).
+const MAX_INSERT_REQUESTS: usize = 4096;
+
+/// A group of this many requests or more is streamed with `COPY` rather than inserted.
+const COPY_FROM: usize = 1024;
+
+/// Writes the settlements waiting in one statement (one transaction), answers them all,
+/// and starts again: outcomes are group-committed, as SQLite's writer does. A request
+/// appears once a statement; a second settlement of it waits for the next.
+pub(super) async fn settle_loop(pool: Arc<Pool>, mut groups: Groups<Settlement, Result<(), StoreError>>) {
+    loop {
+        let mut seen = HashSet::new();
+        let group = groups.next(|s| seen.len() < MAX_SETTLE_BATCH && seen.insert((s.dispatch, s.request)));
+        let Some(group) = group.await else { return };
+        let result = settle_many(&pool, group.iter().map(|w| &w.item)).await;
+        for waiting in group {
+            waiting.answer(result.clone());
+        }
+    }
+}
+
+/// A dispatch's row and its requests' columns, as the group insert takes them.
+pub(super) struct NewDispatch {
+    id: Uuid,
+    template: String,
+    version: i64,
+    campaign: String,
+    created: i64,
+    key: Option<String>,
+    skipped: i64,
+    requests: RequestColumns,
+}
+
+/// Requests as columns, each naming its dispatch.
+#[derive(Default)]
+struct RequestColumns {
+    dispatches: Vec<Uuid>,
+    indexes: Vec<i32>,
+    profiles: Vec<i64>,
+    targets: Vec<Option<String>>,
+    bodies: Vec<Option<Bytes>>,
+    statuses: Vec<i16>,
+    attempts: Vec<i32>,
+    dues: Vec<i64>,
+}
+
+impl NewDispatch {
+    pub(super) fn of(d: &StoredDispatch) -> Self {
+        let id = d.id.as_uuid();
+        let n = d.requests.len();
+        let requests = RequestColumns {
+            dispatches: vec![id; n],
+            indexes: (0..n as i32).collect(),
+            profiles: d.requests.iter().map(|r| r.profiles as i64).collect(),
+            targets: d.requests.iter().map(|r| target_json(&r.target)).collect(),
+            bodies: d.requests.iter().map(|r| r.body.clone()).collect(),
+            statuses: d.requests.iter().map(|r| status_code(&r.status)).collect(),
+            attempts: d.requests.iter().map(|r| r.attempt as i32).collect(),
+            dues: d.requests.iter().map(|r| millis(r.due)).collect(),
+        };
+        Self {
+            id,
+            template: d.template.clone(),
+            version: d.template_version as i64,
+            campaign: d.campaign.clone(),
+            created: millis(d.created_at),
+            key: d.idempotency_key.clone(),
+            skipped: d.skipped as i64,
+            requests,
+        }
+    }
+}
+
+impl RequestColumns {
+    fn extend(&mut self, other: &Self) {
+        self.dispatches.extend_from_slice(&other.dispatches);
+        self.indexes.extend_from_slice(&other.indexes);
+        self.profiles.extend_from_slice(&other.profiles);
+        self.targets.extend_from_slice(&other.targets);
+        self.bodies.extend_from_slice(&other.bodies);
+        self.statuses.extend_from_slice(&other.statuses);
+        self.attempts.extend_from_slice(&other.attempts);
+        self.dues.extend_from_slice(&other.dues);
+    }
+}
+
+/// Inserts the dispatches waiting in one statement (group commit: under load, many
+/// single-profile dispatches share a transaction), and answers each whether it was stored.
+/// A group of [`COPY_FROM`] requests or more streams them instead ([`copy_many`]), on a
+/// connection of this writer's own. Should the server refuse the statement, each dispatch
+/// is tried alone, so that only the one it refuses fails.
+pub(super) async fn insert_loop(pool: Arc<Pool>, mut groups: Groups<NewDispatch, Result<bool, StoreError>>) {
+    let mut copier: Option<(Client, Instant)> = None;
+    loop {
+        let (mut keys, mut requests) = (HashSet::new(), 0);
+        let group = groups.next(|d| {
+            let n = d.requests.indexes.len();
+            let fits = requests + n <= MAX_INSERT_REQUESTS
+                && d.key.as_ref().is_none_or(|key| keys.insert((d.template.clone(), key.clone())));
+            requests += if fits { n } else { 0 };
+            fits
+        });
+        let Some(group) = group.await else { return };
+        let items: Vec<&NewDispatch> = group.iter().map(|w| &w.item).collect();
+        match insert_group(&pool, &mut copier, &items).await {
+            Ok(stored) => {
+                for waiting in group {
+                    let created = stored.contains(&waiting.item.id);
+                    waiting.answer(Ok(created));
+                }
+            }
+            Err(QueryError::Refused(_)) if group.len() > 1 => {
+                for waiting in group {
+                    let alone = insert_group(&pool, &mut copier, &[&waiting.item]).await;
+                    waiting.answer(alone.map(|stored| !stored.is_empty()).map_err(QueryError::into_store));
+                }
+            }
+            Err(e) => {
+                let e = e.into_store();
+                for waiting in group {
+                    waiting.answer(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Stores a group of dispatches: by [`copy_many`] when it is big, else by [`insert_many`].
+async fn insert_group(
+    pool: &Pool,
+    copier: &mut Option<(Client, Instant)>,
+    dispatches: &[&NewDispatch],
+) -> Result<HashSet<Uuid>, QueryError> {
+    if dispatches.iter().map(|d| d.requests.indexes.len()).sum::<usize>() < COPY_FROM {
+        return insert_many(pool, dispatches).await;
+    }
+    // Replaced when it broke, and recycled as the pool's are.
+    let client = match copier {
+        Some((client, born)) if !client.is_closed() && born.elapsed() < MAX_AGE => client,
+        _ => &mut copier.insert((pool.connect().await.map_err(QueryError::Unanswered)?, Instant::now())).0,
+    };
+    match tokio::time::timeout(QUERY_TIMEOUT, copy_many(client, dispatches)).await {
+        Ok(Ok(stored)) => Ok(stored),
+        Ok(Err(e)) => {
+            if matches!(e, QueryError::Unanswered(_)) {
+                *copier = None;
+            }
+            Err(e)
+        }
+        Err(_) => {
+            *copier = None;
+            Err(QueryError::Unanswered(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}"))))
+        }
+    }
+}
+
+/// Stores `dispatches` in one transaction: their rows by one statement, then the requests
+/// of those stored streamed with binary `COPY`. Measured for 50,000 requests of 1 KB, the
+/// server spends 0.76 s on it instead of 1.34 s for the multi-row insert, and writes a WAL
+/// record a page rather than a row (1,249 bytes a request instead of 1,281).
+async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<HashSet<Uuid>, QueryError> {
+    let txn = client.transaction().await.map_err(QueryError::from_pg("begin"))?;
+    let rows = {
+        let c = DispatchColumns::of(dispatches);
+        let params: [&(dyn ToSql + Sync); 7] =
+            [&c.ids, &c.templates, &c.versions, &c.campaigns, &c.created, &c.keys, &c.skipped];
+        txn.query(sql::INSERT_DISPATCH_ROWS.get(Dialect::Postgres), &params)
+            .await
+            .map_err(QueryError::from_pg("query"))?
+    };
+    let stored: HashSet<Uuid> = rows.iter().map(|row| row.get::<_, Uuid>(0)).collect();
+    if !stored.is_empty() {
+        let sink = txn.copy_in(sql::COPY_REQUESTS.get(Dialect::Postgres)).await.map_err(QueryError::from_pg("copy"))?;
+        let writer = BinaryCopyInWriter::new(sink, &sql::COPY_REQUEST_TYPES);
+        tokio::pin!(writer);
+        for d in dispatches.iter().filter(|d| stored.contains(&d.id)) {
+            let r = &d.requests;
+            for i in 0..r.indexes.len() {
+                let body = r.bodies[i].as_deref();
+                let row: [&(dyn ToSql + Sync); 8] = [
+                    &r.dispatches[i],
+                    &r.indexes[i],
+                    &r.profiles[i],
+                    &r.targets[i],
+                    &body,
+                    &r.statuses[i],
+                    &r.attempts[i],
+                    &r.dues[i],
+                ];
+                writer.as_mut().write(&row).await.map_err(QueryError::from_pg("copy"))?;
+            }
+        }
+        writer.as_mut().finish().await.map_err(QueryError::from_pg("copy"))?;
+        txn.batch_execute("SELECT pg_notify('hookgate_jobs', '')").await.map_err(QueryError::from_pg("notify"))?;
+    }
+    txn.commit().await.map_err(QueryError::from_pg("commit"))?;
+    Ok(stored)
+}
+
+/// The dispatches' own columns, as the inserts take them.
+struct DispatchColumns<'a> {
+    ids: Vec<Uuid>,
+    templates: Vec<&'a str>,
+    versions: Vec<i64>,
+    campaigns: Vec<&'a str>,
+    created: Vec<i64>,
+    keys: Vec<Option<&'a str>>,
+    skipped: Vec<i64>,
+}
+
+impl<'a> DispatchColumns<'a> {
+    fn of(dispatches: &[&'a NewDispatch]) -> Self {
+        Self {
+            ids: dispatches.iter().map(|d| d.id).collect(),
+            templates: dispatches.iter().map(|d| d.template.as_str()).collect(),
+            versions: dispatches.iter().map(|d| d.version).collect(),
+            campaigns: dispatches.iter().map(|d| d.campaign.as_str()).collect(),
+            created: dispatches.iter().map(|d| d.created).collect(),
+            keys: dispatches.iter().map(|d| d.key.as_deref()).collect(),
+            skipped: dispatches.iter().map(|d| d.skipped).collect(),
+        }
+    }
+}
+
+/// Stores `dispatches` with their requests in one statement; returns the ids stored (a
+/// dispatch whose idempotency key is taken is not).
+async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet<Uuid>, QueryError> {
+    let c = DispatchColumns::of(dispatches);
+    let merged;
+    let r = match dispatches {
+        [one] => &one.requests,
+        _ => {
+            let mut all = RequestColumns::default();
+            for d in dispatches {
+                all.extend(&d.requests);
+            }
+            merged = all;
+            &merged
+        }
+    };
+    let bodies: Vec<Option<&[u8]>> = r.bodies.iter().map(|b| b.as_deref()).collect();
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &c.ids,
+        &c.templates,
+        &c.versions,
+        &c.campaigns,
+        &c.created,
+        &c.keys,
+        &c.skipped,
+        &r.dispatches,
+        &r.indexes,
+        &r.profiles,
+        &r.targets,
+        &bodies,
+        &r.statuses,
+        &r.attempts,
+        &r.dues,
+    ];
+    let rows = pool.try_query(&sql::INSERT_DISPATCHES, &params).await?;
+    Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
+}
+
+/// Gives back the held jobs waiting in one statement, as [`settle_loop`] writes outcomes.
+pub(super) async fn release_loop(pool: Arc<Pool>, mut groups: Groups<Job, Result<(), StoreError>>) {
+    loop {
+        let mut seen = HashSet::new();
+        let group = groups.next(|j| seen.len() < MAX_SETTLE_BATCH && seen.insert((j.dispatch, j.request)));
+        let Some(group) = group.await else { return };
+        let jobs = group.iter().map(|w| &w.item);
+        let dispatches: Vec<Uuid> = jobs.clone().map(|j| j.dispatch.as_uuid()).collect();
+        let indexes: Vec<i32> = jobs.clone().map(|j| j.request as i32).collect();
+        let attempts: Vec<i32> = jobs.clone().map(|j| j.attempt as i32).collect();
+        let dues: Vec<i64> = jobs.map(|j| millis(j.due)).collect();
+        let now = millis(SystemTime::now());
+        let params: [&(dyn ToSql + Sync); 5] = [&dispatches, &indexes, &attempts, &dues, &now];
+        let result = pool.query(&sql::RELEASE_MANY, &params).await.map(drop);
+        for waiting in group {
+            waiting.answer(result.clone());
+        }
+    }
+}
+
+async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Settlement>) -> Result<(), StoreError> {
+    let (mut dispatches, mut indexes, mut statuses, mut reasons, mut attempts, mut dues, mut tried) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in settlements {
+        let (status, reason, attempt, due) = next_columns(&s.next);
+        dispatches.push(s.dispatch.as_uuid());
+        indexes.push(s.request as i32);
+        statuses.push(status);
+        reasons.push(reason.map(str::to_string));
+        attempts.push(attempt.map(|a| a as i32));
+        dues.push(due);
+        tried.push(s.attempt.as_ref().map(attempt_json));
+    }
+    let params: [&(dyn ToSql + Sync); 7] = [&dispatches, &indexes, &statuses, &reasons, &attempts, &dues, &tried];
+    pool.query(&sql::SETTLE_MANY, &params).await.map(drop)
+}
