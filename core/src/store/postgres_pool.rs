@@ -65,6 +65,11 @@ impl QueryError {
         }
     }
 
+    /// No answer within [`QUERY_TIMEOUT`].
+    pub(crate) fn timed_out() -> Self {
+        Self::Unanswered(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}")))
+    }
+
     pub(crate) fn into_store(self) -> StoreError {
         match self {
             Self::Refused(e) | Self::Unanswered(e) => e,
@@ -182,7 +187,7 @@ impl Pool {
             Ok(result) => result,
             Err(_) => {
                 self.discard(index, &conn).await;
-                Err(QueryError::Unanswered(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}"))))
+                Err(QueryError::timed_out())
             }
         }
     }

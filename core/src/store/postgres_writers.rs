@@ -18,11 +18,18 @@ use super::postgres_pool::{MAX_AGE, Pool, QUERY_TIMEOUT, QueryError};
 use super::rows::attempt_json;
 use super::sql::{self, Dialect};
 use super::{Settlement, millis, next_columns, status_code, target_json};
-use crate::model::{StoreError, StoredDispatch};
+use crate::model::{DispatchId, StoreError, StoredDispatch};
 use crate::queue::Job;
 
-/// Settlements written in one statement at most.
-const MAX_SETTLE_BATCH: usize = 1024;
+/// Settlements, or jobs given back, written in one statement at most.
+const MAX_GROUP: usize = 1024;
+
+/// A group's filter for writes of requests: each request at most once a statement (a second
+/// write of it waits for the next), and at most [`MAX_GROUP`] of them.
+fn each_request_once<T>(key: impl Fn(&T) -> (DispatchId, u32)) -> impl FnMut(&T) -> bool {
+    let mut seen = HashSet::new();
+    move |item| seen.len() < MAX_GROUP && seen.insert(key(item))
+}
 
 /// Requests of the dispatches inserted in one statement at most (a bigger dispatch goes alone).
 const MAX_INSERT_REQUESTS: usize = 4096;
@@ -35,8 +42,7 @@ const COPY_FROM: usize = 1024;
 /// appears once a statement; a second settlement of it waits for the next.
 pub(super) async fn settle_loop(pool: Arc<Pool>, mut groups: Groups<Settlement, Result<(), StoreError>>) {
     loop {
-        let mut seen = HashSet::new();
-        let group = groups.next(|s| seen.len() < MAX_SETTLE_BATCH && seen.insert((s.dispatch, s.request)));
+        let group = groups.next(each_request_once(|s: &Settlement| (s.dispatch, s.request)));
         let Some(group) = group.await else { return };
         let result = settle_many(&pool, group.iter().map(|w| &w.item)).await;
         for waiting in group {
@@ -175,7 +181,7 @@ async fn insert_group(
         }
         Err(_) => {
             *copier = None;
-            Err(QueryError::Unanswered(StoreError(format!("postgres: no answer within {QUERY_TIMEOUT:?}"))))
+            Err(QueryError::timed_out())
         }
     }
 }
@@ -217,7 +223,7 @@ async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<H
             }
         }
         writer.as_mut().finish().await.map_err(QueryError::from_pg("copy"))?;
-        txn.batch_execute("SELECT pg_notify('hookgate_jobs', '')").await.map_err(QueryError::from_pg("notify"))?;
+        txn.query(sql::NOTIFY_JOBS.get(Dialect::Postgres), &[]).await.map_err(QueryError::from_pg("notify"))?;
     }
     txn.commit().await.map_err(QueryError::from_pg("commit"))?;
     Ok(stored)
@@ -289,8 +295,7 @@ async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet
 /// Gives back the held jobs waiting in one statement, as [`settle_loop`] writes outcomes.
 pub(super) async fn release_loop(pool: Arc<Pool>, mut groups: Groups<Job, Result<(), StoreError>>) {
     loop {
-        let mut seen = HashSet::new();
-        let group = groups.next(|j| seen.len() < MAX_SETTLE_BATCH && seen.insert((j.dispatch, j.request)));
+        let group = groups.next(each_request_once(|j: &Job| (j.dispatch, j.request)));
         let Some(group) = group.await else { return };
         let jobs = group.iter().map(|w| &w.item);
         let dispatches: Vec<Uuid> = jobs.clone().map(|j| j.dispatch.as_uuid()).collect();

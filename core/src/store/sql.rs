@@ -157,18 +157,26 @@ pub(crate) static INSERT_REQUEST: Sql = Sql::new(
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 );
 
+/// PostgreSQL: new dispatches from arrays of their columns (`$1` to `$7`), one multi-row
+/// insert; a dispatch whose idempotency key is taken is not stored. The ids stored come back.
+macro_rules! insert_dispatch_rows {
+    () => {
+        "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
+         ON CONFLICT (template, idempotency_key) DO NOTHING
+         RETURNING id"
+    };
+}
+
 /// PostgreSQL: new dispatches and all their requests in one statement (arrays of the
 /// dispatches' columns, then of the requests', each naming its dispatch; multi-row
 /// inserts). A dispatch whose idempotency key is taken is not stored, nor are its
 /// requests; the ids of those stored come back. Idle instances hear of them at commit
 /// ([`JOBS_CHANNEL`]).
-pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(
-    "WITH d AS (
-        INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-        SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
-        ON CONFLICT (template, idempotency_key) DO NOTHING
-        RETURNING id
-     ), r AS (
+pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
+    "WITH d AS (",
+    insert_dispatch_rows!(),
+    "), r AS (
         INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
         SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due
         FROM unnest($8::uuid[], $9::int[], $10::bigint[], $11::text[], $12::bytea[], $13::smallint[], $14::int[],
@@ -178,18 +186,12 @@ pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(
      ), n AS (
         SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM d)
      )
-     SELECT id, (SELECT count(*) FROM n) FROM d",
-);
+     SELECT id, (SELECT count(*) FROM n) FROM d"
+));
 
-/// PostgreSQL: new dispatches without their requests, as [`INSERT_DISPATCHES`] takes them
-/// (`$1` to `$7`); the ids of those stored come back. A big group's requests follow by
-/// [`COPY_REQUESTS`] in the same transaction.
-pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(
-    "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
-     ON CONFLICT (template, idempotency_key) DO NOTHING
-     RETURNING id",
-);
+/// PostgreSQL: new dispatches without their requests, as [`INSERT_DISPATCHES`] takes them;
+/// a big group's requests follow by [`COPY_REQUESTS`] in the same transaction.
+pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(insert_dispatch_rows!());
 
 /// PostgreSQL: requests streamed in binary, in the columns' order of [`COPY_REQUEST_TYPES`].
 pub(crate) static COPY_REQUESTS: Sql =
