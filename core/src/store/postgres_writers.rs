@@ -187,9 +187,11 @@ async fn insert_group(
 }
 
 /// Stores `dispatches` in one transaction: their rows by one statement, then the requests
-/// of those stored streamed with binary `COPY`. Measured for 50,000 requests of 1 KB, the
-/// server spends 0.76 s on it instead of 1.34 s for the multi-row insert, and writes a WAL
-/// record a page rather than a row (1,249 bytes a request instead of 1,281).
+/// of those stored streamed with binary `COPY`. Measured in psql for 50,000 requests of
+/// 1 KB (`COPY … FROM` a binary file against `INSERT … SELECT FROM unnest(…)`, WAL by
+/// `pg_current_wal_lsn()`), the server spends 0.76 s on it instead of 1.34 s, and writes a
+/// WAL record a page rather than a row (1,249 bytes a request instead of 1,281);
+/// `hookgate-bench --postgres` sees the batch row go from about 9,400 to 12,800 a second.
 async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<HashSet<Uuid>, QueryError> {
     let txn = client.transaction().await.map_err(QueryError::from_pg("begin"))?;
     let rows = {
