@@ -7,6 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use common::*;
 use serde_json::{Value, json};
 
@@ -30,6 +32,46 @@ async fn post_dispatch(gw: &Gateway, template: &str, payload: &Value) -> (u16, O
     let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
     let text = r.text().await.unwrap();
     (status, retry_after, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A body past `limits.max_payload_bytes` is refused with a JSON error naming the setting,
+/// whether its `Content-Length` says so or it comes in chunks; one within it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_past_the_payload_limit_is_refused_by_name() {
+    let mock = Mock::answering(200).await;
+    let config = ConfigDir::new(&format!("{TEST_CONFIG}limits:\n  max_payload_bytes: 4096\n"));
+    config.write_template("one.yaml", &format!("url: {}\nverify: false\n", mock.url("/one")));
+    let gw = Gateway::start(&config, &[]).await;
+    gw.wait_state("one", "active", Duration::from_secs(10)).await;
+    let url = format!("{}/v1/templates/one/dispatch", gw.base);
+
+    let big = serde_json::to_vec(&heavy("big-2", 5000, 1)).unwrap();
+    let r = gw.http.post(&url).header("content-type", "application/json").body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let declared: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    // The same body in chunks, without a length: refused once the chunks pass the limit.
+    let mut raw = b"POST /v1/templates/one/dispatch HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    for chunk in big.chunks(1000) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let address = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let mut conn = tokio::net::TcpStream::connect(address).await.unwrap();
+    conn.write_all(&raw).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let streamed: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    for body in [declared, streamed] {
+        assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("`limits.max_payload_bytes` (4096 (4 KiB))"), "{message}");
+    }
+    let (status, _, body) = post_dispatch(&gw, "one", &heavy("big-2", 3000, 1)).await;
+    assert_eq!(status, 202, "{body}");
 }
 
 /// Acceptance 3: a dispatch whose requests would pass `limits.max_dispatch_bytes` (a

@@ -56,10 +56,10 @@ pub fn payload(data: &[u8]) {
         assert!(batch.profiles <= batch_size);
         let body = Payload::from_slice(&batch.body).expect("a batch is a valid payload");
         assert_eq!(body.campaign, payload.campaign);
-        assert_eq!(body.profiles.len(), batch.profiles);
-        profiles.extend(body.profiles.iter().map(|p| p.get().to_string()));
+        assert_eq!(body.profile_count(), batch.profiles);
+        profiles.extend(body.profiles().map(|p| p.to_vec()));
     }
-    let texts = |p: &Payload| p.profiles.iter().map(|p| p.get().to_string()).collect::<Vec<_>>();
+    let texts = |p: &Payload| p.profiles().map(<[u8]>::to_vec).collect::<Vec<_>>();
     assert_eq!(profiles, texts(&payload), "every profile once, in order, byte for byte");
     let whole = Payload::from_slice(&payload.to_json()).expect("the whole payload reads back");
     assert_eq!((&whole.campaign, texts(&whole)), (&payload.campaign, texts(&payload)));

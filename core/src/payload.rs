@@ -5,6 +5,8 @@
 //!  "profiles": [{"Identity": "UserId", "Email": "User@user.com", "push_token": "Token"}]}
 //! ```
 
+use std::ops::Range;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -22,10 +24,12 @@ pub struct Payload {
     pub campaign: CampaignId,
     /// Everything but `profiles`, as it will be sent.
     envelope: Map<String, Value>,
-    /// Each profile's JSON text as the platform sent it: a profile reaches the partner byte
-    /// for byte (its numbers, key order and escapes unchanged), and is neither parsed into a
-    /// tree nor written out again on the way.
-    pub profiles: Vec<Box<RawValue>>,
+    /// The text the profiles are in: the body the platform sent, kept whole and shared.
+    text: Bytes,
+    /// Where each profile's JSON text is in `text`, as the platform sent it: a profile
+    /// reaches the partner byte for byte (its numbers, key order and escapes unchanged), and
+    /// is neither parsed into a tree, nor written out again, nor copied on the way in.
+    profiles: Vec<Range<usize>>,
 }
 
 /// What is wrong with a payload, naming the key.
@@ -41,12 +45,18 @@ pub struct Batch {
 }
 
 impl Payload {
+    /// Reads a payload from a copy of `body`; [`Payload::from_bytes`] reads it in place.
     pub fn from_slice(body: &[u8]) -> Result<Self, PayloadError> {
+        Self::from_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// Reads a payload; the profiles stay where they are in `body`, which the payload keeps.
+    pub fn from_bytes(body: Bytes) -> Result<Self, PayloadError> {
         let not_json = |e: serde_json::Error| PayloadError(format!("not valid JSON: {e}"));
         // The top level's values stay JSON text until each is known: `profiles` is kept as
-        // it is, the rest read as values.
-        let fields: std::collections::BTreeMap<String, Box<RawValue>> =
-            serde_json::from_slice(body).map_err(|e| match e.classify() {
+        // it is, the rest read as values. Each `RawValue` borrows from `body`.
+        let fields: std::collections::BTreeMap<String, &RawValue> =
+            serde_json::from_slice(&body).map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => {
                     PayloadError("the payload must be a JSON object with `targetId` and `profiles`".into())
                 }
@@ -61,33 +71,50 @@ impl Payload {
                 envelope.insert(key, serde_json::from_str(value.get()).map_err(not_json)?);
             }
         }
-        let profiles = match profiles {
+        let ranges = match profiles {
             Some(list) if list.get().starts_with('[') => {
-                serde_json::from_str::<Vec<Box<RawValue>>>(list.get()).map_err(not_json)?
+                let items = serde_json::from_str::<Vec<&RawValue>>(list.get()).map_err(not_json)?;
+                items.iter().map(|item| within(&body, item.get())).collect()
             }
             Some(_) => return Err(PayloadError("`profiles` must be an array of objects".into())),
             None => return Err(PayloadError("`profiles` is missing".into())),
         };
-        Self::checked(envelope, profiles)
+        Self::checked(envelope, body, ranges)
     }
 
     pub fn from_value(value: Value) -> Result<Self, PayloadError> {
         let Value::Object(mut envelope) = value else {
             return Err(PayloadError("the payload must be a JSON object with `targetId` and `profiles`".into()));
         };
-        let profiles = match envelope.remove("profiles") {
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|p| serde_json::value::to_raw_value(p).map_err(|e| PayloadError(e.to_string())))
-                .collect::<Result<Vec<_>, _>>()?,
+        let (text, profiles) = match envelope.remove("profiles") {
+            Some(Value::Array(items)) => {
+                let mut text = Vec::new();
+                let mut ranges = Vec::with_capacity(items.len());
+                for item in &items {
+                    let start = text.len();
+                    write_json(&mut text, item);
+                    ranges.push(start..text.len());
+                }
+                (Bytes::from(text), ranges)
+            }
             Some(_) => return Err(PayloadError("`profiles` must be an array of objects".into())),
             None => return Err(PayloadError("`profiles` is missing".into())),
         };
-        Self::checked(envelope, profiles)
+        Self::checked(envelope, text, profiles)
+    }
+
+    /// How many profiles.
+    pub fn profile_count(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Each profile's JSON text, in order, as it came.
+    pub fn profiles(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.profiles.iter().map(|range| &self.text[range.clone()])
     }
 
     /// Checks the known keys of `envelope` and that every profile is an object.
-    fn checked(envelope: Map<String, Value>, profiles: Vec<Box<RawValue>>) -> Result<Self, PayloadError> {
+    fn checked(envelope: Map<String, Value>, text: Bytes, profiles: Vec<Range<usize>>) -> Result<Self, PayloadError> {
         let campaign = match envelope.get("targetId") {
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
             Some(Value::String(s))
@@ -112,10 +139,10 @@ impl Payload {
             None | Some(Value::Object(_)) => {}
             Some(_) => return Err(PayloadError("`key_values` must be an object".into())),
         }
-        if let Some(i) = profiles.iter().position(|p| !p.get().starts_with('{')) {
+        if let Some(i) = profiles.iter().position(|p| text[p.clone()].first() != Some(&b'{')) {
             return Err(PayloadError(format!("`profiles[{i}]` must be an object")));
         }
-        Ok(Self { campaign, envelope, profiles })
+        Ok(Self { campaign, envelope, text, profiles })
     }
 
     /// The whole payload as JSON (what a transform plugin gets).
@@ -152,7 +179,7 @@ impl Payload {
         }
         head.extend_from_slice(b"\"profiles\":[");
         tail.push(b'}');
-        let profile_bytes = self.profiles.iter().map(|p| p.get().len() as u64).sum();
+        let profile_bytes = self.profiles.iter().map(|p| p.len() as u64).sum();
         Split { payload: self, head, tail, profile_bytes, batch_size }
     }
 }
@@ -190,25 +217,32 @@ impl Split<'_> {
     /// The bodies, built from the shared part and the profiles, in order.
     pub fn batches(&self) -> Vec<Batch> {
         let profiles = &self.payload.profiles;
-        let chunks: Vec<&[Box<RawValue>]> =
+        let chunks: Vec<&[Range<usize>]> =
             if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
         chunks.into_iter().map(|chunk| Batch { body: Bytes::from(self.body(chunk)), profiles: chunk.len() }).collect()
     }
 
     /// One body: the shared part around `chunk`'s profiles.
-    fn body(&self, chunk: &[Box<RawValue>]) -> Vec<u8> {
-        let text: usize = chunk.iter().map(|p| p.get().len() + 1).sum();
+    fn body(&self, chunk: &[Range<usize>]) -> Vec<u8> {
+        let text: usize = chunk.iter().map(|p| p.len() + 1).sum();
         let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + text);
         body.extend_from_slice(&self.head);
         for (i, profile) in chunk.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
-            body.extend_from_slice(profile.get().as_bytes());
+            body.extend_from_slice(&self.payload.text[profile.clone()]);
         }
         body.extend_from_slice(&self.tail);
         body
     }
+}
+
+/// Where `part`, a slice of `text` (a value the parser borrowed from it), is in `text`.
+fn within(text: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - text.as_ptr() as usize;
+    debug_assert!(start + part.len() <= text.len(), "a borrowed value lies within its text");
+    start..start + part.len()
 }
 
 /// Where `profiles` goes among the envelope's keys, as a `serde_json::Map` would put it:
@@ -278,9 +312,11 @@ mod tests {
         let payload = Payload::from_slice(text).unwrap();
         let mut profiles = Vec::new();
         for batch in payload.batches(2) {
-            profiles.extend(Payload::from_slice(&batch.body).unwrap().profiles.iter().map(|p| p.get().to_string()));
+            profiles.extend(
+                Payload::from_slice(&batch.body).unwrap().profiles().map(|p| String::from_utf8(p.to_vec()).unwrap()),
+            );
         }
-        let sent: Vec<String> = payload.profiles.iter().map(|p| p.get().to_string()).collect();
+        let sent: Vec<String> = payload.profiles().map(|p| String::from_utf8(p.to_vec()).unwrap()).collect();
         assert_eq!(profiles, sent);
         assert_eq!(sent[0], "{\"Rating\": 299999999999999999999999999}", "a profile is sent as it came");
     }
@@ -301,15 +337,16 @@ mod tests {
                 whole["targetId"] = whole.get("targetId").cloned().unwrap_or(json!(1));
                 whole["profiles"] = (0..n).map(|i| json!({"Identity": i, "e": "é"})).collect();
                 let p = Payload::from_value(whole).unwrap();
+                let all: Vec<&[u8]> = p.profiles().collect();
                 for size in [1, 2, 3, 100] {
                     let split = p.split(size);
                     let batches = split.batches();
                     let expected: Vec<Vec<u8>> =
-                        if p.profiles.is_empty() { vec![&[][..]] } else { p.profiles.chunks(size).collect() }
+                        if all.is_empty() { vec![&[][..]] } else { all.chunks(size).collect() }
                             .into_iter()
                             .map(|chunk| {
                                 let mut body = p.envelope.clone();
-                                let parsed = chunk.iter().map(|p| serde_json::from_str(p.get()).unwrap()).collect();
+                                let parsed = chunk.iter().map(|p| serde_json::from_slice(p).unwrap()).collect();
                                 body.insert("profiles".into(), Value::Array(parsed));
                                 serde_json::to_vec(&body).unwrap()
                             })

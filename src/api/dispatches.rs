@@ -1,7 +1,6 @@
 //! `/v1/templates/{name}/dispatch`, `/v1/dispatches`, `/v1/dispatches/{id}`, `/v1/campaigns`.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -12,6 +11,7 @@ use hookgate_core::records::ListQuery;
 use hookgate_core::stats::CampaignView;
 use serde::Deserialize;
 
+use super::body::WholeBody;
 use super::openapi::{Forbidden, Unauthorized, Unavailable, Unsupported};
 use super::views::{CampaignList, DispatchAccepted, DispatchList, DispatchSummary, DispatchView, ErrorBody, Requeued};
 use super::{ApiError, AppState};
@@ -39,7 +39,7 @@ const BUSY_RETRY_AFTER_SECS: u64 = 5;
         Unauthorized, Forbidden,
         (status = 404, description = "No template of that name", body = ErrorBody),
         (status = 409, description = "`template_inactive`: no active version", body = ErrorBody),
-        (status = 413, description = "`dispatch_too_large`: past `limits.max_dispatch_bytes` or `limits.max_dispatch_requests`; nothing stored", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body is past `limits.max_payload_bytes`; `dispatch_too_large`: past `limits.max_dispatch_bytes` or `limits.max_dispatch_requests`; nothing stored", body = ErrorBody),
         Unsupported,
         (status = 422, description = "`invalid_payload` or `transform_failed`", body = ErrorBody),
         (status = 503, description = "`pending_budget_full` (with `Retry-After`) or `queue_unavailable`", body = ErrorBody,
@@ -48,7 +48,7 @@ pub async fn dispatch(
     State(engine): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    WholeBody(body): WholeBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -66,7 +66,7 @@ pub async fn dispatch(
             )
         }
     };
-    let payload = Payload::from_slice(&body)
+    let payload = Payload::from_bytes(body)
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_payload", e.to_string()))?;
     let accepted = engine.dispatcher.dispatch(&name, payload, key).await.map_err(|e| match e {
         DispatchError::UnknownTemplate(_) => ApiError::not_found(e.to_string()),

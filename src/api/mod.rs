@@ -7,6 +7,7 @@
 //! the OpenAPI document (`openapi`) lists exactly its routes.
 
 mod admin;
+mod body;
 mod console;
 mod dispatches;
 mod error;
