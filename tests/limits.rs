@@ -43,22 +43,18 @@ async fn a_body_past_the_payload_limit_is_refused_by_name() {
     config.write_template("one.yaml", &format!("url: {}\nverify: false\n", mock.url("/one")));
     let gw = Gateway::start(&config, &[]).await;
     gw.wait_state("one", "active", Duration::from_secs(10)).await;
-    let url = format!("{}/v1/templates/one/dispatch", gw.base);
 
-    let big = serde_json::to_vec(&heavy("big-2", 5000, 1)).unwrap();
-    let r = gw.http.post(&url).header("content-type", "application/json").body(big.clone()).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 413);
-    let declared: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let (status, _, declared) = post_dispatch(&gw, "one", &heavy("big-2", 5000, 1)).await;
+    assert_eq!(status, 413, "{declared}");
     // The same body in chunks, without a length: refused once the chunks pass the limit.
     let mut raw = b"POST /v1/templates/one/dispatch HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
-    for chunk in big.chunks(1000) {
+    for chunk in serde_json::to_vec(&heavy("big-2", 5000, 1)).unwrap().chunks(1000) {
         raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
         raw.extend_from_slice(chunk);
         raw.extend_from_slice(b"\r\n");
     }
     raw.extend_from_slice(b"0\r\n\r\n");
-    let address = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
-    let mut conn = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     conn.write_all(&raw).await.unwrap();
     let mut answer = Vec::new();
     let _ = conn.read_to_end(&mut answer).await;
