@@ -22,7 +22,6 @@ mod wasm;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hookgate_core::config::{PluginLimits, Settings};
 use hookgate_core::engine::{Engine, EngineOptions};
 use hookgate_core::payload::Payload;
@@ -114,7 +113,7 @@ async fn per_call() -> Vec<(&'static str, Duration)> {
         reqwest::Method::POST,
         reqwest::Url::parse("http://127.0.0.1/").unwrap(),
         reqwest::header::HeaderMap::new(),
-        Bytes::from(body),
+        hookgate_core::body::RequestBody::from(body),
     );
     let outgoing = OutgoingRequest { template: "bench", method: &method, url: &url, headers: &headers, body: &body };
     let samples = time(async || {

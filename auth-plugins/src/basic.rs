@@ -73,7 +73,6 @@ impl AuthPlugin for BasicPlugin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use hookgate_core::delivery::client::HttpClient;
     use hookgate_core::network::NetworkPolicy;
     use serde_json::json;
@@ -90,7 +89,7 @@ mod tests {
         // RFC 7617 §2's example.
         let auth = build(json!({"username": "Aladdin", "password": "open sesame"})).unwrap();
         let (method, url, headers, body) =
-            (http::Method::POST, "http://x/".parse().unwrap(), Default::default(), Bytes::new());
+            (http::Method::POST, "http://x/".parse().unwrap(), Default::default(), Default::default());
         let request = OutgoingRequest { template: "t", method: &method, url: &url, headers: &headers, body: &body };
         let headers = auth.authorize(&request).await.unwrap();
         let (name, value) = headers.iter().next().unwrap();

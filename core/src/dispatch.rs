@@ -124,7 +124,8 @@ impl Dispatcher {
                 let bytes = out.requests.iter().map(|r| r.body.len() as u64).sum();
                 self.limits.check(out.requests.len(), bytes)?;
                 let reservation = budget.reserve(bytes).map_err(DispatchError::Busy)?;
-                let planned = out.requests.into_iter().map(|r| RequestRecord::new(Some(r.target), r.body, r.profiles));
+                let planned =
+                    out.requests.into_iter().map(|r| RequestRecord::new(Some(r.target), r.body.into(), r.profiles));
                 (planned.collect::<Vec<_>>(), out.skipped, reservation)
             }
             None => {

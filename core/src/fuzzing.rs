@@ -54,7 +54,7 @@ pub fn payload(data: &[u8]) {
     let mut profiles = Vec::new();
     for batch in &batches {
         assert!(batch.profiles <= batch_size);
-        let body = Payload::from_slice(&batch.body).expect("a batch is a valid payload");
+        let body = Payload::from_slice(&batch.body.to_vec()).expect("a batch is a valid payload");
         assert_eq!(body.campaign, payload.campaign);
         assert_eq!(body.profile_count(), batch.profiles);
         profiles.extend(body.profiles().map(|p| p.to_vec()));

@@ -7,6 +7,7 @@
 //! Below them all, `model` holds the types they share (ids, request status, attempt
 //! records, the stored shape of a dispatch) and imports none of them.
 
+pub mod body;
 pub mod clock;
 pub mod config;
 pub mod delivery;

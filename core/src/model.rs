@@ -7,7 +7,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -139,7 +138,7 @@ pub struct StoredRequest {
     pub profiles: usize,
     /// Kept while the request is pending or failed (for a replay); `None` once delivered,
     /// or when the body was not asked for.
-    pub body: Option<Bytes>,
+    pub body: Option<crate::body::RequestBody>,
     pub status: RequestStatus,
     /// The next attempt to make (1 for the first).
     pub attempt: u32,

@@ -11,6 +11,8 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use crate::body::RequestBody;
+
 /// A campaign's identity: the payload's `targetId`, as text.
 pub type CampaignId = String;
 
@@ -40,7 +42,7 @@ pub struct PayloadError(pub String);
 /// One outgoing request's body and how many profiles it carries.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    pub body: Bytes,
+    pub body: RequestBody,
     pub profiles: usize,
 }
 
@@ -90,7 +92,10 @@ impl Payload {
             Some(Value::Array(items)) => {
                 let mut text = Vec::new();
                 let mut ranges = Vec::with_capacity(items.len());
-                for item in &items {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        text.push(b',');
+                    }
                     let start = text.len();
                     write_json(&mut text, item);
                     ranges.push(start..text.len());
@@ -147,8 +152,8 @@ impl Payload {
 
     /// The whole payload as JSON (what a transform plugin gets).
     pub fn to_json(&self) -> Vec<u8> {
-        let split = self.split(self.profiles.len());
-        split.body(&self.profiles)
+        let mut batches = self.split(self.profiles.len()).batches();
+        Vec::from(batches.pop().expect("one batch").body.to_bytes())
     }
 
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
@@ -214,27 +219,47 @@ impl Split<'_> {
         requests.saturating_mul(shared).saturating_add(self.profile_bytes).saturating_add(commas)
     }
 
-    /// The bodies, built from the shared part and the profiles, in order.
+    /// The bodies, in order: each is the shared part, held once for all of them, framing
+    /// its profiles where they are in the payload's text (see [`RequestBody::framed`]). A
+    /// single request is built in a buffer of its own instead: it would hold the whole text
+    /// for no saving (with one profile per dispatch, the keys around it weigh as much).
     pub fn batches(&self) -> Vec<Batch> {
         let profiles = &self.payload.profiles;
         let chunks: Vec<&[Range<usize>]> =
             if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
-        chunks.into_iter().map(|chunk| Batch { body: Bytes::from(self.body(chunk)), profiles: chunk.len() }).collect()
+        if let [chunk] = chunks[..] {
+            let mut body = Vec::with_capacity(self.body_bytes() as usize);
+            body.extend_from_slice(&self.head);
+            body.extend_from_slice(&self.profiles_text(chunk));
+            body.extend_from_slice(&self.tail);
+            return vec![Batch { body: RequestBody::from(body), profiles: chunk.len() }];
+        }
+        let frame = Bytes::from([&self.head[..], &self.tail[..]].concat());
+        let (head, tail) = (frame.slice(..self.head.len()), frame.slice(self.head.len()..));
+        (chunks.into_iter())
+            .map(|chunk| Batch {
+                body: RequestBody::framed(head.clone(), self.profiles_text(chunk), tail.clone()),
+                profiles: chunk.len(),
+            })
+            .collect()
     }
 
-    /// One body: the shared part around `chunk`'s profiles.
-    fn body(&self, chunk: &[Range<usize>]) -> Vec<u8> {
-        let text: usize = chunk.iter().map(|p| p.len() + 1).sum();
-        let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + text);
-        body.extend_from_slice(&self.head);
+    /// `chunk`'s profiles separated by commas: a slice of the payload's text when they are
+    /// so there (compact JSON), else a copy joined so.
+    fn profiles_text(&self, chunk: &[Range<usize>]) -> Bytes {
+        let text = &self.payload.text;
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { return Bytes::new() };
+        if chunk.windows(2).all(|pair| &text[pair[0].end..pair[1].start] == b",") {
+            return text.slice(first.start..last.end);
+        }
+        let mut joined = Vec::with_capacity(chunk.iter().map(|p| p.len() + 1).sum());
         for (i, profile) in chunk.iter().enumerate() {
             if i > 0 {
-                body.push(b',');
+                joined.push(b',');
             }
-            body.extend_from_slice(&self.payload.text[profile.clone()]);
+            joined.extend_from_slice(&text[profile.clone()]);
         }
-        body.extend_from_slice(&self.tail);
-        body
+        Bytes::from(joined)
     }
 }
 
@@ -289,12 +314,34 @@ mod tests {
     fn splits_into_batches_in_order() {
         let batches = payload(250).batches(100);
         assert_eq!(batches.iter().map(|b| b.profiles).collect::<Vec<_>>(), vec![100, 100, 50]);
-        let last: Value = serde_json::from_slice(&batches[2].body).unwrap();
+        let last: Value = serde_json::from_slice(&batches[2].body.to_vec()).unwrap();
         assert_eq!(last["targetId"], 42);
         assert_eq!(last["key_values"]["k"], "v");
         assert_eq!(last["extra"], 1);
         assert_eq!(last["profiles"][0]["Identity"], 200);
         assert_eq!(last["profiles"].as_array().unwrap().len(), 50);
+    }
+
+    /// Compact JSON (what platforms send) is not copied: each body's profiles are a slice of
+    /// the text that came in; profiles with space between them are joined by one comma.
+    #[test]
+    fn bodies_share_the_text_of_compact_profiles() {
+        let text = br#"{"targetId":1,"profiles":[{"a":1},{"b":2},{"c":3}]}"#;
+        let compact = Payload::from_slice(text).unwrap();
+        let within = |b: &Batch| {
+            let middle = b.body.parts()[1];
+            let start = compact.text.as_ptr() as usize;
+            (start..start + compact.text.len()).contains(&(middle.as_ptr() as usize))
+        };
+        let by_two = compact.batches(2);
+        assert!(by_two.iter().all(within), "the profiles are not copied");
+        assert_eq!(by_two[0].body.to_vec(), br#"{"profiles":[{"a":1},{"b":2}],"targetId":1}"#);
+        assert_eq!(by_two[1].body.to_vec(), br#"{"profiles":[{"c":3}],"targetId":1}"#);
+        let one = compact.batches(3);
+        assert!(!one[0].body.is_framed() && !within(&one[0]), "a single request has a buffer of its own");
+        assert_eq!(one[0].body.to_vec(), br#"{"profiles":[{"a":1},{"b":2},{"c":3}],"targetId":1}"#);
+        let spaced = Payload::from_slice(br#"{"targetId":1,"profiles":[{"a":1}, {"b":2}, {"c":3}]}"#).unwrap();
+        assert_eq!(spaced.batches(2)[0].body.to_vec(), br#"{"profiles":[{"a":1},{"b":2}],"targetId":1}"#);
     }
 
     #[test]
@@ -313,7 +360,10 @@ mod tests {
         let mut profiles = Vec::new();
         for batch in payload.batches(2) {
             profiles.extend(
-                Payload::from_slice(&batch.body).unwrap().profiles().map(|p| String::from_utf8(p.to_vec()).unwrap()),
+                Payload::from_slice(&batch.body.to_vec())
+                    .unwrap()
+                    .profiles()
+                    .map(|p| String::from_utf8(p.to_vec()).unwrap()),
             );
         }
         let sent: Vec<String> = payload.profiles().map(|p| String::from_utf8(p.to_vec()).unwrap()).collect();

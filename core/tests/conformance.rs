@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use hookgate_core::model::{
     AttemptRecord, AttemptResult, DispatchId, NextState, RequestStatus, StoredDispatch, StoredRequest, StoredTarget,
 };
@@ -107,7 +106,7 @@ fn request(i: usize, now: SystemTime) -> StoredRequest {
             headers: vec![("x-a".into(), "1".into())],
         }),
         profiles: 10 + i,
-        body: Some(Bytes::from(format!("{{\"body\":{i}}}"))),
+        body: Some(format!("{{\"body\":{i}}}").into()),
         status: RequestStatus::Pending,
         attempt: 1,
         due: now,

@@ -9,6 +9,7 @@ use http::StatusCode;
 use http::header::{HeaderName, HeaderValue};
 
 use super::client::{HttpClient, MAX_BODY, Response, SendError, SendRequest};
+use crate::body::RequestBody;
 use crate::plugin::{AuthError, AuthHeaders, OutgoingRequest, RequestTarget, TransformError, Unauthorized};
 use crate::redact::{Ending, REASON_CHARS, Redactor};
 use crate::template::Template;
@@ -97,7 +98,7 @@ pub async fn attempt(
     client: &HttpClient,
     template: &Template,
     target: Option<&RequestTarget>,
-    body: &Bytes,
+    body: &RequestBody,
     delivery_id: Option<&str>,
 ) -> Result<Response, AttemptError> {
     let (method, url, template_headers) = match target {

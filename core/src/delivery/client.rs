@@ -35,6 +35,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::body::{RequestBody, WireBody};
 use crate::network::NetworkPolicy;
 use crate::secret::Secret;
 
@@ -49,7 +50,7 @@ pub struct SendRequest<'a> {
     pub method: &'a Method,
     pub url: &'a Url,
     pub headers: HeaderMap,
-    pub body: Bytes,
+    pub body: RequestBody,
     pub timeout: Duration,
 }
 
@@ -257,7 +258,7 @@ fn key_problem(e: &rustls::Error) -> &'static str {
 type Connector = HttpsConnector<PeerCheck<HttpConnector<PolicyResolver>>>;
 
 /// A connection pool and the connections it makes.
-type Pool = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+type Pool = hyper_util::client::legacy::Client<Connector, Full<WireBody>>;
 
 /// What the gateway says it is, unless a request names itself.
 const USER_AGENT_VALUE: HeaderValue = HeaderValue::from_static(concat!("hookgate/", env!("CARGO_PKG_VERSION")));
@@ -336,7 +337,7 @@ impl HttpClient {
 /// authorization (unless the request already has an `Authorization`) and never in the
 /// request line or `Host`; `Host`, `Accept: */*` and hookgate's `User-Agent` unless the
 /// request has its own.
-fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<Bytes>>, SendError> {
+fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<WireBody>>, SendError> {
     let SendRequest { method, url, mut headers, body, .. } = request;
     let credentials = !url.username().is_empty() || url.password().is_some();
     let uri: http::Uri = if credentials {
@@ -364,7 +365,7 @@ fn http_request(request: SendRequest<'_>) -> Result<http::Request<Full<Bytes>>, 
     if !headers.contains_key(USER_AGENT) {
         headers.insert(USER_AGENT, USER_AGENT_VALUE);
     }
-    let mut request = http::Request::new(Full::new(body));
+    let mut request = http::Request::new(Full::new(body.into_wire()));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -636,7 +637,7 @@ mod tests {
             method: &Method::GET,
             url,
             headers: HeaderMap::new(),
-            body: Bytes::new(),
+            body: RequestBody::default(),
             timeout: Duration::from_secs(5),
         }
     }

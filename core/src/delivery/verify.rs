@@ -18,7 +18,7 @@ use crate::template::Template;
 pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Response, AttemptError> {
     let body = Bytes::from(serde_json::to_vec(&test_payload()).unwrap_or_default());
     let Some((plugin, transformer)) = &template.transform else {
-        return attempt(client, template, None, &body, None).await;
+        return attempt(client, template, None, &body.into(), None).await;
     };
     // A plugin's error text can quote what it was given: the template's secrets go.
     let transform_error = |failure| {
@@ -29,7 +29,7 @@ pub async fn send_test(client: &HttpClient, template: &Template) -> Result<Respo
     let planned = transformer.transform(&body).await.map_err(transform_error)?;
     let mut last = None;
     for request in planned.requests {
-        let response = attempt(client, template, Some(&request.target), &request.body, None).await?;
+        let response = attempt(client, template, Some(&request.target), &request.body.into(), None).await?;
         if !response.status.is_success() {
             return Ok(response);
         }

@@ -201,7 +201,6 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use async_trait::async_trait;
-    use bytes::Bytes;
 
     use super::*;
     use crate::config::Destinations;
@@ -304,7 +303,7 @@ mod tests {
         let through = WriteThrough::new(store.clone(), Arc::new(|_| None));
         let records = Arc::new(LocalRecords::new(100, Some(through), u64::MAX));
         let id = DispatchId::new();
-        let request = RequestRecord::new(None, Bytes::from_static(b"{\"profiles\":[{}]}"), 1);
+        let request = RequestRecord::new(None, r#"{"profiles":[{}]}"#.into(), 1);
         records.insert(DispatchRecord::new(id, template, "42".into(), vec![request], 0), None).await.unwrap();
         let ctx = WorkerContext {
             client: HttpClient::new(NetworkPolicy::allow_loopback()).unwrap(),

@@ -13,7 +13,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::Method;
 use http::header::{HeaderName, HeaderValue};
 use url::Url;
@@ -26,7 +25,7 @@ pub struct OutgoingRequest<'a> {
     pub url: &'a Url,
     /// The template's own headers (custom headers, `Content-Type`).
     pub headers: &'a http::header::HeaderMap,
-    pub body: &'a Bytes,
+    pub body: &'a crate::body::RequestBody,
 }
 
 /// Headers an authorizer adds to a request. Values are marked sensitive, so `Debug` and

@@ -246,8 +246,6 @@ impl Records for LocalRecords {
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::model::{AttemptRecord, AttemptResult, NextState};
     use crate::records::RequestRecord;
@@ -258,7 +256,7 @@ mod tests {
     /// with a 2-byte body.
     fn dispatch(requests: usize) -> DispatchRecord {
         let template = Template::for_tests("orders", "http://127.0.0.1:9/hook".parse().unwrap());
-        let planned = (0..requests).map(|_| RequestRecord::new(None, Bytes::from_static(b"{}"), 2)).collect();
+        let planned = (0..requests).map(|_| RequestRecord::new(None, "{}".into(), 2)).collect();
         DispatchRecord::new(DispatchId::new(), Arc::new(template), "42".into(), planned, 0)
     }
 
@@ -283,6 +281,29 @@ mod tests {
 
     async fn requests(records: &dyn Records) -> Counts {
         records.campaign_stats("42").await.unwrap().unwrap().total.requests
+    }
+
+    /// Bodies framed in their dispatch's text hold it only while their first attempt is
+    /// coming: a request due again later, or failed and kept for a replay, holds its own copy.
+    #[tokio::test]
+    async fn a_body_that_waits_lets_go_of_its_dispatch_text() {
+        let payload =
+            crate::payload::Payload::from_slice(br#"{"targetId":42,"profiles":[{"a":1},{"b":2},{"c":3}]}"#).unwrap();
+        let template = Template::for_tests("orders", "http://127.0.0.1:9/hook".parse().unwrap());
+        let planned = payload.batches(1).into_iter().map(|b| RequestRecord::new(None, b.body, b.profiles)).collect();
+        let record = DispatchRecord::new(DispatchId::new(), Arc::new(template), "42".into(), planned, 0);
+        let (id, records) = (record.id, LocalRecords::new(10, None, u64::MAX));
+        records.insert(record, None).await.unwrap();
+        let body = |i: usize| records.get(id).unwrap().requests[i].lock().unwrap().body.clone();
+        let sent = body(0).unwrap().to_vec();
+        assert!(body(0).unwrap().is_framed() && body(1).unwrap().is_framed());
+        let later = NextState::Retry { attempt: 2, due: SystemTime::now() + Duration::from_secs(60) };
+        settle(&records, id, 0, later).await;
+        settle(&records, id, 1, failed()).await;
+        assert!(!body(0).unwrap().is_framed(), "a request due again later holds its own copy");
+        assert_eq!(body(0).unwrap().to_vec(), sent, "of the same bytes");
+        assert!(!body(1).unwrap().is_framed(), "so does a failed one kept for a replay");
+        assert!(body(2).unwrap().is_framed(), "a request still on its first attempt shares the text");
     }
 
     /// A resend with the same key gets the first dispatch while memory holds it; past

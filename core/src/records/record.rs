@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use bytes::Bytes;
-
+use crate::body::RequestBody;
 use crate::model::{
     AttemptRecord, DispatchId, NextState, RequestStatus, StoreError, StoredDispatch, StoredRequest, StoredTarget,
 };
@@ -23,7 +22,7 @@ pub struct Work {
     pub template: Option<Arc<Template>>,
     pub target: Option<Arc<RequestTarget>>,
     pub campaign: CampaignId,
-    pub body: Bytes,
+    pub body: RequestBody,
     pub profiles: usize,
 }
 
@@ -32,15 +31,16 @@ pub struct RequestRecord {
     /// Where it goes when a transform planned it; `None`: the template's method, URL and headers.
     pub target: Option<Arc<RequestTarget>>,
     pub profiles: usize,
-    /// The body to send; dropped once the request is delivered (a failed one keeps it for a replay).
-    pub body: Option<Bytes>,
+    /// The body to send; dropped once the request is delivered (a failed one keeps it for a
+    /// replay). Framed in its dispatch's text until its first attempt fails (see [`crate::body`]).
+    pub body: Option<RequestBody>,
     pub status: RequestStatus,
     pub attempts: Vec<AttemptRecord>,
 }
 
 impl RequestRecord {
     /// A request waiting for its first attempt.
-    pub fn new(target: Option<Arc<RequestTarget>>, body: Bytes, profiles: usize) -> Self {
+    pub fn new(target: Option<Arc<RequestTarget>>, body: RequestBody, profiles: usize) -> Self {
         Self { target, profiles, body: Some(body), status: RequestStatus::Pending, attempts: Vec::new() }
     }
 }
@@ -204,8 +204,9 @@ impl DispatchRecord {
     }
 
     /// Records an attempt of request `index` and its next state: a delivered request drops
-    /// its body (a failed one keeps it for a replay). Returns whether the request was
-    /// pending before; `None` for no such request.
+    /// its body; one that waits for a later attempt, or failed and keeps it for a replay,
+    /// takes its own copy of a framed body. Returns whether the request was pending before;
+    /// `None` for no such request.
     pub(super) fn settle(&self, index: u32, attempt: Option<AttemptRecord>, next: &NextState) -> Option<bool> {
         let mut req = self.request(index)?;
         if let Some(attempt) = attempt {
@@ -213,12 +214,15 @@ impl DispatchRecord {
         }
         let was_pending = req.status == RequestStatus::Pending;
         match next {
-            NextState::Retry { .. } => {}
+            NextState::Retry { .. } => req.body = req.body.as_ref().map(RequestBody::owned),
             NextState::Delivered => {
                 req.body = None;
                 req.status = RequestStatus::Delivered;
             }
-            NextState::Failed { reason } => req.status = RequestStatus::Failed { reason: reason.clone() },
+            NextState::Failed { reason } => {
+                req.body = req.body.as_ref().map(RequestBody::owned);
+                req.status = RequestStatus::Failed { reason: reason.clone() };
+            }
         }
         Some(was_pending)
     }

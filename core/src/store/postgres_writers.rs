@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
+use crate::body::RequestBody;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
@@ -70,7 +70,7 @@ struct RequestColumns {
     indexes: Vec<i32>,
     profiles: Vec<i64>,
     targets: Vec<Option<String>>,
-    bodies: Vec<Option<Bytes>>,
+    bodies: Vec<Option<RequestBody>>,
     statuses: Vec<i16>,
     attempts: Vec<i32>,
     dues: Vec<i64>,
@@ -210,13 +210,12 @@ async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<H
         for d in dispatches.iter().filter(|d| stored.contains(&d.id)) {
             let r = &d.requests;
             for i in 0..r.indexes.len() {
-                let body = r.bodies[i].as_deref();
                 let row: [&(dyn ToSql + Sync); 8] = [
                     &r.dispatches[i],
                     &r.indexes[i],
                     &r.profiles[i],
                     &r.targets[i],
-                    &body,
+                    &r.bodies[i],
                     &r.statuses[i],
                     &r.attempts[i],
                     &r.dues[i],
@@ -272,7 +271,6 @@ async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet
             &merged
         }
     };
-    let bodies: Vec<Option<&[u8]>> = r.bodies.iter().map(|b| b.as_deref()).collect();
     let params: [&(dyn ToSql + Sync); 15] = [
         &c.ids,
         &c.templates,
@@ -285,7 +283,7 @@ async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet
         &r.indexes,
         &r.profiles,
         &r.targets,
-        &bodies,
+        &r.bodies,
         &r.statuses,
         &r.attempts,
         &r.dues,

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Requeued, StoredWork, from_millis, millis, result_code, result_from, status_from, target_from_json};
+use crate::body::RequestBody;
 use crate::model::{AttemptRecord, DispatchId, StoreError, StoredDispatch, StoredRequest};
 
 /// A row's columns by position; `None` for SQL `NULL`. Integer columns of any width read
@@ -82,7 +82,7 @@ fn request_from(row: &dyn Columns, at: usize, attempts: bool) -> Result<StoredRe
     Ok(StoredRequest {
         profiles: row.int_at(at)? as usize,
         target: target_from_json(row.text(at + 1)?)?,
-        body: row.bytes(at + 2)?.map(Bytes::from),
+        body: row.bytes(at + 2)?.map(RequestBody::from),
         status: status_from(row.int_at(at + 3)? as i16, row.text(at + 4)?),
         attempt: row.int_at(at + 5)? as u32,
         due: from_millis(row.int_at(at + 6)?),

@@ -298,7 +298,7 @@ impl Store for SqliteStore {
                     idx as i64,
                     r.profiles as i64,
                     target_json(&r.target),
-                    r.body.as_deref(),
+                    r.body.as_ref(),
                     status_code(&r.status),
                     i64::from(r.attempt),
                     millis(r.due)
@@ -431,8 +431,6 @@ mod tests {
     //! What only SQLite has: the writer, the file lock, file modes, the migration of a
     //! version 1 file. What every store does is in `tests/conformance.rs`.
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::model::{AttemptResult, NextState, RequestStatus, StoredRequest};
 
@@ -450,7 +448,7 @@ mod tests {
                 .map(|i| StoredRequest {
                     target: None,
                     profiles: 10 + i,
-                    body: Some(Bytes::from(format!("body {i}"))),
+                    body: Some(format!("body {i}").into()),
                     status: RequestStatus::Pending,
                     attempt: 1,
                     due: now,
@@ -515,7 +513,7 @@ mod tests {
         let [d] = &got[..] else { panic!("one dispatch: {got:?}") };
         assert_eq!((d.id, d.idempotency_key.as_deref()), (id, Some("k")));
         let r = &d.requests[0];
-        assert_eq!((r.profiles, r.attempt, r.body.as_deref()), (5, 2, Some(&b"{}"[..])));
+        assert_eq!((r.profiles, r.attempt, r.body.as_ref().map(|b| b.to_vec())), (5, 2, Some(b"{}".to_vec())));
         assert_eq!(r.attempts.len(), 1);
         assert_eq!((r.attempts[0].status, r.attempts[0].result), (Some(503), AttemptResult::Retry));
         // The new schema works on it: an outcome, then the cascade when it is pruned.
