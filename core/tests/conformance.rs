@@ -163,7 +163,7 @@ async fn next_job(queue: &Arc<dyn Queue>, within: Duration) -> Job {
 
 async fn a_dispatch_round_trips_with_its_requests(b: &Backend) {
     let d = dispatch("orders", "42", Some("k"), 3);
-    assert_eq!(b.store.insert(&d).await.unwrap(), Inserted::Created);
+    assert_eq!(b.store.insert(d.clone()).await.unwrap(), Inserted::Created);
     let got = one(&b.store, d.id).await;
     assert_eq!(
         (got.template.as_str(), got.template_version, got.campaign.as_str(), got.skipped),
@@ -178,13 +178,13 @@ async fn a_dispatch_round_trips_with_its_requests(b: &Backend) {
     }
     // A dispatch whose transform planned no request at all.
     let empty = dispatch("orders", "42", None, 0);
-    assert_eq!(b.store.insert(&empty).await.unwrap(), Inserted::Created);
+    assert_eq!(b.store.insert(empty.clone()).await.unwrap(), Inserted::Created);
     assert!(one(&b.store, empty.id).await.requests.is_empty());
 }
 
 async fn bodies_are_read_only_when_asked_for(b: &Backend) {
     let d = dispatch("orders", "42", None, 2);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     let without = b.store.select(Filter::Id(d.id), false).await.unwrap();
     assert!(without[0].requests.iter().all(|r| r.body.is_none()), "no bodies unless asked");
     assert!(one(&b.store, d.id).await.requests.iter().all(|r| r.body.is_some()));
@@ -192,18 +192,18 @@ async fn bodies_are_read_only_when_asked_for(b: &Backend) {
 
 async fn an_idempotency_key_maps_a_resend_to_the_first_dispatch(b: &Backend) {
     let first = dispatch("orders", "42", Some("k"), 2);
-    assert_eq!(b.store.insert(&first).await.unwrap(), Inserted::Created);
+    assert_eq!(b.store.insert(first.clone()).await.unwrap(), Inserted::Created);
     let resend = dispatch("orders", "42", Some("k"), 1);
-    assert_eq!(b.store.insert(&resend).await.unwrap(), Inserted::Existing(first.id));
+    assert_eq!(b.store.insert(resend.clone()).await.unwrap(), Inserted::Existing(first.id));
     assert!(b.store.select(Filter::Id(resend.id), false).await.unwrap().is_empty(), "nothing of the resend stored");
     assert_eq!(b.store.by_idempotency_key("orders", "k").await.unwrap(), Some(first.id));
     assert_eq!(b.store.by_idempotency_key("orders", "other").await.unwrap(), None);
     // Keys are per template; dispatches without a key never collide.
     let elsewhere = dispatch("invoices", "42", Some("k"), 1);
-    assert_eq!(b.store.insert(&elsewhere).await.unwrap(), Inserted::Created);
+    assert_eq!(b.store.insert(elsewhere.clone()).await.unwrap(), Inserted::Created);
     assert_eq!(b.store.by_idempotency_key("invoices", "k").await.unwrap(), Some(elsewhere.id));
     for _ in 0..2 {
-        assert_eq!(b.store.insert(&dispatch("orders", "42", None, 1)).await.unwrap(), Inserted::Created);
+        assert_eq!(b.store.insert(dispatch("orders", "42", None, 1)).await.unwrap(), Inserted::Created);
     }
 }
 
@@ -217,7 +217,7 @@ async fn insert_at_once(
         .iter()
         .map(|d| {
             let (store, d) = (store.clone(), d.clone());
-            tokio::spawn(async move { store.insert(&d).await })
+            tokio::spawn(async move { store.insert(d.clone()).await })
         })
         .collect();
     let mut answers = Vec::new();
@@ -258,9 +258,9 @@ async fn dispatches_inserted_at_once_each_get_their_own_answer(b: &Backend) {
 /// are handed out.
 async fn a_large_dispatch_is_stored_whole(b: &Backend) {
     let d = dispatch("orders", "42", Some("big"), 1500);
-    assert_eq!(b.store.insert(&d).await.unwrap(), Inserted::Created);
+    assert_eq!(b.store.insert(d.clone()).await.unwrap(), Inserted::Created);
     let resend = dispatch("orders", "42", Some("big"), 1200);
-    assert_eq!(b.store.insert(&resend).await.unwrap(), Inserted::Existing(d.id));
+    assert_eq!(b.store.insert(resend.clone()).await.unwrap(), Inserted::Existing(d.id));
     assert!(b.store.select(Filter::Id(resend.id), false).await.unwrap().is_empty());
     let got = one(&b.store, d.id).await;
     assert_eq!(got.requests.len(), d.requests.len());
@@ -279,7 +279,7 @@ async fn a_large_dispatch_is_stored_whole(b: &Backend) {
 
 async fn outcomes_are_recorded_with_their_attempts(b: &Backend) {
     let d = dispatch("orders", "42", None, 4);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     let due = SystemTime::UNIX_EPOCH + Duration::from_millis(millis(SystemTime::now()) as u64 + 60_000);
     let delivered = tried(2, AttemptResult::Success, Some(200));
     let failed = NextState::Failed { reason: "HTTP 400 Bad Request".into() };
@@ -313,7 +313,7 @@ async fn outcomes_are_recorded_with_their_attempts(b: &Backend) {
 
 async fn failed_requests_are_requeued_with_their_bodies(b: &Backend) {
     let d = dispatch("orders", "42", None, 3);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     let failed = NextState::Failed { reason: "HTTP 400".into() };
     b.store
         .settle(&settlement(&d, 0, Some(tried(1, AttemptResult::Success, Some(200))), NextState::Delivered))
@@ -334,7 +334,7 @@ async fn failed_requests_are_requeued_with_their_bodies(b: &Backend) {
 
 async fn work_is_what_a_worker_needs_to_send_a_pending_request(b: &Backend) {
     let d = dispatch("orders", "campaign-7", None, 2);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     let work = b.store.work(d.id, 0).await.unwrap().unwrap();
     assert_eq!((work.template.as_str(), work.campaign.as_str()), ("orders", "campaign-7"));
     assert_eq!((&work.request.body, &work.request.target), (&d.requests[0].body, &d.requests[0].target));
@@ -354,7 +354,7 @@ async fn select_filters_by_id_campaign_and_template(b: &Backend) {
     let c = dispatch("invoices", "1", None, 2);
     let e = dispatch("orders", "2", None, 1);
     for d in [&a, &c, &e] {
-        b.store.insert(d).await.unwrap();
+        b.store.insert(d.clone()).await.unwrap();
     }
     let ids = |found: Vec<StoredDispatch>| found.iter().map(|d| d.id).collect::<Vec<_>>();
     assert_eq!(ids(b.store.select(Filter::All, false).await.unwrap()), vec![a.id, c.id, e.id], "oldest first");
@@ -370,7 +370,7 @@ async fn pruning_deletes_finished_dispatches_only(b: &Backend) {
     let (finished, pending, partly) =
         (dispatch("orders", "9", None, 2), dispatch("orders", "9", None, 1), dispatch("orders", "9", None, 2));
     for d in [&finished, &pending, &partly] {
-        b.store.insert(d).await.unwrap();
+        b.store.insert(d.clone()).await.unwrap();
     }
     let ok = |d: &StoredDispatch, i| {
         settlement(d, i, Some(tried(1, AttemptResult::Success, Some(200))), NextState::Delivered)
@@ -395,7 +395,7 @@ async fn pruning_deletes_finished_dispatches_only(b: &Backend) {
 
 async fn pending_body_bytes_follow_the_requests(b: &Backend) {
     let d = dispatch("orders", "42", None, 3);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     let size = |i: usize| d.requests[i].body.as_ref().unwrap().len() as u64;
     let pending = async || b.store.pending_body_bytes().await.unwrap().expect("both backends count");
     assert_eq!(pending().await, size(0) + size(1) + size(2));
@@ -428,7 +428,7 @@ fn jobs(d: &StoredDispatch) -> Vec<Job> {
 
 async fn the_queue_hands_out_due_jobs_once_until_they_finish(b: &Backend) {
     let d = dispatch("orders", "42", None, 3);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     b.queue.push(jobs(&d)).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -453,7 +453,7 @@ async fn the_queue_hands_out_due_jobs_once_until_they_finish(b: &Backend) {
 
 async fn a_job_retried_later_is_not_handed_out_before_it_is_due(b: &Backend) {
     let d = dispatch("orders", "42", None, 1);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     b.queue.push(jobs(&d)).await.unwrap();
     let job = next_job(&b.queue, Duration::from_secs(5)).await;
     // What a worker does with an attempt to retry: the outcome first, then the queue.
@@ -482,7 +482,7 @@ mod postgres_only {
         let Some(a) = Backend::postgres("a_claim_is_a_lease").await else { return };
         let db = a.db.as_ref().unwrap();
         let d = dispatch("orders", "42", None, 1);
-        a.store.insert(&d).await.unwrap();
+        a.store.insert(d.clone()).await.unwrap();
         a.queue.push(jobs(&d)).await.unwrap();
         let held = next_job(&a.queue, Duration::from_secs(5)).await;
         let (_, other) = instance(db).await;
@@ -505,7 +505,7 @@ mod postgres_only {
         let store = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
         let long: Arc<dyn Queue> = Arc::new(PgQueue::start(store.clone(), Duration::from_secs(600), POLL, 4));
         let d = dispatch("orders", "42", None, 2);
-        store.insert(&d).await.unwrap();
+        store.insert(d.clone()).await.unwrap();
         long.push(jobs(&d)).await.unwrap();
         next_job(&long, Duration::from_secs(5)).await;
         let (_, other) = instance(&db).await;
@@ -526,10 +526,10 @@ mod postgres_only {
     async fn a_large_dispatch_the_server_refuses_fails_and_the_next_is_stored() {
         let Some(b) = Backend::postgres("a_large_dispatch_the_server_refuses").await else { return };
         let bad = dispatch("orders", "bad\u{0}campaign", None, 1100);
-        let e = b.store.insert(&bad).await.expect_err("PostgreSQL refuses a NUL in text");
+        let e = b.store.insert(bad.clone()).await.expect_err("PostgreSQL refuses a NUL in text");
         assert!(e.0.contains("0x00"), "{e}");
         let good = dispatch("orders", "42", None, 1100);
-        assert_eq!(b.store.insert(&good).await.unwrap(), Inserted::Created);
+        assert_eq!(b.store.insert(good.clone()).await.unwrap(), Inserted::Created);
         assert_eq!(one(&b.store, good.id).await.requests.len(), 1100);
         let all = b.store.select(Filter::All, false).await.unwrap();
         assert_eq!(all.iter().map(|d| d.id).collect::<Vec<_>>(), vec![good.id], "nothing of the refused one");
@@ -564,7 +564,7 @@ mod postgres_only {
         let Some(db) = TestDb::create("postgres::claims_are_heap_only_updates").await else { return };
         let (store, queue) = instance(&db).await;
         let d = dispatch("orders", "42", None, N);
-        store.insert(&d).await.unwrap();
+        store.insert(d.clone()).await.unwrap();
         queue.push(jobs(&d)).await.unwrap();
         for _ in 0..N {
             next_job(&queue, Duration::from_secs(5)).await;
@@ -596,7 +596,7 @@ mod postgres_only {
         let Some(a) = Backend::postgres("two_instances_never_claim").await else { return };
         let (_, other) = instance(a.db.as_ref().unwrap()).await;
         let d = dispatch("orders", "42", None, N);
-        a.store.insert(&d).await.unwrap();
+        a.store.insert(d.clone()).await.unwrap();
         a.queue.push(jobs(&d)).await.unwrap();
         let take = |queue: Arc<dyn Queue>, store: Arc<dyn Store>, d: StoredDispatch| async move {
             let mut mine = Vec::new();
@@ -716,7 +716,7 @@ mod postgres_only {
 async fn jobs_given_back_at_once_come_back_each_as_its_next_attempt(b: &Backend) {
     const N: usize = 24;
     let d = dispatch("orders", "42", None, N);
-    b.store.insert(&d).await.unwrap();
+    b.store.insert(d.clone()).await.unwrap();
     b.queue.push(jobs(&d)).await.unwrap();
     let mut taken = Vec::new();
     for _ in 0..N {

@@ -220,7 +220,7 @@ mod tests {
 
     #[async_trait]
     impl Store for FlakyStore {
-        async fn insert(&self, dispatch: &StoredDispatch) -> Result<Inserted, StoreError> {
+        async fn insert(&self, dispatch: StoredDispatch) -> Result<Inserted, StoreError> {
             self.inner.insert(dispatch).await
         }
         async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {

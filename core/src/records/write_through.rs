@@ -29,7 +29,7 @@ impl WriteThrough {
         record: &DispatchRecord,
         idempotency_key: Option<String>,
     ) -> Result<Inserted, StoreError> {
-        self.store.insert(&record.to_stored(idempotency_key)).await
+        self.store.insert(record.to_stored(idempotency_key)).await
     }
 
     pub async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError> {

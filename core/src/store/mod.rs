@@ -80,8 +80,10 @@ pub enum Filter<'a> {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores a new dispatch with its requests, all due now, unless its idempotency key
-    /// (per template) is taken. When this returns, the dispatch is durable.
-    async fn insert(&self, dispatch: &StoredDispatch) -> Result<Inserted, StoreError>;
+    /// (per template) is taken. When this returns, the dispatch is durable. It takes the
+    /// dispatch whole, so that a store writing it on another thread need not copy it (a
+    /// dispatch of 100,000 requests is a few tens of MB besides its bodies).
+    async fn insert(&self, dispatch: StoredDispatch) -> Result<Inserted, StoreError>;
 
     /// Records an attempt and the request's next state. When this returns, it is durable.
     async fn settle(&self, settlement: &Settlement) -> Result<(), StoreError>;

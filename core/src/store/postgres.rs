@@ -124,9 +124,9 @@ fn dispatches(rows: &[Row]) -> Result<Vec<StoredDispatch>, StoreError> {
 #[async_trait]
 impl Store for PgStore {
     /// Waits for the next group commit of the dispatches waiting.
-    async fn insert(&self, d: &StoredDispatch) -> Result<Inserted, StoreError> {
+    async fn insert(&self, d: StoredDispatch) -> Result<Inserted, StoreError> {
         let stopped = || StoreError("postgres: the dispatch writer has stopped".into());
-        if self.inserter.call(NewDispatch::of(d)).await.ok_or_else(stopped)?? {
+        if self.inserter.call(NewDispatch::of(&d)).await.ok_or_else(stopped)?? {
             return Ok(Inserted::Created);
         }
         let key = d.idempotency_key.as_deref().unwrap_or_default();

@@ -265,8 +265,7 @@ fn dispatches(txn: &Connection, sql: &Sql, params: impl rusqlite::Params) -> rus
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert(&self, dispatch: &StoredDispatch) -> Result<Inserted, StoreError> {
-        let d = dispatch.clone();
+    async fn insert(&self, d: StoredDispatch) -> Result<Inserted, StoreError> {
         self.call(move |txn| {
             let id = id_bytes(d.id);
             let created = query(
@@ -465,7 +464,7 @@ mod tests {
         // Written at the same moment: likely one batch. The bad one must not undo the good.
         let bad = store.call(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []).map(|_| ()));
         let (one, two) = (dispatch(1), dispatch(1));
-        let (bad, a, b) = tokio::join!(bad, store.insert(&one), store.insert(&two));
+        let (bad, a, b) = tokio::join!(bad, store.insert(one.clone()), store.insert(two.clone()));
         assert!(bad.unwrap_err().0.contains("no_such_table"));
         assert_eq!((a.unwrap(), b.unwrap()), (Inserted::Created, Inserted::Created));
         assert_eq!(store.select(Filter::All, false).await.unwrap().len(), 2);
@@ -546,7 +545,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data/h.db");
         let store = SqliteStore::open(&path).unwrap();
-        store.insert(&dispatch(1)).await.unwrap();
+        store.insert(dispatch(1)).await.unwrap();
         assert_eq!(mode(&dir.path().join("data")), 0o700);
         let files: Vec<PathBuf> = database_files(&path).into_iter().filter(|f| f.exists()).collect();
         assert!(files.len() >= 2, "the database and its WAL: {files:?}");
