@@ -65,7 +65,7 @@ impl RequestBody {
 
     /// Appends the body to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for part in [&self.head, &self.middle, &self.tail] {
+        for part in self.parts() {
             out.extend_from_slice(part);
         }
     }
@@ -145,7 +145,7 @@ impl tokio_postgres::types::ToSql for RequestBody {
         _: &tokio_postgres::types::Type,
         out: &mut BytesMut,
     ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        for part in [&self.head, &self.middle, &self.tail] {
+        for part in self.parts() {
             out.extend_from_slice(part);
         }
         Ok(tokio_postgres::types::IsNull::No)

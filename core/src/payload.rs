@@ -152,8 +152,7 @@ impl Payload {
 
     /// The whole payload as JSON (what a transform plugin gets).
     pub fn to_json(&self) -> Vec<u8> {
-        let mut batches = self.split(self.profiles.len()).batches();
-        Vec::from(batches.pop().expect("one batch").body.to_bytes())
+        self.split(self.profiles.len()).body(&self.profiles)
     }
 
     /// The bodies of the outgoing requests: the payload with at most `batch_size` profiles
@@ -228,11 +227,7 @@ impl Split<'_> {
         let chunks: Vec<&[Range<usize>]> =
             if profiles.is_empty() { vec![&[]] } else { profiles.chunks(self.batch_size).collect() };
         if let [chunk] = chunks[..] {
-            let mut body = Vec::with_capacity(self.body_bytes() as usize);
-            body.extend_from_slice(&self.head);
-            body.extend_from_slice(&self.profiles_text(chunk));
-            body.extend_from_slice(&self.tail);
-            return vec![Batch { body: RequestBody::from(body), profiles: chunk.len() }];
+            return vec![Batch { body: RequestBody::from(self.body(chunk)), profiles: chunk.len() }];
         }
         let frame = Bytes::from([&self.head[..], &self.tail[..]].concat());
         let (head, tail) = (frame.slice(..self.head.len()), frame.slice(self.head.len()..));
@@ -244,6 +239,16 @@ impl Split<'_> {
             .collect()
     }
 
+    /// One body in a buffer of its own: the shared part around `chunk`'s profiles.
+    fn body(&self, chunk: &[Range<usize>]) -> Vec<u8> {
+        let text: usize = chunk.iter().map(|p| p.len() + 1).sum();
+        let mut body = Vec::with_capacity(self.head.len() + self.tail.len() + text);
+        body.extend_from_slice(&self.head);
+        self.write_profiles(chunk, &mut body);
+        body.extend_from_slice(&self.tail);
+        body
+    }
+
     /// `chunk`'s profiles separated by commas: a slice of the payload's text when they are
     /// so there (compact JSON), else a copy joined so.
     fn profiles_text(&self, chunk: &[Range<usize>]) -> Bytes {
@@ -253,13 +258,18 @@ impl Split<'_> {
             return text.slice(first.start..last.end);
         }
         let mut joined = Vec::with_capacity(chunk.iter().map(|p| p.len() + 1).sum());
+        self.write_profiles(chunk, &mut joined);
+        Bytes::from(joined)
+    }
+
+    /// Appends `chunk`'s profiles to `out`, separated by commas.
+    fn write_profiles(&self, chunk: &[Range<usize>], out: &mut Vec<u8>) {
         for (i, profile) in chunk.iter().enumerate() {
             if i > 0 {
-                joined.push(b',');
+                out.push(b',');
             }
-            joined.extend_from_slice(&text[profile.clone()]);
+            out.extend_from_slice(&self.payload.text[profile.clone()]);
         }
-        Bytes::from(joined)
     }
 }
 

@@ -217,7 +217,7 @@ async fn insert_at_once(
         .iter()
         .map(|d| {
             let (store, d) = (store.clone(), d.clone());
-            tokio::spawn(async move { store.insert(d.clone()).await })
+            tokio::spawn(async move { store.insert(d).await })
         })
         .collect();
     let mut answers = Vec::new();

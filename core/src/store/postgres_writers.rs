@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::body::RequestBody;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
@@ -18,6 +17,7 @@ use super::postgres_pool::{MAX_AGE, Pool, QUERY_TIMEOUT, QueryError};
 use super::rows::attempt_json;
 use super::sql::{self, Dialect};
 use super::{Settlement, millis, next_columns, status_code, target_json};
+use crate::body::RequestBody;
 use crate::model::{DispatchId, StoreError, StoredDispatch};
 use crate::queue::Job;
 
