@@ -94,17 +94,135 @@ pub struct Bench<'a> {
 
 // ---------------------------------------------------------------- payloads
 
-/// Filler that makes one profile's request ~1 KB.
-fn pad() -> &'static str {
-    static PAD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PAD.get_or_init(|| {
-        let bare = message("bench-0000000000-00", &profile(99_999, ""));
-        "x".repeat(1000usize.saturating_sub(bare.len()))
-    })
+/// One profile of a marketing platform's audience, ~1 KB with its message: the fields a
+/// campaign sends (identity, contact, locale, purchases, tags, consents, device), varied per
+/// profile so that what a store compresses is like real data, not a run of one byte.
+fn profile(i: u64) -> String {
+    const FIRST: [&str; 16] = [
+        "Ann", "Bob", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hugo", "Inès", "Jun", "Kofi", "Lena", "Mateo",
+        "Nora", "Oskar", "Priya",
+    ];
+    const LAST: [&str; 12] = [
+        "Martin",
+        "Bernard",
+        "Dubois",
+        "Nakamura",
+        "Okafor",
+        "Schmidt",
+        "García",
+        "Rossi",
+        "Kowalski",
+        "Nguyen",
+        "Silva",
+        "Johansson",
+    ];
+    const PLACES: [(&str, &str, &str, &str); 7] = [
+        ("Paris", "FR", "Europe/Paris", "fr-FR"),
+        ("Lyon", "FR", "Europe/Paris", "fr-FR"),
+        ("Berlin", "DE", "Europe/Berlin", "de-DE"),
+        ("Madrid", "ES", "Europe/Madrid", "es-ES"),
+        ("Tokyo", "JP", "Asia/Tokyo", "ja-JP"),
+        ("Lagos", "NG", "Africa/Lagos", "en-NG"),
+        ("Austin", "US", "America/Chicago", "en-US"),
+    ];
+    const TAGS: [&str; 10] = [
+        "vip",
+        "newsletter",
+        "churn-risk",
+        "mobile",
+        "web",
+        "black-friday",
+        "loyalty",
+        "beta",
+        "app-user",
+        "sms-optin",
+    ];
+    const TIERS: [&str; 4] = ["bronze", "silver", "gold", "platinum"];
+    const WORDS: [&str; 24] = [
+        "running",
+        "shoes",
+        "trail",
+        "summer",
+        "sale",
+        "jacket",
+        "waterproof",
+        "kids",
+        "outdoor",
+        "camping",
+        "yoga",
+        "cycling",
+        "helmet",
+        "gift",
+        "card",
+        "winter",
+        "boots",
+        "size",
+        "blue",
+        "wishlist",
+        "returns",
+        "premium",
+        "delivery",
+        "store",
+    ];
+    let mut r = Splitmix(i);
+    let (first, last) = (FIRST[r.pick(FIRST.len())], LAST[r.pick(LAST.len())]);
+    let (city, country, zone, language) = PLACES[r.pick(PLACES.len())];
+    let tags: Vec<String> = (0..3).map(|_| format!("\"{}\"", TAGS[r.pick(TAGS.len())])).collect();
+    let email = format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), r.pick(1000));
+    let phone = 600_000_000 + r.pick(200_000_000);
+    let signup = format!(
+        "20{:02}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        15 + r.pick(12),
+        1 + r.pick(12),
+        1 + r.pick(28),
+        r.pick(24),
+        r.pick(60),
+        r.pick(60)
+    );
+    let (order, amount, cents, items) = (r.next(), 5 + r.pick(495), r.pick(100), 1 + r.pick(9));
+    let (ltv, ltc, orders, tier) = (10 + r.pick(9000), r.pick(100), 1 + r.pick(120), TIERS[r.pick(TIERS.len())]);
+    let (sms, push) = (r.pick(2) == 1, r.pick(2) == 1);
+    let (device, score, seen) =
+        ((u128::from(r.next()) << 64) | u128::from(r.next()), r.pick(10_000), r.next() % 1_000_000_000);
+    let tags = tags.join(",");
+    let mut p = format!(
+        r#"{{"Identity":"user-{i}","Email":"{email}","FirstName":"{first}","LastName":"{last}","Phone":"+33{phone}","City":"{city}","Country":"{country}","TimeZone":"{zone}","Language":"{language}","SignupDate":"{signup}","LastPurchase":{{"OrderId":"{order:016x}","Amount":{amount}.{cents:02},"Currency":"EUR","Items":{items}}},"LifetimeValue":{ltv}.{ltc:02},"Orders":{orders},"LoyaltyTier":"{tier}","Tags":[{tags}],"Consent":{{"Email":true,"Sms":{sms},"Push":{push}}},"DeviceId":"{device:032x}","Score":0.{score:04},"LastSeen":{seen},"Interests":""#,
+        seen = 1_764_547_200_000u64 + seen,
+    );
+    // Interests, a few words at a time, to the same length for every profile.
+    const LEN: usize = 860;
+    while p.len() < LEN {
+        let word = WORDS[r.pick(WORDS.len())];
+        if !p.ends_with('"') {
+            p.push(' ');
+        }
+        p.push_str(word);
+    }
+    let mut end = LEN.min(p.len());
+    while !p.is_char_boundary(end) {
+        end -= 1;
+    }
+    p.truncate(end);
+    p.push_str("\"}");
+    p
 }
 
-fn profile(i: u64, pad: &str) -> String {
-    format!(r#"{{"Identity":"user-{i}","Email":"user{i}@example.com","Bio":"{pad}"}}"#)
+/// splitmix64: a repeatable stream of numbers, its own for each seed.
+struct Splitmix(u64);
+
+impl Splitmix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number below `n`.
+    fn pick(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
 }
 
 fn message(target: &str, profiles: &str) -> String {
@@ -114,7 +232,7 @@ fn message(target: &str, profiles: &str) -> String {
 /// The size in bytes of one delivery's body (what the ceiling sends, and what the gateway
 /// sends for one profile).
 pub fn payload_bytes() -> usize {
-    message("bench-0000000000-00", &profile(0, pad())).len()
+    message("bench-0000000000-00", &profile(0)).len()
 }
 
 fn dispatch_request(body: &[u8]) -> Vec<u8> {
@@ -164,7 +282,7 @@ async fn per_message(
                 if i >= n {
                     return anyhow::Ok(out);
                 }
-                let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+                let request = dispatch_request(message(&target, &profile(i)).as_bytes());
                 out.push(dispatch(&mut conn, &request).await?);
             }
         }));
@@ -182,7 +300,7 @@ fn batch_body(target: &str, n: u64) -> Vec<u8> {
         if i > 0 {
             profiles.push(',');
         }
-        profiles.push_str(&profile(i, pad()));
+        profiles.push_str(&profile(i));
     }
     dispatch_request(message(target, &profiles).as_bytes())
 }
@@ -276,7 +394,7 @@ impl Bench<'_> {
     pub async fn ceiling(&self, id: &str, n: u64) -> anyhow::Result<Row> {
         self.sink.take().await?;
         let prefix = self.target(id);
-        let body = message(&prefix, &profile(0, pad()));
+        let body = message(&prefix, &profile(0));
         let before = self.cpu(std::process::id())?;
         let start = now_ns();
         let next = Arc::new(AtomicU64::new(0));
@@ -437,7 +555,7 @@ impl Bench<'_> {
         for i in 0..n {
             let gateway = if i % 2 == 0 { &a } else { &b };
             let mut conn = Conn::connect(gateway.addr).await?;
-            let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+            let request = dispatch_request(message(&target, &profile(i)).as_bytes());
             let (dispatch_id, at) = dispatch(&mut conn, &request).await?;
             sent.insert(dispatch_id, at);
             self.sink.wait(&format!("delivery {i}"), Duration::from_secs(10), |c| c.records > i).await?;
@@ -467,7 +585,7 @@ impl Bench<'_> {
                 let mut out = Vec::new();
                 for i in (lane..n).step_by(LANES as usize) {
                     tokio::time::sleep_until(origin + Duration::from_nanos(i * 1_000_000_000 / rate)).await;
-                    let request = dispatch_request(message(&target, &profile(i, pad())).as_bytes());
+                    let request = dispatch_request(message(&target, &profile(i)).as_bytes());
                     out.push(dispatch(&mut conn, &request).await?);
                 }
                 anyhow::Ok(out)
@@ -539,4 +657,22 @@ async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) 
     })
     .await;
     out.into_iter().map(|o| o.expect("ready")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_json_of_one_size_and_differ() {
+        let messages: Vec<String> = (0..200).map(|i| message("bench-0000000000-00", &profile(i))).collect();
+        for m in &messages {
+            let value: serde_json::Value = serde_json::from_str(m).expect("a message is JSON");
+            assert_eq!(value["profiles"].as_array().map(Vec::len), Some(1));
+            assert!((900..=1100).contains(&m.len()), "{} bytes: {m}", m.len());
+        }
+        let distinct: std::collections::HashSet<_> = messages.iter().collect();
+        assert_eq!(distinct.len(), messages.len(), "every profile is its own");
+        assert_eq!(profile(7), profile(7), "a profile is the same in every run");
+    }
 }
