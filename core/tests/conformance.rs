@@ -106,7 +106,8 @@ fn request(i: usize, now: SystemTime) -> StoredRequest {
             headers: vec![("x-a".into(), "1".into())],
         }),
         profiles: 10 + i,
-        body: Some(format!("{{\"body\":{i}}}").into()),
+        // 2 KB: two requests' bodies are enough for PostgreSQL to keep them in a chunk.
+        body: Some(format!("{{\"body\":{i},\"pad\":\"{}\"}}", "abcdefghij".repeat(200)).into()),
         status: RequestStatus::Pending,
         attempt: 1,
         due: now,
@@ -672,7 +673,10 @@ mod postgres_only {
         // A second start finds the schema current.
         PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
         let versions = old.query("SELECT version FROM hookgate_migrations ORDER BY version", &[]).await.unwrap();
-        assert_eq!(versions.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(versions.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        // An instance of an earlier version may still run: bodies stay in their requests.
+        let features = old.query_one("SELECT count(*) FROM hookgate_features", &[]).await.unwrap();
+        assert_eq!(features.get::<_, i64>(0), 0);
         // Version 3: no index on the lease columns or of templates alone; room for updates.
         let dropped = old
             .query_one(
@@ -685,6 +689,91 @@ mod postgres_only {
         let options = old.query_one("SELECT reloptions FROM pg_class WHERE relname = 'requests'", &[]).await.unwrap();
         assert_eq!(options.get::<_, Option<Vec<String>>>(0), Some(vec!["fillfactor=50".to_string()]));
     }
+
+    /// A database of schema version 3 (the last release's), where instances of that
+    /// version may still run: the migration enables nothing, so a dispatch's requests keep
+    /// their bodies in their rows, where version 3 reads them; once the operator enables
+    /// shared bodies, a new dispatch keeps them in chunks, and every request reads back as
+    /// it was sent, from either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_bodies_wait_until_no_instance_of_version_3_runs() {
+        let Some(db) = TestDb::create("postgres::shared_bodies_wait").await else { return };
+        let (sql, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        sql.batch_execute(V3_SCHEMA).await.unwrap();
+        let in_rows = |id: DispatchId| {
+            let sql = &sql;
+            async move {
+                let (rows, chunks) = (
+                    "SELECT count(*) FROM requests WHERE dispatch = $1 AND body IS NOT NULL",
+                    "SELECT count(*) FROM bodies WHERE dispatch = $1",
+                );
+                let count = async |q| sql.query_one(q, &[&id.as_uuid()]).await.unwrap().get::<_, i64>(0);
+                (count(rows).await, count(chunks).await)
+            }
+        };
+        let store: Arc<dyn Store> = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
+        let before = dispatch("orders", "42", None, 40);
+        store.insert(before.clone()).await.unwrap();
+        assert_eq!(in_rows(before.id).await, (40, 0), "version 3 finds every body in its request's row");
+
+        sql.execute("INSERT INTO hookgate_features (name) VALUES ('shared_bodies')", &[]).await.unwrap();
+        let store: Arc<dyn Store> = PgStore::connect(&Secret::new(db.url.clone())).await.unwrap();
+        let after = dispatch("orders", "42", None, 40);
+        store.insert(after.clone()).await.unwrap();
+        let (rows, chunks) = in_rows(after.id).await;
+        assert_eq!(rows, 0, "no request keeps a body of its own");
+        assert!((2..40).contains(&chunks), "40 bodies of 2 KB share a few chunks, not {chunks}");
+
+        for d in [&before, &after] {
+            let got = one(&store, d.id).await;
+            let bodies: Vec<_> = got.requests.iter().map(|r| r.body.clone()).collect();
+            assert_eq!(bodies, d.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>());
+            for i in [0, 17, 39] {
+                let work = store.work(d.id, i).await.unwrap().unwrap();
+                assert_eq!(work.request.body, d.requests[i as usize].body, "request {i}");
+            }
+        }
+        assert_eq!(
+            store.pending_body_bytes().await.unwrap(),
+            Some(2 * before.requests.iter().map(|r| r.body.as_ref().unwrap().len() as u64).sum::<u64>())
+        );
+    }
+
+    /// A database this version makes has no instance of an earlier one: dispatches share
+    /// chunks of bodies from the start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_database_shares_bodies() {
+        let Some(b) = Backend::postgres("a_new_database_shares_bodies").await else { return };
+        let d = dispatch("orders", "42", None, 12);
+        b.store.insert(d.clone()).await.unwrap();
+        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let chunks = sql.query_one("SELECT count(*) FROM bodies", &[]).await.unwrap().get::<_, i64>(0);
+        assert_eq!(chunks, 2, "12 bodies of 2 KB, in chunks filled to 16 KB");
+        let got = one(&b.store, d.id).await;
+        assert_eq!(
+            got.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
+            d.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>()
+        );
+    }
+
+    /// The schema of the last release (version 3), as it made a new database.
+    const V3_SCHEMA: &str = "
+        CREATE TABLE hookgate_migrations (version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+        INSERT INTO hookgate_migrations (version) VALUES (1), (2), (3);
+        CREATE TABLE dispatches (
+            id UUID PRIMARY KEY, template TEXT NOT NULL, template_version BIGINT NOT NULL, campaign TEXT NOT NULL,
+            created_at BIGINT NOT NULL, idempotency_key TEXT, skipped BIGINT NOT NULL,
+            UNIQUE (template, idempotency_key));
+        CREATE INDEX dispatches_campaign ON dispatches (campaign);
+        CREATE INDEX dispatches_created ON dispatches (created_at);
+        CREATE TABLE requests (
+            dispatch UUID NOT NULL REFERENCES dispatches (id) ON DELETE CASCADE, idx INT NOT NULL,
+            profiles BIGINT NOT NULL, target TEXT, body BYTEA, status SMALLINT NOT NULL, reason TEXT,
+            attempt INT NOT NULL, due BIGINT NOT NULL, attempts JSONB NOT NULL DEFAULT '[]', lease_owner UUID,
+            lease_until BIGINT, PRIMARY KEY (dispatch, idx)) WITH (fillfactor = 50);
+        CREATE INDEX requests_due ON requests (due) WHERE status = 0;";
 
     /// The schema of the first release, as it migrated a new database.
     const V1_SCHEMA: &str = "

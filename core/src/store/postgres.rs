@@ -13,8 +13,9 @@
 //! apply them once.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
@@ -37,8 +38,9 @@ use crate::secret::Secret;
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6761_7465; // "hookgate"
 
 /// Brings the database to the current [schema] under an advisory lock, so instances
-/// starting together migrate it once.
-async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+/// starting together migrate it once; then reads whether [`schema::SHARED_BODIES`] is
+/// enabled, on the same connection.
+async fn migrate(pool: &Pool) -> Result<bool, StoreError> {
     let mut client = pool.connect().await?;
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("migrations lock"))?;
     let result = async {
@@ -68,11 +70,17 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     }
     .await;
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
-    result
+    result?;
+    let row = client
+        .query_one(sql::FEATURE_ENABLED.get(Dialect::Postgres), &[&schema::SHARED_BODIES])
+        .await
+        .map_err(pg("features"))?;
+    Ok(row.get(0))
 }
 
 pub struct PgStore {
     pool: Arc<Pool>,
+    shared_bodies: SharedBodies,
     inserter: Submit<NewDispatch, Result<bool, StoreError>>,
     settler: Submit<Settlement, Result<(), StoreError>>,
     releaser: Submit<Job, Result<(), StoreError>>,
@@ -95,7 +103,7 @@ impl PgStore {
     /// Connects (as the URL's `sslmode` says) and runs the migrations.
     pub async fn connect(url: &Secret) -> Result<Arc<Self>, StoreError> {
         let pool = Arc::new(Pool::new(ConnectOptions::parse(url)?));
-        migrate(&pool).await?;
+        let shared_bodies = SharedBodies::new(migrate(&pool).await?);
         let (inserter, inserts) = group_commit::channel();
         let (settler, settlements) = group_commit::channel();
         let (releaser, releases) = group_commit::channel();
@@ -104,11 +112,70 @@ impl PgStore {
             tokio::spawn(settle_loop(pool.clone(), settlements)),
             tokio::spawn(release_loop(pool.clone(), releases)),
         ];
-        Ok(Arc::new(Self { pool, inserter, settler, releaser, prefetched: Mutex::default(), writers }))
+        Ok(Arc::new(Self { pool, shared_bodies, inserter, settler, releaser, prefetched: Mutex::default(), writers }))
     }
 
     fn prefetched(&self) -> std::sync::MutexGuard<'_, HashMap<(DispatchId, u32), StoredWork>> {
         self.prefetched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether this instance writes a dispatch's bodies in chunks ([`schema::SHARED_BODIES`]):
+/// read at start and, while it is not enabled, again at most once a minute when a dispatch
+/// could use it, so that enabling it reaches every instance without a restart.
+struct SharedBodies {
+    enabled: AtomicBool,
+    /// When the table was last read.
+    read_at: Mutex<Instant>,
+}
+
+impl SharedBodies {
+    const REREAD: Duration = Duration::from_secs(60);
+
+    fn new(enabled: bool) -> Self {
+        if !enabled {
+            tracing::info!(
+                "each request of a dispatch keeps its own body, as instances of schema version 3 read them; once \
+                 none runs, let dispatches share chunks of bodies (less to write and store): \
+                 INSERT INTO hookgate_features (name) VALUES ('{}')",
+                schema::SHARED_BODIES
+            );
+        }
+        Self { enabled: AtomicBool::new(enabled), read_at: Mutex::new(Instant::now()) }
+    }
+
+    async fn enabled_in(pool: &Pool) -> Result<bool, StoreError> {
+        let rows = pool.query(&sql::FEATURE_ENABLED, &[&schema::SHARED_BODIES]).await?;
+        Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
+    /// Whether `d` is written with shared bodies.
+    async fn for_dispatch(&self, pool: &Pool, d: &StoredDispatch) -> bool {
+        if self.enabled.load(Ordering::Relaxed) {
+            return true;
+        }
+        if d.requests.len() < 2 {
+            return false;
+        }
+        {
+            let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
+            if read_at.elapsed() < Self::REREAD {
+                return false;
+            }
+            *read_at = Instant::now();
+        }
+        match Self::enabled_in(pool).await {
+            Ok(true) => {
+                tracing::info!("dispatches now share chunks of bodies");
+                self.enabled.store(true, Ordering::Relaxed);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the enabled features; bodies are kept per request");
+                false
+            }
+        }
     }
 }
 
@@ -126,7 +193,8 @@ impl Store for PgStore {
     /// Waits for the next group commit of the dispatches waiting.
     async fn insert(&self, d: StoredDispatch) -> Result<Inserted, StoreError> {
         let stopped = || StoreError("postgres: the dispatch writer has stopped".into());
-        if self.inserter.call(NewDispatch::of(&d)).await.ok_or_else(stopped)?? {
+        let share = self.shared_bodies.for_dispatch(&self.pool, &d).await;
+        if self.inserter.call(NewDispatch::of(&d, share)).await.ok_or_else(stopped)?? {
             return Ok(Inserted::Created);
         }
         let key = d.idempotency_key.as_deref().unwrap_or_default();

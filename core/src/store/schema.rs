@@ -31,7 +31,7 @@
 use super::sql::Dialect;
 
 /// The current schema version.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 
 const DISPATCHES: &str = "CREATE TABLE dispatches (
         id {uuid} PRIMARY KEY,
@@ -60,8 +60,40 @@ const REQUESTS: &str = "CREATE TABLE NAME (
         attempts {json} NOT NULL DEFAULT '[]',
         lease_owner {uuid},
         lease_until BIGINT,
+        body_chunk INT,
+        body_at INT,
+        body_len INT,
         PRIMARY KEY (dispatch, idx)
     ){requests_options};";
+
+/// The bodies of a dispatch's requests stored together ([`SHARED_BODIES`]): a chunk holds
+/// those of consecutive requests from request `first`, one after the other.
+const BODIES: &str = "CREATE TABLE bodies (
+        dispatch {uuid} NOT NULL REFERENCES dispatches (id) ON DELETE CASCADE,
+        first INT NOT NULL,
+        data {bytes} NOT NULL,
+        PRIMARY KEY (dispatch, first)
+    );";
+
+/// PostgreSQL compresses the chunks where they are (`MAIN`), with LZ4 where the server has
+/// it; a row of at least 2 KB is compressed, a smaller one is stored as it is.
+const POSTGRES_BODIES_STORAGE: &str = "ALTER TABLE bodies ALTER COLUMN data SET STORAGE MAIN;
+    DO $$ BEGIN
+        ALTER TABLE bodies ALTER COLUMN data SET COMPRESSION lz4;
+    EXCEPTION WHEN feature_not_supported THEN NULL;
+    END $$;";
+
+/// PostgreSQL: the formats a cluster's instances may write, by name, enabled once every
+/// instance reads them; those a release makes are listed here from the first one.
+const POSTGRES_FEATURES: &str = "CREATE TABLE hookgate_features (
+        name TEXT PRIMARY KEY,
+        enabled_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );";
+
+/// The feature under which a dispatch's requests keep their bodies in [`BODIES`] rather
+/// than each its own: version 3 reads a request's body from its row only, so a database
+/// it ran on enables it once no instance of version 3 runs.
+pub(crate) const SHARED_BODIES: &str = "shared_bodies";
 
 const REQUESTS_INDEXES: &str = "CREATE INDEX requests_due ON requests (due) WHERE status = 0;";
 
@@ -74,17 +106,41 @@ fn requests_table(name: &str) -> String {
 pub(crate) fn upgrade(dialect: Dialect, version: u32) -> Option<String> {
     let steps = match (dialect, version) {
         (_, 0) => return Some(create(dialect)),
-        (Dialect::Sqlite, 1) => vec![sqlite_from_v1(), from_v2(dialect)],
-        (Dialect::Postgres, 1) => vec![POSTGRES_FROM_V1.to_string(), from_v2(dialect)],
-        (_, 2) => vec![from_v2(dialect)],
+        (Dialect::Sqlite, 1) => vec![sqlite_from_v1(), dialect.render(BODIES)],
+        (Dialect::Postgres, 1) => vec![POSTGRES_FROM_V1.to_string(), from_v2(dialect), from_v3(dialect)],
+        (_, 2) => vec![from_v2(dialect), from_v3(dialect)],
+        (_, 3) => vec![from_v3(dialect)],
         _ => return None,
     };
     Some(steps.join("\n"))
 }
 
-/// The whole schema, for a new database.
+/// The whole schema, for a new database: no instance of an earlier version has run on it,
+/// so every feature is enabled.
 fn create(dialect: Dialect) -> String {
-    dialect.render(&[DISPATCHES, &requests_table("requests"), REQUESTS_INDEXES].join("\n"))
+    let tables = dialect.render(&[DISPATCHES, &requests_table("requests"), REQUESTS_INDEXES, BODIES].join("\n"));
+    match dialect {
+        Dialect::Postgres => format!(
+            "{tables}\n{POSTGRES_BODIES_STORAGE}\n{POSTGRES_FEATURES}\n\
+             INSERT INTO hookgate_features (name) VALUES ('{SHARED_BODIES}');"
+        ),
+        Dialect::Sqlite => tables,
+    }
+}
+
+/// From version 3 to 4: the chunks of bodies, and the columns by which a request finds its
+/// body in one; in PostgreSQL, the features table, with none enabled. Safe while instances
+/// of version 3 keep running: the columns are added without rewriting the table (no
+/// default), and nothing is written to them until [`SHARED_BODIES`] is enabled.
+fn from_v3(dialect: Dialect) -> String {
+    let columns = "ALTER TABLE requests ADD COLUMN body_chunk INT;
+        ALTER TABLE requests ADD COLUMN body_at INT;
+        ALTER TABLE requests ADD COLUMN body_len INT;";
+    let tables = dialect.render(&[columns, BODIES].join("\n"));
+    match dialect {
+        Dialect::Postgres => format!("{tables}\n{POSTGRES_BODIES_STORAGE}\n{POSTGRES_FEATURES}"),
+        Dialect::Sqlite => tables,
+    }
 }
 
 /// From version 2 to 3: two indexes dropped and, in PostgreSQL, the fill factor set, which
@@ -100,7 +156,7 @@ fn from_v2(dialect: Dialect) -> String {
     }
 }
 
-/// From version 1 to 3 in SQLite: the requests table is rebuilt (SQLite cannot add a
+/// From version 1 to 4 in SQLite (but the bodies' table): the requests table is rebuilt (SQLite cannot add a
 /// foreign key to a table), keeping every row. A gateway holds its file alone, so this
 /// runs while nothing else uses it, in the transaction that sets the new version.
 fn sqlite_from_v1() -> String {

@@ -85,11 +85,28 @@ impl Sql {
 
 // ---------------------------------------------------------------- the store
 
+/// The body of request `r`: its own column, or its slice of the chunk that holds it with
+/// others of its dispatch (`body_len` is set then; see `schema::BODIES`).
+macro_rules! body_of_r {
+    () => {
+        "CASE WHEN r.body_len IS NULL THEN r.body ELSE
+            (SELECT substr(b.data, r.body_at + 1, r.body_len) FROM bodies b
+             WHERE b.dispatch = r.dispatch AND b.first = r.body_chunk) END"
+    };
+}
+
+/// Whether request `r` keeps a body (a delivered one drops it).
+macro_rules! has_body {
+    () => {
+        "(body IS NOT NULL OR body_len IS NOT NULL)"
+    };
+}
+
 /// A dispatch's columns, then its requests' (a `LEFT JOIN`: a dispatch may have none),
 /// one row per request, as [`super::rows::Dispatches`] reads them; the body column is
-/// `r.body` or a typed `NULL`.
+/// [`body_of_r`] or a typed `NULL`.
 macro_rules! dispatches_with_requests {
-    ($body:literal, $where:literal) => {
+    ($body:expr, $where:literal) => {
         concat!(
             "SELECT d.id, d.template, d.template_version, d.campaign, d.created_at, d.idempotency_key, d.skipped,
                     r.idx, r.profiles, r.target, ",
@@ -105,19 +122,19 @@ macro_rules! dispatches_with_requests {
 /// The dispatches of each [`super::Filter`], with and without the requests' bodies.
 pub(crate) static SELECT_ALL: [Sql; 2] = [
     Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "")),
-    Sql::new(dispatches_with_requests!("r.body", "")),
+    Sql::new(dispatches_with_requests!(body_of_r!(), "")),
 ];
 pub(crate) static SELECT_ID: [Sql; 2] = [
     Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.id = $1")),
-    Sql::new(dispatches_with_requests!("r.body", "WHERE d.id = $1")),
+    Sql::new(dispatches_with_requests!(body_of_r!(), "WHERE d.id = $1")),
 ];
 pub(crate) static SELECT_CAMPAIGN: [Sql; 2] = [
     Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.campaign = $1")),
-    Sql::new(dispatches_with_requests!("r.body", "WHERE d.campaign = $1")),
+    Sql::new(dispatches_with_requests!(body_of_r!(), "WHERE d.campaign = $1")),
 ];
 pub(crate) static SELECT_TEMPLATE: [Sql; 2] = [
     Sql::new(dispatches_with_requests!("CAST(NULL AS {bytes})", "WHERE d.template = $1")),
-    Sql::new(dispatches_with_requests!("r.body", "WHERE d.template = $1")),
+    Sql::new(dispatches_with_requests!(body_of_r!(), "WHERE d.template = $1")),
 ];
 
 /// The select of a filter (its parameter, if any, is `$1`), without bodies and with.
@@ -151,7 +168,7 @@ pub(crate) static INSERT_DISPATCH: Sql = Sql::new(
      RETURNING id",
 );
 
-/// One request of a new dispatch (SQLite, in the dispatch's transaction).
+/// One request of a new dispatch (SQLite, in the dispatch's transaction), with its body.
 pub(crate) static INSERT_REQUEST: Sql = Sql::new(
     "INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -171,18 +188,25 @@ macro_rules! insert_dispatch_rows {
 /// PostgreSQL: new dispatches and all their requests in one statement (arrays of the
 /// dispatches' columns, then of the requests', each naming its dispatch; multi-row
 /// inserts). A dispatch whose idempotency key is taken is not stored, nor are its
-/// requests; the ids of those stored come back. Idle instances hear of them at commit
-/// ([`JOBS_CHANNEL`]).
+/// requests; the ids of those stored come back. A request's body is its own (`$12`) or
+/// its slice (`$16` to `$18`) of a chunk (`$19` to `$21`: dispatch, first request, data).
+/// Idle instances hear of them at commit ([`JOBS_CHANNEL`]).
 pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
     "WITH d AS (",
     insert_dispatch_rows!(),
     "), r AS (
-        INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due)
-        SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due
+        INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due, body_chunk, body_at,
+                              body_len)
+        SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due, r.body_chunk,
+               r.body_at, r.body_len
         FROM unnest($8::uuid[], $9::int[], $10::bigint[], $11::text[], $12::bytea[], $13::smallint[], $14::int[],
-                    $15::bigint[])
-             AS r (dispatch, idx, profiles, target, body, status, attempt, due)
+                    $15::bigint[], $16::int[], $17::int[], $18::int[])
+             AS r (dispatch, idx, profiles, target, body, status, attempt, due, body_chunk, body_at, body_len)
         WHERE r.dispatch IN (SELECT id FROM d)
+     ), b AS (
+        INSERT INTO bodies (dispatch, first, data)
+        SELECT b.dispatch, b.first, b.data FROM unnest($19::uuid[], $20::int[], $21::bytea[]) AS b (dispatch, first, data)
+        WHERE b.dispatch IN (SELECT id FROM d)
      ), n AS (
         SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM d)
      )
@@ -194,14 +218,40 @@ pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
 pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(insert_dispatch_rows!());
 
 /// PostgreSQL: requests streamed in binary, in the columns' order of [`COPY_REQUEST_TYPES`].
-pub(crate) static COPY_REQUESTS: Sql =
-    Sql::new("COPY requests (dispatch, idx, profiles, target, body, status, attempt, due) FROM STDIN (FORMAT binary)");
+pub(crate) static COPY_REQUESTS: Sql = Sql::new(
+    "COPY requests (dispatch, idx, profiles, target, body, status, attempt, due, body_chunk, body_at, body_len)
+     FROM STDIN (FORMAT binary)",
+);
 
 /// The types of [`COPY_REQUESTS`]'s columns.
-pub(crate) const COPY_REQUEST_TYPES: [tokio_postgres::types::Type; 8] = {
+pub(crate) const COPY_REQUEST_TYPES: [tokio_postgres::types::Type; 11] = {
     use tokio_postgres::types::Type;
-    [Type::UUID, Type::INT4, Type::INT8, Type::TEXT, Type::BYTEA, Type::INT2, Type::INT4, Type::INT8]
+    [
+        Type::UUID,
+        Type::INT4,
+        Type::INT8,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::INT2,
+        Type::INT4,
+        Type::INT8,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+    ]
 };
+
+/// PostgreSQL: chunks of bodies streamed in binary (dispatch, first request, data).
+pub(crate) static COPY_BODIES: Sql = Sql::new("COPY bodies (dispatch, first, data) FROM STDIN (FORMAT binary)");
+
+/// The types of [`COPY_BODIES`]'s columns.
+pub(crate) const COPY_BODY_TYPES: [tokio_postgres::types::Type; 3] = {
+    use tokio_postgres::types::Type;
+    [Type::UUID, Type::INT4, Type::BYTEA]
+};
+
+/// PostgreSQL: whether feature `$1` is enabled (see `schema::SHARED_BODIES`).
+pub(crate) static FEATURE_ENABLED: Sql = Sql::new("SELECT EXISTS (SELECT 1 FROM hookgate_features WHERE name = $1)");
 
 /// The channel on which instances hear of new work (`LISTEN/NOTIFY`).
 pub(crate) const JOBS_CHANNEL: &str = "hookgate_jobs";
@@ -214,7 +264,8 @@ pub(crate) static BY_IDEMPOTENCY_KEY: Sql =
 
 /// An attempt and the request's next state: `$1` dispatch, `$2` request, `$3` status,
 /// `$4` reason, `$5` next attempt and `$6` its due time (both kept when null), `$7` the
-/// attempt as JSON (none appended when null). A delivered request drops its body; one due
+/// attempt as JSON (none appended when null). A delivered request drops its body (its
+/// slice of a chunk stays until the dispatch goes, but is no longer its); one due
 /// again leaves its lease for whichever instance claims it.
 pub(crate) static SETTLE: Sql = Sql::new(
     "UPDATE requests SET
@@ -223,6 +274,7 @@ pub(crate) static SETTLE: Sql = Sql::new(
         attempt = COALESCE(CAST($5 AS INT), attempt),
         due = COALESCE(CAST($6 AS BIGINT), due),
         body = CASE WHEN CAST($3 AS SMALLINT) = 1 THEN NULL ELSE body END,
+        body_len = CASE WHEN CAST($3 AS SMALLINT) = 1 THEN NULL ELSE body_len END,
         lease_owner = CASE WHEN CAST($3 AS SMALLINT) = 0 THEN NULL ELSE lease_owner END,
         attempts = CASE WHEN CAST($7 AS TEXT) IS NULL THEN attempts ELSE {append_attempt} END
      WHERE dispatch = $1 AND idx = CAST($2 AS INT)",
@@ -238,6 +290,7 @@ pub(crate) static SETTLE_MANY: Sql = Sql::new(
         attempt = COALESCE(s.attempt, r.attempt),
         due = COALESCE(s.due, r.due),
         body = CASE WHEN s.status = 1 THEN NULL ELSE r.body END,
+        body_len = CASE WHEN s.status = 1 THEN NULL ELSE r.body_len END,
         lease_owner = CASE WHEN s.status = 0 THEN NULL ELSE r.lease_owner END,
         attempts = CASE WHEN s.tried IS NULL THEN r.attempts ELSE r.attempts || s.tried::jsonb END
      FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
@@ -249,20 +302,24 @@ pub(crate) static DISPATCH_EXISTS: Sql = Sql::new("SELECT 1 FROM dispatches WHER
 
 /// The failed requests of dispatch `$1` that keep their body, pending again at attempt 1,
 /// due at `$2`.
-pub(crate) static REQUEUE_FAILED: Sql = Sql::new(
+pub(crate) static REQUEUE_FAILED: Sql = Sql::new(concat!(
     "UPDATE requests SET status = 0, attempt = 1, due = CAST($2 AS BIGINT), lease_owner = NULL, lease_until = NULL
-     WHERE dispatch = $1 AND status = 2 AND body IS NOT NULL
-     RETURNING idx, profiles, reason, octet_length(body)",
-);
+     WHERE dispatch = $1 AND status = 2 AND ",
+    has_body!(),
+    " RETURNING idx, profiles, reason, COALESCE(octet_length(body), body_len)"
+));
 
 /// What a worker needs to send request `$2` of dispatch `$1`.
-pub(crate) static WORK: Sql = Sql::new(
-    "SELECT d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due
-     FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = $1 AND r.idx = CAST($2 AS INT)",
-);
+pub(crate) static WORK: Sql = Sql::new(concat!(
+    "SELECT d.template, d.campaign, r.profiles, r.target, ",
+    body_of_r!(),
+    ", r.status, r.reason, r.attempt, r.due
+     FROM requests r JOIN dispatches d ON d.id = r.dispatch WHERE r.dispatch = $1 AND r.idx = CAST($2 AS INT)"
+));
 
-pub(crate) static PENDING_BODY_BYTES: Sql =
-    Sql::new("SELECT CAST(COALESCE(SUM(octet_length(body)), 0) AS BIGINT) FROM requests WHERE status = 0");
+pub(crate) static PENDING_BODY_BYTES: Sql = Sql::new(
+    "SELECT CAST(COALESCE(SUM(COALESCE(octet_length(body), body_len)), 0) AS BIGINT) FROM requests WHERE status = 0",
+);
 
 pub(crate) static PENDING_REQUESTS: Sql = Sql::new("SELECT count(*) FROM requests WHERE status = 0");
 
@@ -271,7 +328,7 @@ pub(crate) static PENDING_REQUESTS: Sql = Sql::new("SELECT count(*) FROM request
 /// Claims up to `$4` due requests whose lease is free or ran out, for owner `$1` until
 /// `$2` (now is `$3`), with what it takes to send them (as [`WORK`] from column 4); other
 /// instances skip the rows this one is locking.
-pub(crate) static CLAIM: Sql = Sql::new(
+pub(crate) static CLAIM: Sql = Sql::new(concat!(
     "WITH c AS (
         SELECT dispatch, idx FROM requests
         WHERE status = 0 AND due <= $3 AND (lease_until IS NULL OR lease_until < $3)
@@ -281,9 +338,10 @@ pub(crate) static CLAIM: Sql = Sql::new(
      UPDATE requests r SET lease_owner = $1, lease_until = $2
      FROM c JOIN dispatches d ON d.id = c.dispatch
      WHERE r.dispatch = c.dispatch AND r.idx = c.idx
-     RETURNING r.dispatch, r.idx, r.attempt, r.due,
-               d.template, d.campaign, r.profiles, r.target, r.body, r.status, r.reason, r.attempt, r.due",
-);
+     RETURNING r.dispatch, r.idx, r.attempt, r.due, d.template, d.campaign, r.profiles, r.target, ",
+    body_of_r!(),
+    ", r.status, r.reason, r.attempt, r.due"
+));
 
 /// When the next job may be claimed: the earliest due time of the pending requests,
 /// or the end of their lease for those held; `NULL` when none is pending.
