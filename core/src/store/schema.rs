@@ -34,9 +34,8 @@
 //! Version 4 is this schema. Version 3 had no `bodies` table nor the `body_chunk`,
 //! `body_at` and `body_len` columns, nor PostgreSQL's `hookgate_features`. Version 2 also
 //! had the indexes `requests_lease` and `dispatches_template`, and PostgreSQL's default
-//! fill factor. Version 1 (the first
-//! release) had no template index, no cascade and no lease columns in SQLite, and attempts
-//! as a table of rows in PostgreSQL.
+//! fill factor. Version 1 (the first release) had no template index, no cascade and no
+//! lease columns in SQLite, and attempts as a table of rows in PostgreSQL.
 
 use super::sql::Dialect;
 
