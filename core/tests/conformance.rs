@@ -706,7 +706,7 @@ mod postgres_only {
             async move {
                 let (rows, chunks) = (
                     "SELECT count(*) FROM requests WHERE dispatch = $1 AND body IS NOT NULL",
-                    "SELECT count(*) FROM bodies WHERE dispatch = $1",
+                    "SELECT count(*) FROM bodies WHERE $1 = ANY (dispatches)",
                 );
                 let count = async |q| sql.query_one(q, &[&id.as_uuid()]).await.unwrap().get::<_, i64>(0);
                 (count(rows).await, count(chunks).await)
@@ -750,12 +750,122 @@ mod postgres_only {
         let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         let chunks = sql.query_one("SELECT count(*) FROM bodies", &[]).await.unwrap().get::<_, i64>(0);
-        assert_eq!(chunks, 2, "12 bodies of 2 KB, in chunks filled to 16 KB");
+        assert_eq!(chunks, 2, "12 bodies of 2 KB, in chunks of up to 16 KB");
         let got = one(&b.store, d.id).await;
         assert_eq!(
             got.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>(),
             d.requests.iter().map(|r| r.body.clone()).collect::<Vec<_>>()
         );
+    }
+
+    /// A chunk of bodies is kept while one of its requests may still be sent (pending, or
+    /// failed and so replayable) and goes with the delivery of the last of them, whether
+    /// the others were delivered before or in the same statement.
+    /// (On one thread, settlements made at once wait for the writer together: one statement.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_chunk_of_bodies_goes_once_its_requests_are_delivered() {
+        let Some(b) = Backend::postgres("a_chunk_goes_once_delivered").await else { return };
+        let d = dispatch("orders", "42", None, 12);
+        b.store.insert(d.clone()).await.unwrap();
+        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let chunks = async || {
+            let rows = sql.query("SELECT firsts, lasts FROM bodies ORDER BY id", &[]).await.unwrap();
+            rows.iter().map(|row| (row.get::<_, Vec<i32>>(0)[0], row.get::<_, Vec<i32>>(1)[0])).collect::<Vec<_>>()
+        };
+        assert_eq!(chunks().await, [(0, 7), (8, 11)], "12 bodies of 2 KB, in chunks of up to 16 KB");
+        let delivered = |i| settlement(&d, i, Some(tried(1, AttemptResult::Success, Some(200))), NextState::Delivered);
+        let failed = |i| settlement(&d, i, None, NextState::Failed { reason: "HTTP 400".into() });
+        let settle_at_once = async |[x, y, z]: [Settlement; 3]| {
+            let (x, y, z) = tokio::join!(b.store.settle(&x), b.store.settle(&y), b.store.settle(&z));
+            for settled in [x, y, z] {
+                settled.unwrap();
+            }
+        };
+
+        for i in 0..7 {
+            b.store.settle(&delivered(i)).await.unwrap();
+        }
+        b.store.settle(&failed(7)).await.unwrap();
+        settle_at_once([delivered(8), delivered(9), failed(11)]).await;
+        b.store.settle(&delivered(10)).await.unwrap();
+        assert_eq!(chunks().await, [(0, 7), (8, 11)], "requests 7 and 11 failed: a replay sends them again");
+
+        let requeued = b.store.requeue_failed(d.id).await.unwrap().unwrap();
+        assert_eq!(requeued.iter().map(|r| r.request).collect::<Vec<_>>(), [7, 11]);
+        for i in [7, 11] {
+            let work = b.store.work(d.id, i).await.unwrap().unwrap();
+            assert_eq!(work.request.body, d.requests[i as usize].body, "request {i}, replayed");
+        }
+        b.store.settle(&delivered(7)).await.unwrap();
+        assert_eq!(chunks().await, [(8, 11)], "the first chunk's requests are all delivered");
+        b.store.settle(&delivered(11)).await.unwrap();
+        assert_eq!(chunks().await, [], "so are the second's");
+        assert_eq!(b.store.pending_body_bytes().await.unwrap(), Some(0));
+
+        // Every request of a chunk delivered by one statement.
+        let d = dispatch("orders", "43", None, 3);
+        b.store.insert(d.clone()).await.unwrap();
+        assert_eq!(chunks().await, [(0, 2)]);
+        settle_at_once([0, 1, 2].map(|i| settlement(&d, i, None, NextState::Delivered))).await;
+        assert_eq!(chunks().await, [], "the chunk of requests delivered together");
+    }
+
+    /// Single-request dispatches accepted at the same moment (one group commit) share a
+    /// chunk of bodies: each reads back its own; the chunk stays while one of them is
+    /// pending, whatever becomes of the others, and goes with the last of them: delivered,
+    /// or pruned once all are finished.
+    /// (On one thread, inserts made at once wait for the writer together: one statement.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn dispatches_accepted_together_share_a_chunk_of_bodies() {
+        let Some(b) = Backend::postgres("dispatches_share_a_chunk").await else { return };
+        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let chunks = async || {
+            let rows = sql.query("SELECT dispatches FROM bodies ORDER BY id", &[]).await.unwrap();
+            rows.iter().map(|row| row.get::<_, Vec<uuid::Uuid>>(0)).collect::<Vec<_>>()
+        };
+        let own_bodies = async || {
+            let row = sql.query_one("SELECT count(*) FROM requests WHERE body IS NOT NULL", &[]).await.unwrap();
+            row.get::<_, i64>(0)
+        };
+        let insert_at_once = async || {
+            let [x, y, z] = [0, 1, 2].map(|_| dispatch("orders", "42", None, 1));
+            let (a, b2, c) =
+                tokio::join!(b.store.insert(x.clone()), b.store.insert(y.clone()), b.store.insert(z.clone()));
+            for inserted in [a, b2, c] {
+                assert_eq!(inserted.unwrap(), Inserted::Created);
+            }
+            [x, y, z]
+        };
+        let delivered = |d: &StoredDispatch| settlement(d, 0, None, NextState::Delivered);
+        let in_a_day = SystemTime::now() + Duration::from_secs(86_400);
+
+        let [x, y, z] = insert_at_once().await;
+        assert_eq!(chunks().await, [vec![x.id.as_uuid(), y.id.as_uuid(), z.id.as_uuid()]], "one chunk, in order");
+        assert_eq!(own_bodies().await, 0);
+        for d in [&x, &y, &z] {
+            let work = b.store.work(d.id, 0).await.unwrap().unwrap();
+            assert_eq!(work.request.body, d.requests[0].body, "dispatch {}", d.id);
+        }
+        b.store.settle(&delivered(&x)).await.unwrap();
+        b.store.settle(&settlement(&z, 0, None, NextState::Failed { reason: "HTTP 400".into() })).await.unwrap();
+        let pruned = b.store.prune_dispatches(in_a_day).await.unwrap();
+        assert_eq!(pruned.iter().map(|d| d.id).collect::<Vec<_>>(), [x.id, z.id]);
+        assert_eq!(chunks().await.len(), 1, "dispatch y is pending: its body stays");
+        let work = b.store.work(y.id, 0).await.unwrap().unwrap();
+        assert_eq!(work.request.body, y.requests[0].body, "y's body, its companions pruned");
+        b.store.settle(&delivered(&y)).await.unwrap();
+        assert_eq!(chunks().await.len(), 0, "y's delivery leaves the chunk unused");
+
+        // All finished, one failed: the chunk goes when the prune takes them.
+        let [x, y, z] = insert_at_once().await;
+        b.store.settle(&delivered(&x)).await.unwrap();
+        b.store.settle(&settlement(&y, 0, None, NextState::Failed { reason: "HTTP 400".into() })).await.unwrap();
+        b.store.settle(&delivered(&z)).await.unwrap();
+        assert_eq!(chunks().await.len(), 1, "y failed: a replay may send it again");
+        assert_eq!(b.store.prune_dispatches(in_a_day).await.unwrap().len(), 4, "these 3, and the first y");
+        assert_eq!(chunks().await.len(), 0, "the chunk of pruned dispatches");
     }
 
     /// The schema of the last release (version 3), as it made a new database.

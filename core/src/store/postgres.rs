@@ -122,7 +122,7 @@ impl PgStore {
 
 /// Whether this instance writes a dispatch's bodies in chunks ([`schema::SHARED_BODIES`]):
 /// read at start and, while it is not enabled, again at most once a minute when a dispatch
-/// could use it, so that enabling it reaches every instance without a restart.
+/// comes, so that enabling it reaches every instance without a restart.
 struct SharedBodies {
     enabled: AtomicBool,
     /// When the table was last read.
@@ -149,13 +149,10 @@ impl SharedBodies {
         Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
     }
 
-    /// Whether `d` is written with shared bodies.
-    async fn for_dispatch(&self, pool: &Pool, d: &StoredDispatch) -> bool {
+    /// Whether a dispatch is written now with shared bodies.
+    async fn now(&self, pool: &Pool) -> bool {
         if self.enabled.load(Ordering::Relaxed) {
             return true;
-        }
-        if d.requests.len() < 2 {
-            return false;
         }
         {
             let mut read_at = self.read_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -193,7 +190,7 @@ impl Store for PgStore {
     /// Waits for the next group commit of the dispatches waiting.
     async fn insert(&self, d: StoredDispatch) -> Result<Inserted, StoreError> {
         let stopped = || StoreError("postgres: the dispatch writer has stopped".into());
-        let share = self.shared_bodies.for_dispatch(&self.pool, &d).await;
+        let share = self.shared_bodies.now(&self.pool).await;
         if self.inserter.call(NewDispatch::of(&d, share)).await.ok_or_else(stopped)?? {
             return Ok(Inserted::Created);
         }
@@ -267,6 +264,9 @@ impl Store for PgStore {
         // delete removed is returned.
         let deleted: HashSet<Uuid> =
             (self.pool.query(&sql::DELETE_FINISHED_BEFORE, &[&before]).await?.iter()).map(|r| r.get(0)).collect();
+        // The chunks of bodies they leave unused: UUIDv7s below the cut-off time's.
+        let written_before = Uuid::from_u128((before.max(0) as u128) << 80);
+        self.pool.query(&sql::DELETE_UNUSED_BODIES, &[&written_before]).await?;
         self.prefetched().retain(|(dispatch, _), _| !deleted.contains(&dispatch.as_uuid()));
         Ok(found.into_iter().filter(|d| deleted.contains(&d.id.as_uuid())).collect())
     }

@@ -61,13 +61,11 @@ pub(super) struct NewDispatch {
     key: Option<String>,
     skipped: i64,
     requests: RequestColumns,
-    /// The chunks that hold the requests' bodies, when they are shared.
-    chunks: Vec<Chunk>,
+    /// Whether its requests' bodies may go in chunks ([`super::schema::SHARED_BODIES`]).
+    share: bool,
 }
 
-/// Requests as columns, each naming its dispatch. A request's body is its own (`bodies`)
-/// or its slice of a chunk: the chunk's first request, and where in it (`chunks`, `ats`,
-/// `lens`).
+/// Requests as columns, each naming its dispatch.
 #[derive(Default)]
 struct RequestColumns {
     dispatches: Vec<Uuid>,
@@ -78,28 +76,57 @@ struct RequestColumns {
     statuses: Vec<i16>,
     attempts: Vec<i32>,
     dues: Vec<i64>,
-    chunks: Vec<Option<i32>>,
-    ats: Vec<Option<i32>>,
-    lens: Vec<Option<i32>>,
 }
 
-/// A dispatch whose requests' bodies add up to this many bytes or more, in two requests or
-/// more, keeps them in chunks ([`super::schema::SHARED_BODIES`]): PostgreSQL compresses a row of
-/// 2 KB or more, and consecutive bodies of one dispatch have much in common (the same keys
-/// and framing). Measured with the benchmark's profiles (~1 KB of JSON each), LZ4 makes
-/// 16 of them 38% of their size, and one alone 85%.
+impl NewDispatch {
+    /// The dispatch's columns; its requests' bodies may share chunks with others when
+    /// `share` (the database has [`super::schema::SHARED_BODIES`]).
+    pub(super) fn of(d: &StoredDispatch, share: bool) -> Self {
+        let id = d.id.as_uuid();
+        let n = d.requests.len();
+        let requests = RequestColumns {
+            dispatches: vec![id; n],
+            indexes: (0..n as i32).collect(),
+            profiles: d.requests.iter().map(|r| r.profiles as i64).collect(),
+            targets: d.requests.iter().map(|r| target_json(&r.target)).collect(),
+            bodies: d.requests.iter().map(|r| r.body.clone()).collect(),
+            statuses: d.requests.iter().map(|r| status_code(&r.status)).collect(),
+            attempts: d.requests.iter().map(|r| r.attempt as i32).collect(),
+            dues: d.requests.iter().map(|r| millis(r.due)).collect(),
+        };
+        Self {
+            id,
+            template: d.template.clone(),
+            version: d.template_version as i64,
+            campaign: d.campaign.clone(),
+            created: millis(d.created_at),
+            key: d.idempotency_key.clone(),
+            skipped: d.skipped as i64,
+            requests,
+            share,
+        }
+    }
+}
+
+/// Bodies written together that add up to this many bytes or more, two or more of them,
+/// go in chunks ([`super::schema::SHARED_BODIES`]): PostgreSQL compresses a row of 2 KB or
+/// more, and consecutive bodies of one dispatch, or of dispatches accepted at the same
+/// moment, have much in common (the same keys and framing). Measured with the benchmark's
+/// profiles (~1 KB of JSON each), LZ4 makes 16 of them 38% of their size, and one alone 85%.
 const SHARE_FROM: usize = 4096;
 
 /// A chunk holds bodies until it reaches this many bytes: small enough that PostgreSQL
 /// keeps it compressed in its row (not in the TOAST table), and that reading one body
-/// decompresses little, large enough to compress well.
+/// decompresses little, large enough to compress well. A body this big keeps its own row,
+/// where PostgreSQL compresses it as well.
 const CHUNK_BYTES: usize = 16 * 1024;
 
-/// The bodies of consecutive requests of a dispatch, from request `first`: written as one
-/// `bytea`, one body after the other.
+/// The bodies of consecutive requests, from one dispatch or several: for each dispatch
+/// (`runs`), the first and last of its requests here. Its data is one `bytea`, one body
+/// after the other.
 struct Chunk {
-    dispatch: Uuid,
-    first: i32,
+    id: Uuid,
+    runs: Vec<(Uuid, i32, i32)>,
     bodies: Vec<RequestBody>,
 }
 
@@ -123,83 +150,70 @@ impl tokio_postgres::types::ToSql for Chunk {
 
 impl std::fmt::Debug for Chunk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Chunk({} from request {}, {} bodies)", self.dispatch, self.first, self.bodies.len())
+        write!(f, "Chunk({}, {} bodies of {} dispatches)", self.id, self.bodies.len(), self.runs.len())
     }
 }
 
-impl NewDispatch {
-    /// The dispatch's columns; its requests' bodies in chunks when `share` (the database
-    /// has [`super::schema::SHARED_BODIES`]) and they are worth it ([`SHARE_FROM`]).
-    pub(super) fn of(d: &StoredDispatch, share: bool) -> Self {
-        let id = d.id.as_uuid();
-        let n = d.requests.len();
-        let body_bytes: usize = d.requests.iter().map(|r| r.body.as_ref().map_or(0, RequestBody::len)).sum();
-        let mut requests = RequestColumns {
-            dispatches: vec![id; n],
-            indexes: (0..n as i32).collect(),
-            profiles: d.requests.iter().map(|r| r.profiles as i64).collect(),
-            targets: d.requests.iter().map(|r| target_json(&r.target)).collect(),
-            bodies: d.requests.iter().map(|r| r.body.clone()).collect(),
-            statuses: d.requests.iter().map(|r| status_code(&r.status)).collect(),
-            attempts: d.requests.iter().map(|r| r.attempt as i32).collect(),
-            dues: d.requests.iter().map(|r| millis(r.due)).collect(),
-            chunks: vec![None; n],
-            ats: vec![None; n],
-            lens: vec![None; n],
-        };
-        let chunks = if share && n > 1 && body_bytes >= SHARE_FROM { requests.share(id) } else { Vec::new() };
-        Self {
-            id,
-            template: d.template.clone(),
-            version: d.template_version as i64,
-            campaign: d.campaign.clone(),
-            created: millis(d.created_at),
-            key: d.idempotency_key.clone(),
-            skipped: d.skipped as i64,
-            requests,
-            chunks,
+/// Where a request's body is in a chunk.
+#[derive(Clone, Copy)]
+struct Slice {
+    chunk: Uuid,
+    at: i32,
+    len: i32,
+}
+
+/// The bodies of dispatches written together, in chunks ([`CHUNK_BYTES`]), when they are
+/// worth it ([`SHARE_FROM`]): `slices[d][i]` is where request `i` of dispatch `d` finds its
+/// body, `None` when it keeps its own.
+struct Shared {
+    chunks: Vec<Chunk>,
+    slices: Vec<Vec<Option<Slice>>>,
+}
+
+impl Shared {
+    fn of(dispatches: &[&NewDispatch]) -> Self {
+        let slices = dispatches.iter().map(|d| vec![None; d.requests.indexes.len()]).collect();
+        let mut shared = Self { chunks: Vec::new(), slices };
+        let bodies = dispatches.iter().filter(|d| d.share).flat_map(|d| d.requests.bodies.iter().flatten());
+        let (count, bytes) =
+            bodies.filter(|b| b.len() < CHUNK_BYTES).fold((0, 0), |(n, sum), b| (n + 1, sum + b.len()));
+        if count < 2 || bytes < SHARE_FROM {
+            return shared;
         }
-    }
-}
-
-impl RequestColumns {
-    /// Moves the bodies into chunks of consecutive requests, each filled until it holds
-    /// [`CHUNK_BYTES`] or more, and points each request at its slice.
-    fn share(&mut self, dispatch: Uuid) -> Vec<Chunk> {
-        let mut chunks: Vec<Chunk> = Vec::new();
         let mut filled = CHUNK_BYTES;
-        for i in 0..self.bodies.len() {
-            let Some(body) = self.bodies[i].take() else { continue };
-            let Ok(len) = i32::try_from(body.len()) else {
-                self.bodies[i] = Some(body);
-                continue;
-            };
-            if filled >= CHUNK_BYTES || i32::try_from(filled + body.len()).is_err() {
-                chunks.push(Chunk { dispatch, first: self.indexes[i], bodies: Vec::new() });
-                filled = 0;
+        for (d, slices) in dispatches.iter().zip(&mut shared.slices).filter(|(d, _)| d.share) {
+            for (i, body) in d.requests.bodies.iter().enumerate() {
+                let Some(body) = body.as_ref().filter(|b| b.len() < CHUNK_BYTES) else { continue };
+                if filled + body.len() > CHUNK_BYTES && filled > 0 {
+                    shared.chunks.push(Chunk { id: Uuid::now_v7(), runs: Vec::new(), bodies: Vec::new() });
+                    filled = 0;
+                }
+                let chunk = shared.chunks.last_mut().expect("pushed above");
+                let index = d.requests.indexes[i];
+                match chunk.runs.last_mut() {
+                    Some((dispatch, _, last)) if *dispatch == d.id => *last = index,
+                    _ => chunk.runs.push((d.id, index, index)),
+                }
+                // Both below CHUNK_BYTES, so within an i32.
+                slices[i] = Some(Slice { chunk: chunk.id, at: filled as i32, len: body.len() as i32 });
+                filled += body.len();
+                chunk.bodies.push(body.clone());
             }
-            let chunk = chunks.last_mut().expect("pushed above");
-            self.chunks[i] = Some(chunk.first);
-            self.ats[i] = Some(filled as i32);
-            self.lens[i] = Some(len);
-            filled += body.len();
-            chunk.bodies.push(body);
         }
-        chunks
+        shared
     }
 
-    fn extend(&mut self, other: &Self) {
-        self.dispatches.extend_from_slice(&other.dispatches);
-        self.indexes.extend_from_slice(&other.indexes);
-        self.profiles.extend_from_slice(&other.profiles);
-        self.targets.extend_from_slice(&other.targets);
-        self.bodies.extend_from_slice(&other.bodies);
-        self.statuses.extend_from_slice(&other.statuses);
-        self.attempts.extend_from_slice(&other.attempts);
-        self.dues.extend_from_slice(&other.dues);
-        self.chunks.extend_from_slice(&other.chunks);
-        self.ats.extend_from_slice(&other.ats);
-        self.lens.extend_from_slice(&other.lens);
+    /// The chunks' runs as columns: chunk, dispatch, first and last request.
+    fn runs(&self) -> (Vec<Uuid>, Vec<Uuid>, Vec<i32>, Vec<i32>) {
+        let runs = self.chunks.iter().flat_map(|c| c.runs.iter().map(|run| (c.id, *run)));
+        let (mut chunks, mut dispatches, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (chunk, (dispatch, first, last)) in runs {
+            chunks.push(chunk);
+            dispatches.push(dispatch);
+            firsts.push(first);
+            lasts.push(last);
+        }
+        (chunks, dispatches, firsts, lasts)
     }
 }
 
@@ -291,14 +305,18 @@ async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<H
     };
     let stored: HashSet<Uuid> = rows.iter().map(|row| row.get::<_, Uuid>(0)).collect();
     if !stored.is_empty() {
-        let chunks = dispatches.iter().filter(|d| stored.contains(&d.id)).flat_map(|d| &d.chunks);
-        if chunks.clone().next().is_some() {
+        let dispatches: Vec<&NewDispatch> = dispatches.iter().copied().filter(|d| stored.contains(&d.id)).collect();
+        let shared = Shared::of(&dispatches);
+        if !shared.chunks.is_empty() {
             let sink =
                 txn.copy_in(sql::COPY_BODIES.get(Dialect::Postgres)).await.map_err(QueryError::from_pg("copy"))?;
             let writer = BinaryCopyInWriter::new(sink, &sql::COPY_BODY_TYPES);
             tokio::pin!(writer);
-            for chunk in chunks {
-                let row: [&(dyn ToSql + Sync); 3] = [&chunk.dispatch, &chunk.first, chunk];
+            for chunk in &shared.chunks {
+                let runs: Vec<Uuid> = chunk.runs.iter().map(|run| run.0).collect();
+                let firsts: Vec<i32> = chunk.runs.iter().map(|run| run.1).collect();
+                let lasts: Vec<i32> = chunk.runs.iter().map(|run| run.2).collect();
+                let row: [&(dyn ToSql + Sync); 5] = [&chunk.id, &runs, &firsts, &lasts, chunk];
                 writer.as_mut().write(&row).await.map_err(QueryError::from_pg("copy"))?;
             }
             writer.as_mut().finish().await.map_err(QueryError::from_pg("copy"))?;
@@ -306,21 +324,23 @@ async fn copy_many(client: &mut Client, dispatches: &[&NewDispatch]) -> Result<H
         let sink = txn.copy_in(sql::COPY_REQUESTS.get(Dialect::Postgres)).await.map_err(QueryError::from_pg("copy"))?;
         let writer = BinaryCopyInWriter::new(sink, &sql::COPY_REQUEST_TYPES);
         tokio::pin!(writer);
-        for d in dispatches.iter().filter(|d| stored.contains(&d.id)) {
+        for (d, slices) in dispatches.iter().zip(&shared.slices) {
             let r = &d.requests;
-            for i in 0..r.indexes.len() {
+            for (i, slice) in slices.iter().enumerate() {
+                let body = if slice.is_some() { None } else { r.bodies[i].as_ref() };
+                let (chunk, at, len) = (slice.map(|s| s.chunk), slice.map(|s| s.at), slice.map(|s| s.len));
                 let row: [&(dyn ToSql + Sync); 11] = [
                     &r.dispatches[i],
                     &r.indexes[i],
                     &r.profiles[i],
                     &r.targets[i],
-                    &r.bodies[i],
+                    &body,
                     &r.statuses[i],
                     &r.attempts[i],
                     &r.dues[i],
-                    &r.chunks[i],
-                    &r.ats[i],
-                    &r.lens[i],
+                    &chunk,
+                    &at,
+                    &len,
                 ];
                 writer.as_mut().write(&row).await.map_err(QueryError::from_pg("copy"))?;
             }
@@ -357,26 +377,53 @@ impl<'a> DispatchColumns<'a> {
     }
 }
 
+/// The requests of dispatches written together, as columns, each naming its dispatch; a
+/// request whose body is in a chunk has none of its own here.
+#[derive(Default)]
+struct GroupRequests<'a> {
+    dispatches: Vec<Uuid>,
+    indexes: Vec<i32>,
+    profiles: Vec<i64>,
+    targets: Vec<Option<&'a str>>,
+    bodies: Vec<Option<&'a RequestBody>>,
+    statuses: Vec<i16>,
+    attempts: Vec<i32>,
+    dues: Vec<i64>,
+    chunks: Vec<Option<Uuid>>,
+    ats: Vec<Option<i32>>,
+    lens: Vec<Option<i32>>,
+}
+
+impl<'a> GroupRequests<'a> {
+    fn of(dispatches: &[&'a NewDispatch], shared: &Shared) -> Self {
+        let mut c = Self::default();
+        for (d, slices) in dispatches.iter().zip(&shared.slices) {
+            let r = &d.requests;
+            c.dispatches.extend_from_slice(&r.dispatches);
+            c.indexes.extend_from_slice(&r.indexes);
+            c.profiles.extend_from_slice(&r.profiles);
+            c.targets.extend(r.targets.iter().map(Option::as_deref));
+            c.bodies.extend(r.bodies.iter().zip(slices).map(|(b, s)| b.as_ref().filter(|_| s.is_none())));
+            c.statuses.extend_from_slice(&r.statuses);
+            c.attempts.extend_from_slice(&r.attempts);
+            c.dues.extend_from_slice(&r.dues);
+            c.chunks.extend(slices.iter().map(|s| s.map(|s| s.chunk)));
+            c.ats.extend(slices.iter().map(|s| s.map(|s| s.at)));
+            c.lens.extend(slices.iter().map(|s| s.map(|s| s.len)));
+        }
+        c
+    }
+}
+
 /// Stores `dispatches` with their requests in one statement; returns the ids stored (a
 /// dispatch whose idempotency key is taken is not).
 async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet<Uuid>, QueryError> {
     let c = DispatchColumns::of(dispatches);
-    let merged;
-    let r = match dispatches {
-        [one] => &one.requests,
-        _ => {
-            let mut all = RequestColumns::default();
-            for d in dispatches {
-                all.extend(&d.requests);
-            }
-            merged = all;
-            &merged
-        }
-    };
-    let chunks: Vec<&Chunk> = dispatches.iter().flat_map(|d| &d.chunks).collect();
-    let chunk_dispatches: Vec<Uuid> = chunks.iter().map(|c| c.dispatch).collect();
-    let chunk_firsts: Vec<i32> = chunks.iter().map(|c| c.first).collect();
-    let params: [&(dyn ToSql + Sync); 21] = [
+    let shared = Shared::of(dispatches);
+    let r = GroupRequests::of(dispatches, &shared);
+    let (run_chunks, run_dispatches, run_firsts, run_lasts) = shared.runs();
+    let chunk_ids: Vec<Uuid> = shared.chunks.iter().map(|c| c.id).collect();
+    let params: [&(dyn ToSql + Sync); 24] = [
         &c.ids,
         &c.templates,
         &c.versions,
@@ -395,9 +442,12 @@ async fn insert_many(pool: &Pool, dispatches: &[&NewDispatch]) -> Result<HashSet
         &r.chunks,
         &r.ats,
         &r.lens,
-        &chunk_dispatches,
-        &chunk_firsts,
-        &chunks,
+        &run_chunks,
+        &run_dispatches,
+        &run_firsts,
+        &run_lasts,
+        &chunk_ids,
+        &shared.chunks,
     ];
     let rows = pool.try_query(&sql::INSERT_DISPATCHES, &params).await?;
     Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())

@@ -1,8 +1,8 @@
 //! The one schema of both stores, and how a database made by an earlier version reaches it.
 //!
 //! Tables of the same shape in SQLite and PostgreSQL (types rendered per [`Dialect`]):
-//! `dispatches`, their `requests` and the `bodies` they may share (both removed with their
-//! dispatch by the cascade), and each request's attempts as a JSON array in
+//! `dispatches`, their `requests` (removed with their dispatch by the cascade), the
+//! `bodies` these may share, and each request's attempts as a JSON array in
 //! `requests.attempts`. The lease columns are the shared queue's; SQLite's single gateway
 //! leaves them empty, and keeps each body in its request's row. Times are Unix
 //! milliseconds, as the gateway sets them.
@@ -24,10 +24,10 @@
 //! dispatch, with the same gateway): 1,856 bytes of WAL a delivery instead of 3,265 with
 //! version 2.
 //!
-//! A dispatch's requests in PostgreSQL share chunks of bodies ([`BODIES`]) rather than
-//! each keeping its own: consecutive bodies of a dispatch have much in common, and
-//! PostgreSQL compresses a row of 2 KB or more but never a smaller one, so a 1 KB body in
-//! its request's row is written whole. Measured with `hookgate-bench --postgres` (20,000
+//! Requests in PostgreSQL share chunks of bodies ([`BODIES`]) rather than each keeping its
+//! own: consecutive bodies of a dispatch, or of dispatches accepted together, have much in
+//! common, and PostgreSQL compresses a row of 2 KB or more but never a smaller one, so a
+//! 1 KB body in its request's row is written whole. Measured with `hookgate-bench --postgres` (20,000
 //! deliveries of 960 B of JSON profiles in one dispatch): 1,203 bytes of WAL a delivery
 //! instead of 1,765, the chunks stored at 37% of their size.
 //!
@@ -69,19 +69,25 @@ const REQUESTS: &str = "CREATE TABLE NAME (
         attempts {json} NOT NULL DEFAULT '[]',
         lease_owner {uuid},
         lease_until BIGINT,
-        body_chunk INT,
+        body_chunk {uuid},
         body_at INT,
         body_len INT,
         PRIMARY KEY (dispatch, idx)
     ){requests_options};";
 
-/// The bodies of a dispatch's requests stored together ([`SHARED_BODIES`]): a chunk holds
-/// those of consecutive requests from request `first`, one after the other.
+/// Chunks of bodies ([`SHARED_BODIES`]): the bodies of consecutive requests of dispatches
+/// stored together, one after the other; for each of those dispatches (`dispatches[i]`),
+/// its requests `firsts[i]` to `lasts[i]`. A request finds its body by `body_chunk`,
+/// `body_at` and `body_len`. A chunk goes with the delivery of the last of its requests,
+/// or else once its dispatches are all pruned. Its id is a UUIDv7, whose time is when it
+/// was written (after all of its dispatches were accepted): a prune reads only chunks
+/// written before its cut-off time.
 const BODIES: &str = "CREATE TABLE bodies (
-        dispatch {uuid} NOT NULL REFERENCES dispatches (id) ON DELETE CASCADE,
-        first INT NOT NULL,
-        data {bytes} NOT NULL,
-        PRIMARY KEY (dispatch, first)
+        id {uuid} PRIMARY KEY,
+        dispatches {uuids} NOT NULL,
+        firsts {ints} NOT NULL,
+        lasts {ints} NOT NULL,
+        data {bytes} NOT NULL
     );";
 
 /// PostgreSQL compresses the chunks where they are (`MAIN`), with LZ4 where the server has
@@ -142,7 +148,7 @@ fn create(dialect: Dialect) -> String {
 /// of version 3 keep running: the columns are added without rewriting the table (no
 /// default), and nothing is written to them until [`SHARED_BODIES`] is enabled.
 fn from_v3(dialect: Dialect) -> String {
-    let columns = "ALTER TABLE requests ADD COLUMN body_chunk INT;
+    let columns = "ALTER TABLE requests ADD COLUMN body_chunk {uuid};
         ALTER TABLE requests ADD COLUMN body_at INT;
         ALTER TABLE requests ADD COLUMN body_len INT;";
     let tables = dialect.render(&[columns, BODIES].join("\n"));
@@ -165,9 +171,10 @@ fn from_v2(dialect: Dialect) -> String {
     }
 }
 
-/// From version 1 to 4 in SQLite (but the bodies' table): the requests table is rebuilt (SQLite cannot add a
-/// foreign key to a table), keeping every row. A gateway holds its file alone, so this
-/// runs while nothing else uses it, in the transaction that sets the new version.
+/// From version 1 to 4 in SQLite (but the bodies' table): the requests table is rebuilt
+/// (SQLite cannot add a foreign key to a table), keeping every row. A gateway holds its
+/// file alone, so this runs while nothing else uses it, in the transaction that sets the
+/// new version.
 fn sqlite_from_v1() -> String {
     let dialect = Dialect::Sqlite;
     [

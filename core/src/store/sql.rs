@@ -23,6 +23,11 @@ impl Dialect {
             (Self::Sqlite, "uuid") => "BLOB",
             (Self::Postgres, "bytes") => "BYTEA",
             (Self::Sqlite, "bytes") => "BLOB",
+            // Arrays (SQLite has none; its store never writes these columns).
+            (Self::Postgres, "uuids") => "UUID[]",
+            (Self::Sqlite, "uuids") => "BLOB",
+            (Self::Postgres, "ints") => "INT[]",
+            (Self::Sqlite, "ints") => "BLOB",
             (Self::Postgres, "json") => "JSONB",
             (Self::Sqlite, "json") => "TEXT",
             // The requests table's options: room on each page for the updates of its rows
@@ -86,12 +91,11 @@ impl Sql {
 // ---------------------------------------------------------------- the store
 
 /// The body of request `r`: its own column, or its slice of the chunk that holds it with
-/// others of its dispatch (`body_len` is set then; see `schema::BODIES`).
+/// others (`body_len` is set then; see `schema::BODIES`).
 macro_rules! body_of_r {
     () => {
         "CASE WHEN r.body_len IS NULL THEN r.body ELSE
-            (SELECT substr(b.data, r.body_at + 1, r.body_len) FROM bodies b
-             WHERE b.dispatch = r.dispatch AND b.first = r.body_chunk) END"
+            (SELECT substr(b.data, r.body_at + 1, r.body_len) FROM bodies b WHERE b.id = r.body_chunk) END"
     };
 }
 
@@ -189,7 +193,9 @@ macro_rules! insert_dispatch_rows {
 /// dispatches' columns, then of the requests', each naming its dispatch; multi-row
 /// inserts). A dispatch whose idempotency key is taken is not stored, nor are its
 /// requests; the ids of those stored come back. A request's body is its own (`$12`) or
-/// its slice (`$16` to `$18`) of a chunk (`$19` to `$21`: dispatch, first request, data).
+/// its slice (`$16` to `$18`) of a chunk: `$19` to `$22` are the chunks' runs of requests
+/// (chunk, dispatch, first and last request), `$23` and `$24` the chunks (id, data). A
+/// chunk none of whose dispatches is stored is not either.
 /// Idle instances hear of them at commit ([`JOBS_CHANNEL`]).
 pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
     "WITH d AS (",
@@ -200,13 +206,19 @@ pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
         SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due, r.body_chunk,
                r.body_at, r.body_len
         FROM unnest($8::uuid[], $9::int[], $10::bigint[], $11::text[], $12::bytea[], $13::smallint[], $14::int[],
-                    $15::bigint[], $16::int[], $17::int[], $18::int[])
+                    $15::bigint[], $16::uuid[], $17::int[], $18::int[])
              AS r (dispatch, idx, profiles, target, body, status, attempt, due, body_chunk, body_at, body_len)
         WHERE r.dispatch IN (SELECT id FROM d)
      ), b AS (
-        INSERT INTO bodies (dispatch, first, data)
-        SELECT b.dispatch, b.first, b.data FROM unnest($19::uuid[], $20::int[], $21::bytea[]) AS b (dispatch, first, data)
-        WHERE b.dispatch IN (SELECT id FROM d)
+        INSERT INTO bodies (id, dispatches, firsts, lasts, data)
+        SELECT c.id, s.dispatches, s.firsts, s.lasts, c.data
+        FROM unnest($23::uuid[], $24::bytea[]) AS c (id, data)
+        JOIN (SELECT s.chunk, array_agg(s.dispatch ORDER BY s.n) AS dispatches,
+                     array_agg(s.first ORDER BY s.n) AS firsts, array_agg(s.last ORDER BY s.n) AS lasts
+              FROM unnest($19::uuid[], $20::uuid[], $21::int[], $22::int[]) WITH ORDINALITY
+                   AS s (chunk, dispatch, first, last, n)
+              WHERE s.dispatch IN (SELECT id FROM d)
+              GROUP BY s.chunk) s ON s.chunk = c.id
      ), n AS (
         SELECT pg_notify('hookgate_jobs', '') WHERE EXISTS (SELECT 1 FROM d)
      )
@@ -235,20 +247,29 @@ pub(crate) const COPY_REQUEST_TYPES: [tokio_postgres::types::Type; 11] = {
         Type::INT2,
         Type::INT4,
         Type::INT8,
-        Type::INT4,
+        Type::UUID,
         Type::INT4,
         Type::INT4,
     ]
 };
 
-/// PostgreSQL: chunks of bodies streamed in binary (dispatch, first request, data).
-pub(crate) static COPY_BODIES: Sql = Sql::new("COPY bodies (dispatch, first, data) FROM STDIN (FORMAT binary)");
+/// PostgreSQL: chunks of bodies streamed in binary, in the columns' order of
+/// [`COPY_BODY_TYPES`].
+pub(crate) static COPY_BODIES: Sql =
+    Sql::new("COPY bodies (id, dispatches, firsts, lasts, data) FROM STDIN (FORMAT binary)");
 
 /// The types of [`COPY_BODIES`]'s columns.
-pub(crate) const COPY_BODY_TYPES: [tokio_postgres::types::Type; 3] = {
+pub(crate) const COPY_BODY_TYPES: [tokio_postgres::types::Type; 5] = {
     use tokio_postgres::types::Type;
-    [Type::UUID, Type::INT4, Type::BYTEA]
+    [Type::UUID, Type::UUID_ARRAY, Type::INT4_ARRAY, Type::INT4_ARRAY, Type::BYTEA]
 };
+
+/// PostgreSQL: the chunks of bodies written before `$1` (a UUIDv7 of the prune's cut-off
+/// time) none of whose dispatches is left: those whose last requests two instances
+/// delivered at the same moment, or whose requests were not all delivered.
+pub(crate) static DELETE_UNUSED_BODIES: Sql = Sql::new(
+    "DELETE FROM bodies b WHERE b.id < $1 AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.id = ANY (b.dispatches))",
+);
 
 /// PostgreSQL: whether feature `$1` is enabled (see `schema::SHARED_BODIES`).
 pub(crate) static FEATURE_ENABLED: Sql = Sql::new("SELECT EXISTS (SELECT 1 FROM hookgate_features WHERE name = $1)");
@@ -265,8 +286,8 @@ pub(crate) static BY_IDEMPOTENCY_KEY: Sql =
 /// An attempt and the request's next state: `$1` dispatch, `$2` request, `$3` status,
 /// `$4` reason, `$5` next attempt and `$6` its due time (both kept when null), `$7` the
 /// attempt as JSON (none appended when null). A delivered request drops its body (its
-/// slice of a chunk stays until the dispatch goes, but is no longer its); one due
-/// again leaves its lease for whichever instance claims it.
+/// slice of a chunk is no longer its; SQLite keeps none); one due again leaves its lease
+/// for whichever instance claims it.
 pub(crate) static SETTLE: Sql = Sql::new(
     "UPDATE requests SET
         status = CAST($3 AS SMALLINT),
@@ -282,20 +303,38 @@ pub(crate) static SETTLE: Sql = Sql::new(
 
 /// PostgreSQL: many settlements in one statement (one transaction), each as [`SETTLE`]:
 /// arrays of dispatch, request, status, reason, next attempt, due, attempt JSON. A
-/// request appears at most once.
+/// request appears at most once. A chunk of bodies goes once none of its requests keeps
+/// its body: those delivered here and those delivered before. (Two instances delivering
+/// a chunk's last requests at the same moment may each see the other's as pending; the
+/// chunk then goes with its dispatch.)
 pub(crate) static SETTLE_MANY: Sql = Sql::new(
-    "UPDATE requests r SET
-        status = s.status,
-        reason = s.reason,
-        attempt = COALESCE(s.attempt, r.attempt),
-        due = COALESCE(s.due, r.due),
-        body = CASE WHEN s.status = 1 THEN NULL ELSE r.body END,
-        body_len = CASE WHEN s.status = 1 THEN NULL ELSE r.body_len END,
-        lease_owner = CASE WHEN s.status = 0 THEN NULL ELSE r.lease_owner END,
-        attempts = CASE WHEN s.tried IS NULL THEN r.attempts ELSE r.attempts || s.tried::jsonb END
-     FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
-          AS s (dispatch, idx, status, reason, attempt, due, tried)
-     WHERE r.dispatch = s.dispatch AND r.idx = s.idx",
+    "WITH s AS (
+        SELECT * FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
+        AS s (dispatch, idx, status, reason, attempt, due, tried)
+     ), u AS (
+        UPDATE requests r SET
+            status = s.status,
+            reason = s.reason,
+            attempt = COALESCE(s.attempt, r.attempt),
+            due = COALESCE(s.due, r.due),
+            body = CASE WHEN s.status = 1 THEN NULL ELSE r.body END,
+            body_len = CASE WHEN s.status = 1 THEN NULL ELSE r.body_len END,
+            lease_owner = CASE WHEN s.status = 0 THEN NULL ELSE r.lease_owner END,
+            attempts = CASE WHEN s.tried IS NULL THEN r.attempts ELSE r.attempts || s.tried::jsonb END
+        FROM s
+        WHERE r.dispatch = s.dispatch AND r.idx = s.idx
+        RETURNING r.body_chunk, s.status
+     ), freed AS (
+        DELETE FROM bodies b
+        USING (SELECT DISTINCT body_chunk FROM u WHERE status = 1 AND body_chunk IS NOT NULL) c
+        WHERE b.id = c.body_chunk
+          AND NOT EXISTS (
+            SELECT 1 FROM unnest(b.dispatches, b.firsts, b.lasts) AS run (dispatch, first, last)
+            JOIN requests o ON o.dispatch = run.dispatch AND o.idx BETWEEN run.first AND run.last
+            WHERE o.body_chunk = b.id AND o.body_len IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM s WHERE s.status = 1 AND s.dispatch = o.dispatch AND s.idx = o.idx))
+     )
+     SELECT count(*) FROM u",
 );
 
 pub(crate) static DISPATCH_EXISTS: Sql = Sql::new("SELECT 1 FROM dispatches WHERE id = $1");
