@@ -811,6 +811,32 @@ mod postgres_only {
         assert_eq!(chunks().await, [], "the chunk of requests delivered together");
     }
 
+    /// Two instances delivering the last requests of a chunk at the same moment: whichever
+    /// checks last sees both deliveries, so the chunk goes (each time, not only when they
+    /// happen not to overlap).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_instances_delivering_a_chunks_last_requests_at_once_delete_it() {
+        let Some(a) = Backend::postgres("two_instances_free_a_chunk").await else { return };
+        let url = a.db.as_ref().unwrap().url.clone();
+        let other: Arc<dyn Store> = PgStore::connect(&Secret::new(url.clone())).await.unwrap();
+        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        for round in 0..10 {
+            let d = dispatch("orders", "42", None, 4);
+            a.store.insert(d.clone()).await.unwrap();
+            let chunks = async || sql.query_one("SELECT count(*) FROM bodies", &[]).await.unwrap().get::<_, i64>(0);
+            assert_eq!(chunks().await, 1, "round {round}: 4 bodies of 2 KB, one chunk");
+            let delivered = |i| settlement(&d, i, None, NextState::Delivered);
+            let (x, y) = tokio::join!(
+                async { a.store.settle(&delivered(0)).await.and(a.store.settle(&delivered(1)).await) },
+                async { other.settle(&delivered(2)).await.and(other.settle(&delivered(3)).await) },
+            );
+            x.unwrap();
+            y.unwrap();
+            assert_eq!(chunks().await, 0, "round {round}: every request of the chunk is delivered");
+        }
+    }
+
     /// Single-request dispatches accepted at the same moment (one group commit) share a
     /// chunk of bodies: each reads back its own; the chunk stays while one of them is
     /// pending, whatever becomes of the others, and goes with the last of them: delivered,

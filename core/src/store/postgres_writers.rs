@@ -37,14 +37,22 @@ const MAX_INSERT_REQUESTS: usize = 4096;
 /// A group of this many requests or more is streamed with `COPY` rather than inserted.
 const COPY_FROM: usize = 1024;
 
-/// Writes the settlements waiting in one statement (one transaction), answers them all,
-/// and starts again: outcomes are group-committed, as SQLite's writer does. A request
-/// appears once a statement; a second settlement of it waits for the next.
+/// Writes the settlements waiting in one statement (one transaction), deletes the chunks of
+/// bodies they leave unused ([`sql::FREE_BODIES`]), answers them all, and starts again:
+/// outcomes are group-committed, as SQLite's writer does. A request appears once a
+/// statement; a second settlement of it waits for the next.
 pub(super) async fn settle_loop(pool: Arc<Pool>, mut groups: Groups<Settlement, Result<(), StoreError>>) {
     loop {
         let group = groups.next(each_request_once(|s: &Settlement| (s.dispatch, s.request)));
         let Some(group) = group.await else { return };
         let result = settle_many(&pool, group.iter().map(|w| &w.item)).await;
+        if let Ok(chunks) = &result
+            && !chunks.is_empty()
+            && let Err(e) = pool.query(&sql::FREE_BODIES, &[chunks]).await
+        {
+            tracing::warn!(error = %e, "could not delete the chunks of bodies delivered; the prune will");
+        }
+        let result = result.map(drop);
         for waiting in group {
             waiting.answer(result.clone());
         }
@@ -472,7 +480,11 @@ pub(super) async fn release_loop(pool: Arc<Pool>, mut groups: Groups<Job, Result
     }
 }
 
-async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Settlement>) -> Result<(), StoreError> {
+/// Writes the settlements; returns the chunks of bodies of the requests delivered.
+async fn settle_many<'a>(
+    pool: &Pool,
+    settlements: impl Iterator<Item = &'a Settlement>,
+) -> Result<Vec<Uuid>, StoreError> {
     let (mut dispatches, mut indexes, mut statuses, mut reasons, mut attempts, mut dues, mut tried) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for s in settlements {
@@ -486,5 +498,6 @@ async fn settle_many<'a>(pool: &Pool, settlements: impl Iterator<Item = &'a Sett
         tried.push(s.attempt.as_ref().map(attempt_json));
     }
     let params: [&(dyn ToSql + Sync); 7] = [&dispatches, &indexes, &statuses, &reasons, &attempts, &dues, &tried];
-    pool.query(&sql::SETTLE_MANY, &params).await.map(drop)
+    let rows = pool.query(&sql::SETTLE_MANY, &params).await?;
+    Ok(rows.iter().map(|row| row.get::<_, Uuid>(0)).collect())
 }

@@ -178,14 +178,29 @@ pub(crate) static INSERT_REQUEST: Sql = Sql::new(
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
 );
 
-/// PostgreSQL: new dispatches from arrays of their columns (`$1` to `$7`), one multi-row
-/// insert; a dispatch whose idempotency key is taken is not stored. The ids stored come back.
+/// PostgreSQL: new dispatches from arrays of their columns (`$1` to `$7`), as the common
+/// table expressions `keyed`, `unkeyed` and `d` (the ids stored): multi-row inserts; a
+/// dispatch whose idempotency key is taken is not stored. Those without a key cannot
+/// conflict, so they are inserted plainly: an `ON CONFLICT` insert is speculative, and
+/// confirming it costs a WAL record a row.
 macro_rules! insert_dispatch_rows {
     () => {
-        "INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::bigint[])
-         ON CONFLICT (template, idempotency_key) DO NOTHING
-         RETURNING id"
+        "keyed AS (
+            INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                                 $7::bigint[]) AS n (id, template, version, campaign, created, key, skipped)
+            WHERE n.key IS NOT NULL
+            ON CONFLICT (template, idempotency_key) DO NOTHING
+            RETURNING id
+         ), unkeyed AS (
+            INSERT INTO dispatches (id, template, template_version, campaign, created_at, idempotency_key, skipped)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                                 $7::bigint[]) AS n (id, template, version, campaign, created, key, skipped)
+            WHERE n.key IS NULL
+            RETURNING id
+         ), d AS (
+            SELECT id FROM keyed UNION ALL SELECT id FROM unkeyed
+         )"
     };
 }
 
@@ -198,9 +213,9 @@ macro_rules! insert_dispatch_rows {
 /// chunk none of whose dispatches is stored is not either.
 /// Idle instances hear of them at commit ([`JOBS_CHANNEL`]).
 pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
-    "WITH d AS (",
+    "WITH ",
     insert_dispatch_rows!(),
-    "), r AS (
+    ", r AS (
         INSERT INTO requests (dispatch, idx, profiles, target, body, status, attempt, due, body_chunk, body_at,
                               body_len)
         SELECT r.dispatch, r.idx, r.profiles, r.target, r.body, r.status, r.attempt, r.due, r.body_chunk,
@@ -227,7 +242,7 @@ pub(crate) static INSERT_DISPATCHES: Sql = Sql::new(concat!(
 
 /// PostgreSQL: new dispatches without their requests, as [`INSERT_DISPATCHES`] takes them;
 /// a big group's requests follow by [`COPY_REQUESTS`] in the same transaction.
-pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(insert_dispatch_rows!());
+pub(crate) static INSERT_DISPATCH_ROWS: Sql = Sql::new(concat!("WITH ", insert_dispatch_rows!(), " SELECT id FROM d"));
 
 /// PostgreSQL: requests streamed in binary, in the columns' order of [`COPY_REQUEST_TYPES`].
 pub(crate) static COPY_REQUESTS: Sql = Sql::new(
@@ -265,8 +280,8 @@ pub(crate) const COPY_BODY_TYPES: [tokio_postgres::types::Type; 5] = {
 };
 
 /// PostgreSQL: the chunks of bodies written before `$1` (a UUIDv7 of the prune's cut-off
-/// time) none of whose dispatches is left: those whose last requests two instances
-/// delivered at the same moment, or whose requests were not all delivered.
+/// time) none of whose dispatches is left: those whose requests were not all delivered,
+/// or whose [`FREE_BODIES`] did not commit.
 pub(crate) static DELETE_UNUSED_BODIES: Sql = Sql::new(
     "DELETE FROM bodies b WHERE b.id < $1 AND NOT EXISTS (SELECT 1 FROM dispatches d WHERE d.id = ANY (b.dispatches))",
 );
@@ -303,15 +318,10 @@ pub(crate) static SETTLE: Sql = Sql::new(
 
 /// PostgreSQL: many settlements in one statement (one transaction), each as [`SETTLE`]:
 /// arrays of dispatch, request, status, reason, next attempt, due, attempt JSON. A
-/// request appears at most once. A chunk of bodies goes once none of its requests keeps
-/// its body: those delivered here and those delivered before. (Two instances delivering
-/// a chunk's last requests at the same moment may each see the other's as pending; the
-/// chunk then goes with its dispatch.)
+/// request appears at most once. The chunks of bodies of the requests delivered come
+/// back, for [`FREE_BODIES`].
 pub(crate) static SETTLE_MANY: Sql = Sql::new(
-    "WITH s AS (
-        SELECT * FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
-        AS s (dispatch, idx, status, reason, attempt, due, tried)
-     ), u AS (
+    "WITH u AS (
         UPDATE requests r SET
             status = s.status,
             reason = s.reason,
@@ -321,20 +331,31 @@ pub(crate) static SETTLE_MANY: Sql = Sql::new(
             body_len = CASE WHEN s.status = 1 THEN NULL ELSE r.body_len END,
             lease_owner = CASE WHEN s.status = 0 THEN NULL ELSE r.lease_owner END,
             attempts = CASE WHEN s.tried IS NULL THEN r.attempts ELSE r.attempts || s.tried::jsonb END
-        FROM s
+        FROM unnest($1::uuid[], $2::int[], $3::smallint[], $4::text[], $5::int[], $6::bigint[], $7::text[])
+             AS s (dispatch, idx, status, reason, attempt, due, tried)
         WHERE r.dispatch = s.dispatch AND r.idx = s.idx
         RETURNING r.body_chunk, s.status
+     )
+     SELECT DISTINCT body_chunk FROM u WHERE status = 1 AND body_chunk IS NOT NULL",
+);
+
+/// PostgreSQL: deletes the chunks of bodies `$1` none of whose requests keeps its body. Run
+/// after the settlements that delivered their requests have committed, it sees those of
+/// every instance that committed before: of two instances delivering a chunk's last
+/// requests at the same moment, the one that checks last sees both. Its commit is not
+/// waited for (a chunk it did not delete goes with its dispatches).
+pub(crate) static FREE_BODIES: Sql = Sql::new(
+    "WITH no_wait AS (
+        SELECT set_config('synchronous_commit', 'off', true)
      ), freed AS (
         DELETE FROM bodies b
-        USING (SELECT DISTINCT body_chunk FROM u WHERE status = 1 AND body_chunk IS NOT NULL) c
-        WHERE b.id = c.body_chunk
-          AND NOT EXISTS (
+        WHERE b.id = ANY ($1::uuid[]) AND NOT EXISTS (
             SELECT 1 FROM unnest(b.dispatches, b.firsts, b.lasts) AS run (dispatch, first, last)
             JOIN requests o ON o.dispatch = run.dispatch AND o.idx BETWEEN run.first AND run.last
-            WHERE o.body_chunk = b.id AND o.body_len IS NOT NULL
-              AND NOT EXISTS (SELECT 1 FROM s WHERE s.status = 1 AND s.dispatch = o.dispatch AND s.idx = o.idx))
+            WHERE o.body_chunk = b.id AND o.body_len IS NOT NULL)
+        RETURNING 1
      )
-     SELECT count(*) FROM u",
+     SELECT (SELECT count(*) FROM no_wait), (SELECT count(*) FROM freed)",
 );
 
 pub(crate) static DISPATCH_EXISTS: Sql = Sql::new("SELECT 1 FROM dispatches WHERE id = $1");
