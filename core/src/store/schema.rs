@@ -29,7 +29,8 @@
 //! common, and PostgreSQL compresses a row of 2 KB or more but never a smaller one, so a
 //! 1 KB body in its request's row is written whole. Measured with `hookgate-bench --postgres` (20,000
 //! deliveries of 960 B of JSON profiles in one dispatch): 1,203 bytes of WAL a delivery
-//! instead of 1,765, the chunks stored at 37% of their size.
+//! instead of 1,765, the chunks stored at 37% of their size; one single-profile dispatch
+//! at a time from 64 connections, 1,931 to 1,950 bytes instead of 2,400 to 2,407.
 //!
 //! Version 4 is this schema. Version 3 had no `bodies` table nor the `body_chunk`,
 //! `body_at` and `body_len` columns, nor PostgreSQL's `hookgate_features`. Version 2 also
