@@ -159,6 +159,15 @@ impl Driver {
     }
 
     async fn send(&self, method: &str, path: &str, body: Value) -> Value {
+        let v = self.answer(method, path, body).await;
+        if path != "/session" {
+            assert!(v["value"]["error"].is_null(), "WebDriver {method} {path}: {v}");
+        }
+        v["value"].clone()
+    }
+
+    /// WebDriver's whole answer, an error included.
+    async fn answer(&self, method: &str, path: &str, body: Value) -> Value {
         let url = format!("{}{path}", self.base);
         let rb = match method {
             "GET" => self.http.get(url),
@@ -166,11 +175,7 @@ impl Driver {
             _ => self.http.post(url).header("content-type", "application/json").body(body.to_string()),
         };
         let text = rb.send().await.unwrap().text().await.unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("WebDriver answered: {text}"));
-        if path != "/session" {
-            assert!(v["value"]["error"].is_null(), "WebDriver {method} {path}: {v}");
-        }
-        v["value"].clone()
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("WebDriver answered: {text}"))
     }
 
     async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
@@ -200,14 +205,30 @@ impl Driver {
         v.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap().to_string()
     }
 
+    /// Clicks the element `css` selects.
     async fn click(&self, css: &str) {
-        let id = self.element(css).await;
-        self.cmd("POST", &format!("/element/{id}/click"), json!({})).await;
+        self.act(css, "click", json!({})).await;
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css).await;
-        self.cmd("POST", &format!("/element/{id}/value"), json!({"text": text})).await;
+        self.act(css, "value", json!({"text": text})).await;
+    }
+
+    /// Does `action` on the element `css` selects. The console renders again as it polls,
+    /// so the element found may be replaced before the action reaches it (WebDriver then
+    /// does nothing and says so): it is found again.
+    async fn act(&self, css: &str, action: &str, body: Value) {
+        wait_for(&format!("`{action}` on `{css}`"), DEADLINE, async || {
+            let id = self.element(css).await;
+            let path = format!("/session/{}/element/{id}/{action}", self.session);
+            let v = self.answer("POST", &path, body.clone()).await;
+            match v["value"]["error"].as_str() {
+                None => Some(()),
+                Some("stale element reference") => None,
+                Some(_) => panic!("WebDriver POST {path}: {v}"),
+            }
+        })
+        .await;
     }
 
     async fn screenshot(&self, name: &str) {
