@@ -149,6 +149,14 @@ fn settlement(d: &StoredDispatch, request: u32, attempt: Option<AttemptRecord>, 
     Settlement { dispatch: d.id, request, attempt, next }
 }
 
+/// A plain connection to the test database at `url`, for what a test reads or writes
+/// behind the store's back.
+async fn sql_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
 async fn one(store: &Arc<dyn Store>, id: DispatchId) -> StoredDispatch {
     let mut found = store.select(Filter::Id(id), true).await.unwrap();
     assert_eq!(found.len(), 1, "dispatch {id}");
@@ -571,8 +579,7 @@ mod postgres_only {
             next_job(&queue, Duration::from_secs(5)).await;
         }
         drop((queue, store));
-        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let client = sql_client(&db.url).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         let (updates, hot) = loop {
             let row = client
@@ -624,8 +631,7 @@ mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_version_1_database_is_migrated_while_an_old_instance_writes() {
         let Some(db) = TestDb::create("postgres::a_version_1_database_is_migrated").await else { return };
-        let (old, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let old = sql_client(&db.url).await;
         old.batch_execute(V1_SCHEMA).await.unwrap();
         let d = dispatch("orders", "42", Some("k"), 1);
         let id = d.id.as_uuid();
@@ -698,8 +704,7 @@ mod postgres_only {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shared_bodies_wait_until_no_instance_of_version_3_runs() {
         let Some(db) = TestDb::create("postgres::shared_bodies_wait").await else { return };
-        let (sql, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let sql = sql_client(&db.url).await;
         sql.batch_execute(V3_SCHEMA).await.unwrap();
         let in_rows = |id: DispatchId| {
             let sql = &sql;
@@ -747,8 +752,7 @@ mod postgres_only {
         let Some(b) = Backend::postgres("a_new_database_shares_bodies").await else { return };
         let d = dispatch("orders", "42", None, 12);
         b.store.insert(d.clone()).await.unwrap();
-        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let sql = sql_client(&b.db.as_ref().unwrap().url).await;
         let chunks = sql.query_one("SELECT count(*) FROM bodies", &[]).await.unwrap().get::<_, i64>(0);
         assert_eq!(chunks, 2, "12 bodies of 2 KB, in chunks of up to 16 KB");
         let got = one(&b.store, d.id).await;
@@ -767,8 +771,7 @@ mod postgres_only {
         let Some(b) = Backend::postgres("a_chunk_goes_once_delivered").await else { return };
         let d = dispatch("orders", "42", None, 12);
         b.store.insert(d.clone()).await.unwrap();
-        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let sql = sql_client(&b.db.as_ref().unwrap().url).await;
         let chunks = async || {
             let rows = sql.query("SELECT firsts, lasts FROM bodies ORDER BY id", &[]).await.unwrap();
             rows.iter().map(|row| (row.get::<_, Vec<i32>>(0)[0], row.get::<_, Vec<i32>>(1)[0])).collect::<Vec<_>>()
@@ -819,8 +822,7 @@ mod postgres_only {
         let Some(a) = Backend::postgres("two_instances_free_a_chunk").await else { return };
         let url = a.db.as_ref().unwrap().url.clone();
         let other: Arc<dyn Store> = PgStore::connect(&Secret::new(url.clone())).await.unwrap();
-        let (sql, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let sql = sql_client(&url).await;
         for round in 0..10 {
             let d = dispatch("orders", "42", None, 4);
             a.store.insert(d.clone()).await.unwrap();
@@ -845,8 +847,7 @@ mod postgres_only {
     #[tokio::test(flavor = "current_thread")]
     async fn dispatches_accepted_together_share_a_chunk_of_bodies() {
         let Some(b) = Backend::postgres("dispatches_share_a_chunk").await else { return };
-        let (sql, conn) = tokio_postgres::connect(&b.db.as_ref().unwrap().url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let sql = sql_client(&b.db.as_ref().unwrap().url).await;
         let chunks = async || {
             let rows = sql.query("SELECT dispatches FROM bodies ORDER BY id", &[]).await.unwrap();
             rows.iter().map(|row| row.get::<_, Vec<uuid::Uuid>>(0)).collect::<Vec<_>>()

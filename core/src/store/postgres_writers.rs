@@ -74,7 +74,6 @@ pub(super) struct NewDispatch {
 }
 
 /// Requests as columns, each naming its dispatch.
-#[derive(Default)]
 struct RequestColumns {
     dispatches: Vec<Uuid>,
     indexes: Vec<i32>,
